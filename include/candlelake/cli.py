@@ -1,0 +1,196 @@
+"""`candlelake`: the command-line front door (up, down, status, install, produce, candles).
+
+Every failure a person can fix is reported in one or two lines naming the part and what to do; a
+traceback is shown only with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from candlelake.config import ConfigError, Settings, load_settings
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _parts(settings: Settings, only: str | None, skip: str | None) -> list:  # type: ignore[type-arg]
+    from candlelake.platform import orchestrator
+
+    parts = orchestrator.select(orchestrator.components(settings), _names(only))
+    skipped = _names(skip) or set()
+    return [p for p in parts if p.name not in skipped]
+
+
+def _names(text: str | None) -> set[str] | None:
+    return {n.strip() for n in text.split(",") if n.strip()} if text else None
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from candlelake.platform import orchestrator
+
+    parts = _parts(settings, args.only, args.skip)
+    started = time.monotonic()
+    _say(f"candlelake up: {', '.join(p.name for p in parts)}")
+    statuses = orchestrator.up(parts, _say)
+    _say(f"\nall {len(statuses)} parts healthy in {time.monotonic() - started:.0f}s\n")
+    _print_status(statuses)
+    hints = [p.login_hint() for p in parts if p.login_hint()]
+    for hint in hints:
+        _say(hint)
+    _say(f"logs: {settings.logs_dir}   stop: candlelake down")
+    return 0
+
+
+def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    from candlelake.platform import orchestrator
+
+    orchestrator.down(_parts(settings, args.only, None), _say)
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from candlelake.platform import orchestrator
+
+    statuses = orchestrator.status(_parts(settings, args.only, None))
+    if args.json:
+        print(json.dumps([s.__dict__ for s in statuses], indent=1))
+    else:
+        _print_status(statuses)
+    return 0 if all(s.healthy for s in statuses) else 1
+
+
+def _print_status(statuses: list) -> None:  # type: ignore[type-arg]
+    _say(f"{'part':<22}{'state':<22}{'pid':>8}  {'ports':<12}{'RSS MiB':>8}  url")
+    for s in statuses:
+        ports = ",".join(str(p) for p in s.ports) or "-"
+        pid = str(s.pid) if s.pid else "-"
+        rss = f"{s.rss_kib / 1024:.0f}" if s.rss_kib else "-"
+        _say(f"{s.name:<22}{s.detail:<22}{pid:>8}  {ports:<12}{rss:>8}  {' '.join(s.urls) or '-'}")
+
+
+def cmd_install(settings: Settings, args: argparse.Namespace) -> int:
+    from candlelake.platform import orchestrator
+
+    orchestrator.install(_parts(settings, args.only, None), _say)
+    _say("installed")
+    return 0
+
+
+def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    from candlelake import producer
+
+    symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()] if args.symbols \
+        else settings.simulator_symbols
+    rate = args.rate if args.rate is not None else settings.simulator_rate
+    if not rate > 0:
+        raise ConfigError(f"--rate {rate}: give a positive number of trades per second")
+    sent = producer.run(settings, args.source, symbols, rate, args.seed if args.seed is not None
+                        else settings.simulator_seed, limit=args.limit)
+    _say(f"produced {sent} trades")
+    return 0
+
+
+def cmd_candles(settings: Settings, args: argparse.Namespace) -> int:
+    from candlelake import candles_export
+
+    req = candles_export.make_request(args.exchange, args.symbol, args.interval, args.start, args.end)
+    rows = candles_export.fetch(settings.pg_reader_dsn, req)
+    candles_export.write(rows, args.format, sys.stdout)
+    if not rows:
+        print(f"no candles for {req.exchange}:{req.symbol} between {args.start} and {args.end}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="candlelake", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="install what is missing, start every part, wait until healthy")
+    up.add_argument("--only", help="comma-separated parts to start (default: all)")
+    up.add_argument("--skip", help="comma-separated parts not to start")
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="stop every part (quiet when nothing runs)")
+    down.add_argument("--only", help="comma-separated parts to stop")
+    down.set_defaults(func=cmd_down)
+
+    status = sub.add_parser("status", help="each part with pid, ports, memory and health")
+    status.add_argument("--only", help="comma-separated parts")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    install = sub.add_parser("install", help="fetch and prepare every part without starting it")
+    install.add_argument("--only", help="comma-separated parts")
+    install.set_defaults(func=cmd_install)
+
+    produce = sub.add_parser("produce", help="stream trades from a source into Kafka until stopped")
+    produce.add_argument("--source", default="simulator", choices=["simulator"])
+    produce.add_argument("--symbols", help="comma-separated symbols (default: CANDLELAKE_SIMULATOR_SYMBOLS)")
+    produce.add_argument("--rate", type=float, help="trades per second, all symbols together")
+    produce.add_argument("--seed", type=int)
+    produce.add_argument("--limit", type=int, help="stop after this many trades")
+    produce.set_defaults(func=cmd_produce)
+
+    candles = sub.add_parser("candles", help="print candles from PostgreSQL as CSV or JSON")
+    candles.add_argument("--exchange", required=True)
+    candles.add_argument("--symbol", required=True)
+    candles.add_argument("--interval", default="1m")
+    candles.add_argument("--start", required=True, help="ISO 8601, UTC when no zone is given")
+    candles.add_argument("--end", required=True, help="ISO 8601, exclusive")
+    candles.add_argument("--format", default="csv", choices=["csv", "json"])
+    candles.set_defaults(func=cmd_candles)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+        return int(args.func(settings, args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns errors into messages
+        if args.debug:
+            raise
+        print(f"candlelake {args.command}: {_explain(exc)}", file=sys.stderr)
+        return 2
+
+
+def _explain(exc: Exception) -> str:
+    """One message a person can act on, for the errors we expect; the type and text for the rest."""
+    from candlelake.candles_export import ExportError
+    from candlelake.platform.runtime import ComponentError
+
+    if isinstance(exc, ComponentError | ConfigError | ExportError | ValueError):
+        return str(exc)
+    try:
+        import psycopg2
+
+        if isinstance(exc, psycopg2.OperationalError):
+            settings = load_settings()
+            return (f"PostgreSQL is not reachable at {settings.host}:{settings.pg_port} "
+                    f"({str(exc).strip().splitlines()[0]}); start it with `candlelake up`")
+    except ImportError:
+        pass
+    try:
+        from kafka.errors import KafkaError
+
+        if isinstance(exc, KafkaError):
+            settings = load_settings()
+            return f"Kafka is not reachable at {settings.kafka_bootstrap} ({exc}); start it with `candlelake up`"
+    except ImportError:
+        pass
+    return f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

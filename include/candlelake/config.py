@@ -1,0 +1,237 @@
+"""One place for every setting, read from the environment with safe local defaults.
+
+Every variable is listed, with a comment, in `.env.example`. `load_settings()` also reads a `.env` file
+at the project root when present (values already in the environment win), so a user can keep local
+overrides without exporting them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ConfigError(ValueError):
+    """A setting has a value a person must fix; the message says which and how."""
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        values[key.strip()] = value.strip().strip('"').strip("'")
+    return values
+
+
+class _Env:
+    """Typed reads of environment variables with errors a person understands."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self._env = env
+
+    def str(self, name: str, default: str) -> str:
+        value = self._env.get(name, "")
+        return value if value != "" else default
+
+    def int(self, name: str, default: int, minimum: int = 0) -> int:
+        raw = self._env.get(name, "")
+        if raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+        if value < minimum:
+            raise ConfigError(f"{name}={value} must be at least {minimum}")
+        return value
+
+    def float(self, name: str, default: float, minimum: float = 0.0) -> float:
+        raw = self._env.get(name, "")
+        if raw == "":
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a number") from None
+        if not value >= minimum:  # also rejects NaN
+            raise ConfigError(f"{name}={raw} must be at least {minimum}")
+        return value
+
+    def path(self, name: str, default: Path) -> Path:
+        raw = self._env.get(name, "")
+        path = Path(raw) if raw else default
+        return path if path.is_absolute() else (PROJECT_ROOT / path)
+
+    def list(self, name: str, default: list[str]) -> list[str]:
+        raw = self._env.get(name, "")
+        if raw == "":
+            return list(default)
+        return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All of candlelake's configuration. Build it with `load_settings()`."""
+
+    project_root: Path
+    runtime_dir: Path
+    cache_dir: Path
+    host: str
+
+    # Kafka
+    kafka_version: str
+    kafka_port: int
+    kafka_controller_port: int
+    kafka_bootstrap: str
+    trades_topic: str
+    dead_letter_topic: str
+    topic_partitions: int
+    topic_retention_ms: int
+
+    # PostgreSQL
+    pg_port: int
+    pg_bin_dir: str
+    pg_superuser: str
+    pg_database: str
+    pg_user: str
+    pg_password: str
+    pg_reader_user: str
+    pg_reader_password: str
+    airflow_db: str
+    airflow_db_user: str
+    airflow_db_password: str
+
+    # Airflow
+    airflow_port: int
+    airflow_admin_user: str
+    airflow_admin_password: str
+
+    # Spark streaming job
+    spark_master: str
+    spark_ui_port: int
+    lake_dir: Path
+    checkpoint_dir: Path
+    candle_interval: str
+    watermark_delay: str
+    trigger_interval: str
+    spark_driver_memory: str
+
+    # Producer
+    producer_source: str
+    simulator_symbols: list[str]
+    simulator_rate: float
+    simulator_seed: int
+    health_interval_s: float
+
+    # Dashboard
+    dashboard_port: int
+
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.runtime_dir / "logs"
+
+    @property
+    def pids_dir(self) -> Path:
+        return self.runtime_dir / "pids"
+
+    @property
+    def jars_dir(self) -> Path:
+        return self.cache_dir / "jars"
+
+    def pg_dsn(self, user: str | None = None, password: str | None = None, dbname: str | None = None) -> str:
+        """A libpq connection string for the platform database (or another, by name)."""
+        return (
+            f"host={self.host} port={self.pg_port} dbname={dbname or self.pg_database} "
+            f"user={user or self.pg_user} password={password if password is not None else self.pg_password}"
+        )
+
+    @property
+    def pg_reader_dsn(self) -> str:
+        return self.pg_dsn(self.pg_reader_user, self.pg_reader_password)
+
+    @property
+    def airflow_sqlalchemy_url(self) -> str:
+        return (
+            f"postgresql+psycopg2://{self.airflow_db_user}:{self.airflow_db_password}"
+            f"@{self.host}:{self.pg_port}/{self.airflow_db}"
+        )
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://{self.host}:{self.airflow_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.host}:{self.dashboard_port}"
+
+
+def _default_pg_bin_dir() -> str:
+    # Debian keeps the server binaries off PATH, one folder per major version; take the newest.
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name)
+                        if p.parent.name.isdigit() else 0)
+    return str(candidates[-1]) if candidates else ""
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Read settings from `env` (default: `.env` file overlaid by the process environment)."""
+    if env is None:
+        env = {**_read_dotenv(PROJECT_ROOT / ".env"), **os.environ}
+    e = _Env(env)
+    host = e.str("CANDLELAKE_HOST", "127.0.0.1")
+    kafka_port = e.int("CANDLELAKE_KAFKA_PORT", 19092, 1)
+    runtime_dir = e.path("CANDLELAKE_RUNTIME_DIR", PROJECT_ROOT / ".runtime")
+    interval = e.str("CANDLELAKE_CANDLE_INTERVAL", "1 minute")
+    if interval not in ("1 second", "1 minute"):
+        raise ConfigError(f"CANDLELAKE_CANDLE_INTERVAL={interval!r}: the base interval is '1 second' or '1 minute'")
+    return Settings(
+        project_root=PROJECT_ROOT,
+        runtime_dir=runtime_dir,
+        cache_dir=e.path("CANDLELAKE_CACHE_DIR", PROJECT_ROOT / ".cache"),
+        host=host,
+        kafka_version=e.str("CANDLELAKE_KAFKA_VERSION", "4.1.1"),
+        kafka_port=kafka_port,
+        kafka_controller_port=e.int("CANDLELAKE_KAFKA_CONTROLLER_PORT", 19093, 1),
+        kafka_bootstrap=e.str("CANDLELAKE_KAFKA_BOOTSTRAP", f"{host}:{kafka_port}"),
+        trades_topic=e.str("CANDLELAKE_TRADES_TOPIC", "trades"),
+        dead_letter_topic=e.str("CANDLELAKE_DEAD_LETTER_TOPIC", "trades.dead-letter"),
+        topic_partitions=e.int("CANDLELAKE_TOPIC_PARTITIONS", 3, 1),
+        topic_retention_ms=e.int("CANDLELAKE_TOPIC_RETENTION_MS", 7 * 24 * 3600 * 1000, 60_000),
+        pg_port=e.int("CANDLELAKE_PG_PORT", 55432, 1),
+        pg_bin_dir=e.str("CANDLELAKE_PG_BIN_DIR", _default_pg_bin_dir()),
+        pg_superuser=e.str("CANDLELAKE_PG_SUPERUSER", "postgres"),
+        pg_database=e.str("CANDLELAKE_PG_DATABASE", "candlelake"),
+        pg_user=e.str("CANDLELAKE_PG_USER", "candlelake"),
+        pg_password=e.str("CANDLELAKE_PG_PASSWORD", "candlelake"),
+        pg_reader_user=e.str("CANDLELAKE_PG_READER_USER", "candlelake_reader"),
+        pg_reader_password=e.str("CANDLELAKE_PG_READER_PASSWORD", "candlelake_reader"),
+        airflow_db=e.str("CANDLELAKE_AIRFLOW_DB", "airflow"),
+        airflow_db_user=e.str("CANDLELAKE_AIRFLOW_DB_USER", "airflow"),
+        airflow_db_password=e.str("CANDLELAKE_AIRFLOW_DB_PASSWORD", "airflow"),
+        airflow_port=e.int("CANDLELAKE_AIRFLOW_PORT", 8080, 1),
+        airflow_admin_user=e.str("CANDLELAKE_AIRFLOW_ADMIN_USER", "admin"),
+        airflow_admin_password=e.str("CANDLELAKE_AIRFLOW_ADMIN_PASSWORD", "admin"),
+        spark_master=e.str("CANDLELAKE_SPARK_MASTER", "local[2]"),
+        spark_ui_port=e.int("CANDLELAKE_SPARK_UI_PORT", 4040, 1),
+        lake_dir=e.path("CANDLELAKE_LAKE_DIR", runtime_dir / "lake"),
+        checkpoint_dir=e.path("CANDLELAKE_CHECKPOINT_DIR", runtime_dir / "checkpoints"),
+        candle_interval=interval,
+        watermark_delay=e.str("CANDLELAKE_WATERMARK_DELAY", "2 minutes"),
+        trigger_interval=e.str("CANDLELAKE_TRIGGER_INTERVAL", "1 second"),
+        spark_driver_memory=e.str("CANDLELAKE_SPARK_DRIVER_MEMORY", "1g"),
+        producer_source=e.str("CANDLELAKE_PRODUCER_SOURCE", "simulator"),
+        simulator_symbols=e.list("CANDLELAKE_SIMULATOR_SYMBOLS", ["BTCUSDT", "ETHUSDT", "SOLUSDT"]),
+        simulator_rate=e.float("CANDLELAKE_SIMULATOR_RATE", 20.0, 0.001),
+        simulator_seed=e.int("CANDLELAKE_SIMULATOR_SEED", 42),
+        health_interval_s=e.float("CANDLELAKE_HEALTH_INTERVAL_S", 5.0, 0.1),
+        dashboard_port=e.int("CANDLELAKE_DASHBOARD_PORT", 8501, 1),
+    )

@@ -1,0 +1,54 @@
+"""The producer as a platform part: `jobs/produce.py` on the configured source, detached."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+
+import psycopg2
+
+from candlelake.platform import runtime
+from candlelake.platform.base import Component, Port
+
+# The producer reports every CANDLELAKE_HEALTH_INTERVAL_S seconds; a few missed beats mean trouble.
+_MISSED_BEATS = 4
+
+
+class ProducerComponent(Component):
+    name = "producer"
+    start_timeout = 60.0
+
+    def ports(self) -> list[Port]:
+        return []
+
+    def start(self) -> int:
+        s = self.settings
+        argv = [
+            sys.executable, str(s.project_root / "jobs" / "produce.py"),
+            "--source", s.producer_source,
+            "--symbols", ",".join(s.simulator_symbols),
+            "--rate", str(s.simulator_rate),
+            "--seed", str(s.simulator_seed),
+        ]
+        return runtime.spawn(s, self.name, argv)
+
+    def healthy(self) -> bool:
+        """Alive, and its heartbeat in producer_health is fresh and comes from this very process."""
+        pid = self.pid()
+        if not pid:
+            return False
+        max_age = timedelta(seconds=self.settings.health_interval_s * _MISSED_BEATS)
+        try:
+            with psycopg2.connect(self.settings.pg_dsn(), connect_timeout=2) as conn, conn.cursor() as cur:
+                cur.execute(
+                    "SELECT heartbeat_at FROM producer_health WHERE pid = %s ORDER BY heartbeat_at DESC LIMIT 1",
+                    (pid,),
+                )
+                row = cur.fetchone()
+            conn.close()
+        except Exception:  # noqa: BLE001 - a health check reports, it never raises
+            return False
+        return bool(row) and datetime.now(UTC) - row[0] <= max_age
+
+    def urls(self) -> list[str]:
+        return []

@@ -1,0 +1,70 @@
+"""The canonical trade record and its wire format on the Kafka `trades` topic.
+
+Wire format (JSON, UTF-8), key `exchange:symbol`::
+
+    {"exchange": "binance", "symbol": "BTCUSDT", "trade_id": 123, "price": "27123.45",
+     "qty": "0.0012", "trade_time": 1700000000123456, "is_buyer_maker": true,
+     "ingest_time": 1700000000124000, "source": "binance-ws"}
+
+Times are epoch microseconds, UTC. Prices and quantities travel as decimal strings so that no binary
+float ever touches them between the exchange and PostgreSQL's NUMERIC.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+def decimal_text(value: Decimal) -> str:
+    """Plain positional notation (never `1E-8`), which every consumer parses the same way."""
+    return format(value, "f")
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    exchange: str
+    symbol: str
+    trade_id: int
+    price: Decimal
+    qty: Decimal
+    trade_time_us: int
+    is_buyer_maker: bool
+    ingest_time_us: int
+    source: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.exchange}:{self.symbol}"
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "exchange": self.exchange,
+            "symbol": self.symbol,
+            "trade_id": self.trade_id,
+            "price": decimal_text(self.price),
+            "qty": decimal_text(self.qty),
+            "trade_time": self.trade_time_us,
+            "is_buyer_maker": self.is_buyer_maker,
+            "ingest_time": self.ingest_time_us,
+            "source": self.source,
+        }
+
+    def to_json_bytes(self) -> bytes:
+        return json.dumps(self.to_wire(), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_wire(cls, payload: dict[str, object]) -> Trade:
+        """Inverse of `to_wire` (used by tests and tools reading the topic back)."""
+        return cls(
+            exchange=str(payload["exchange"]),
+            symbol=str(payload["symbol"]),
+            trade_id=int(payload["trade_id"]),  # type: ignore[call-overload]
+            price=Decimal(str(payload["price"])),
+            qty=Decimal(str(payload["qty"])),
+            trade_time_us=int(payload["trade_time"]),  # type: ignore[call-overload]
+            is_buyer_maker=bool(payload["is_buyer_maker"]),
+            ingest_time_us=int(payload["ingest_time"]),  # type: ignore[call-overload]
+            source=str(payload["source"]),
+        )

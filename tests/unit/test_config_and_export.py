@@ -1,0 +1,47 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from candlelake.candles_export import ExportError, make_request, parse_time
+from candlelake.config import ConfigError, load_settings
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_are_local_and_safe():
+    s = load_settings({})
+    assert s.kafka_bootstrap == "127.0.0.1:19092"
+    assert s.pg_port == 55432 and s.candle_interval == "1 minute"
+    assert s.runtime_dir.name == ".runtime" and s.runtime_dir.is_absolute()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CANDLELAKE_PG_PORT": "fivefive"}, "CANDLELAKE_PG_PORT='fivefive' is not a whole number"),
+        ({"CANDLELAKE_SIMULATOR_RATE": "nan"}, "must be at least"),
+        ({"CANDLELAKE_CANDLE_INTERVAL": "2 minutes"}, "base interval"),
+    ],
+)
+def test_bad_settings_get_a_message_naming_the_variable(env, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env)
+
+
+def test_times_without_zone_are_utc():
+    assert parse_time("2026-11-22T10:00", "--start") == datetime(2026, 11, 22, 10, tzinfo=UTC)
+    assert parse_time("2026-11-22T12:00:00+02:00", "--start") == datetime(2026, 11, 22, 10, tzinfo=UTC)
+    assert parse_time("2026-11-22", "--start") == datetime(2026, 11, 22, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("x", "Y", "1m", "yesterday", "2026-01-01"), "--start 'yesterday' is not an ISO 8601 time"),
+        (("x", "Y", "1m", "2026-01-02", "2026-01-01"), "must be after --start"),
+        (("x", "Y", "7q", "2026-01-01", "2026-01-02"), "interval '7q'"),
+    ],
+)
+def test_bad_candle_requests_are_explained(args, message):
+    with pytest.raises(ExportError, match=message):
+        make_request(*args)
