@@ -15,8 +15,16 @@ from typing import TextIO
 import psycopg2
 
 COLUMNS = (
-    "open_time", "open", "high", "low", "close", "volume", "quote_volume", "trades",
-    "taker_buy_volume", "taker_buy_quote_volume",
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "trades",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
 )
 BASE_INTERVALS = {"1m": "1 minute", "1s": "1 second"}
 
@@ -56,11 +64,14 @@ def parse_time(text: str, name: str) -> datetime:
 
 def make_request(exchange: str, symbol: str, interval: str, start: str, end: str) -> CandleRequest:
     if interval not in BASE_INTERVALS:
-        raise ExportError(
-            f"interval {interval!r} is not served yet; available: {', '.join(BASE_INTERVALS)}"
-        )
-    req = CandleRequest(exchange.strip().lower(), symbol.strip().upper(), interval,
-                        parse_time(start, "--start"), parse_time(end, "--end"))
+        raise ExportError(f"interval {interval!r} is not served yet; available: {', '.join(BASE_INTERVALS)}")
+    req = CandleRequest(
+        exchange.strip().lower(),
+        symbol.strip().upper(),
+        interval,
+        parse_time(start, "--start"),
+        parse_time(end, "--end"),
+    )
     if req.end <= req.start:
         raise ExportError(f"--end ({end}) must be after --start ({start})")
     return req
@@ -71,8 +82,7 @@ def fetch(dsn: str, req: CandleRequest) -> list[tuple[object, ...]]:
         cur.execute(QUERY, {"exchange": req.exchange, "symbol": req.symbol, "start": req.start, "end": req.end})
         rows = cur.fetchall()
         if not rows:
-            cur.execute("SELECT 1 FROM candles WHERE exchange = %s AND symbol = %s LIMIT 1",
-                        (req.exchange, req.symbol))
+            cur.execute("SELECT 1 FROM candles WHERE exchange = %s AND symbol = %s LIMIT 1", (req.exchange, req.symbol))
             if cur.fetchone() is None:
                 cur.execute("SELECT DISTINCT exchange || ':' || symbol FROM candles ORDER BY 1 LIMIT 50")
                 known = ", ".join(r[0] for r in cur.fetchall()) or "none yet"

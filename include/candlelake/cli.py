@@ -12,15 +12,19 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from candlelake.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from candlelake.platform.base import Component, Status
 
 
 def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _parts(settings: Settings, only: str | None, skip: str | None) -> list:  # type: ignore[type-arg]
+def _parts(settings: Settings, only: str | None, skip: str | None) -> list[Component]:
     from candlelake.platform import orchestrator
 
     parts = orchestrator.select(orchestrator.components(settings), _names(only))
@@ -66,7 +70,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if all(s.healthy for s in statuses) else 1
 
 
-def _print_status(statuses: list) -> None:  # type: ignore[type-arg]
+def _print_status(statuses: list[Status]) -> None:
     _say(f"{'part':<22}{'state':<22}{'pid':>8}  {'ports':<12}{'RSS MiB':>8}  url")
     for s in statuses:
         ports = ",".join(str(p) for p in s.ports) or "-"
@@ -86,13 +90,22 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     from candlelake import producer
 
-    symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()] if args.symbols \
+    symbols = (
+        [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
+        if args.symbols
         else settings.simulator_symbols
+    )
     rate = args.rate if args.rate is not None else settings.simulator_rate
     if not rate > 0:
         raise ConfigError(f"--rate {rate}: give a positive number of trades per second")
-    sent = producer.run(settings, args.source, symbols, rate, args.seed if args.seed is not None
-                        else settings.simulator_seed, limit=args.limit)
+    sent = producer.run(
+        settings,
+        args.source,
+        symbols,
+        rate,
+        args.seed if args.seed is not None else settings.simulator_seed,
+        limit=args.limit,
+    )
     _say(f"produced {sent} trades")
     return 0
 
@@ -158,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(settings, args))
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - the one place that turns errors into messages
+    except Exception as exc:
         if args.debug:
             raise
         print(f"candlelake {args.command}: {_explain(exc)}", file=sys.stderr)
@@ -177,8 +190,10 @@ def _explain(exc: Exception) -> str:
 
         if isinstance(exc, psycopg2.OperationalError):
             settings = load_settings()
-            return (f"PostgreSQL is not reachable at {settings.host}:{settings.pg_port} "
-                    f"({str(exc).strip().splitlines()[0]}); start it with `candlelake up`")
+            return (
+                f"PostgreSQL is not reachable at {settings.host}:{settings.pg_port} "
+                f"({str(exc).strip().splitlines()[0]}); start it with `candlelake up`"
+            )
     except ImportError:
         pass
     try:

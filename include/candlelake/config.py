@@ -37,11 +37,11 @@ class _Env:
     def __init__(self, env: dict[str, str]) -> None:
         self._env = env
 
-    def str(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str) -> str:
         value = self._env.get(name, "")
         return value if value != "" else default
 
-    def int(self, name: str, default: int, minimum: int = 0) -> int:
+    def integer(self, name: str, default: int, minimum: int = 0) -> int:
         raw = self._env.get(name, "")
         if raw == "":
             return default
@@ -53,7 +53,7 @@ class _Env:
             raise ConfigError(f"{name}={value} must be at least {minimum}")
         return value
 
-    def float(self, name: str, default: float, minimum: float = 0.0) -> float:
+    def number(self, name: str, default: float, minimum: float = 0.0) -> float:
         raw = self._env.get(name, "")
         if raw == "":
             return default
@@ -70,7 +70,7 @@ class _Env:
         path = Path(raw) if raw else default
         return path if path.is_absolute() else (PROJECT_ROOT / path)
 
-    def list(self, name: str, default: list[str]) -> list[str]:
+    def items(self, name: str, default: list[str]) -> list[str]:
         raw = self._env.get(name, "")
         if raw == "":
             return list(default)
@@ -177,8 +177,9 @@ class Settings:
 
 def _default_pg_bin_dir() -> str:
     # Debian keeps the server binaries off PATH, one folder per major version; take the newest.
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name)
-                        if p.parent.name.isdigit() else 0)
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0
+    )
     return str(candidates[-1]) if candidates else ""
 
 
@@ -187,10 +188,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if env is None:
         env = {**_read_dotenv(PROJECT_ROOT / ".env"), **os.environ}
     e = _Env(env)
-    host = e.str("CANDLELAKE_HOST", "127.0.0.1")
-    kafka_port = e.int("CANDLELAKE_KAFKA_PORT", 19092, 1)
+    host = e.text("CANDLELAKE_HOST", "127.0.0.1")
+    kafka_port = e.integer("CANDLELAKE_KAFKA_PORT", 19092, 1)
     runtime_dir = e.path("CANDLELAKE_RUNTIME_DIR", PROJECT_ROOT / ".runtime")
-    interval = e.str("CANDLELAKE_CANDLE_INTERVAL", "1 minute")
+    interval = e.text("CANDLELAKE_CANDLE_INTERVAL", "1 minute")
     if interval not in ("1 second", "1 minute"):
         raise ConfigError(f"CANDLELAKE_CANDLE_INTERVAL={interval!r}: the base interval is '1 second' or '1 minute'")
     return Settings(
@@ -198,40 +199,40 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         runtime_dir=runtime_dir,
         cache_dir=e.path("CANDLELAKE_CACHE_DIR", PROJECT_ROOT / ".cache"),
         host=host,
-        kafka_version=e.str("CANDLELAKE_KAFKA_VERSION", "4.1.1"),
+        kafka_version=e.text("CANDLELAKE_KAFKA_VERSION", "4.1.1"),
         kafka_port=kafka_port,
-        kafka_controller_port=e.int("CANDLELAKE_KAFKA_CONTROLLER_PORT", 19093, 1),
-        kafka_bootstrap=e.str("CANDLELAKE_KAFKA_BOOTSTRAP", f"{host}:{kafka_port}"),
-        trades_topic=e.str("CANDLELAKE_TRADES_TOPIC", "trades"),
-        dead_letter_topic=e.str("CANDLELAKE_DEAD_LETTER_TOPIC", "trades.dead-letter"),
-        topic_partitions=e.int("CANDLELAKE_TOPIC_PARTITIONS", 3, 1),
-        topic_retention_ms=e.int("CANDLELAKE_TOPIC_RETENTION_MS", 7 * 24 * 3600 * 1000, 60_000),
-        pg_port=e.int("CANDLELAKE_PG_PORT", 55432, 1),
-        pg_bin_dir=e.str("CANDLELAKE_PG_BIN_DIR", _default_pg_bin_dir()),
-        pg_superuser=e.str("CANDLELAKE_PG_SUPERUSER", "postgres"),
-        pg_database=e.str("CANDLELAKE_PG_DATABASE", "candlelake"),
-        pg_user=e.str("CANDLELAKE_PG_USER", "candlelake"),
-        pg_password=e.str("CANDLELAKE_PG_PASSWORD", "candlelake"),
-        pg_reader_user=e.str("CANDLELAKE_PG_READER_USER", "candlelake_reader"),
-        pg_reader_password=e.str("CANDLELAKE_PG_READER_PASSWORD", "candlelake_reader"),
-        airflow_db=e.str("CANDLELAKE_AIRFLOW_DB", "airflow"),
-        airflow_db_user=e.str("CANDLELAKE_AIRFLOW_DB_USER", "airflow"),
-        airflow_db_password=e.str("CANDLELAKE_AIRFLOW_DB_PASSWORD", "airflow"),
-        airflow_port=e.int("CANDLELAKE_AIRFLOW_PORT", 8080, 1),
-        airflow_admin_user=e.str("CANDLELAKE_AIRFLOW_ADMIN_USER", "admin"),
-        airflow_admin_password=e.str("CANDLELAKE_AIRFLOW_ADMIN_PASSWORD", "admin"),
-        spark_master=e.str("CANDLELAKE_SPARK_MASTER", "local[2]"),
-        spark_ui_port=e.int("CANDLELAKE_SPARK_UI_PORT", 4040, 1),
+        kafka_controller_port=e.integer("CANDLELAKE_KAFKA_CONTROLLER_PORT", 19093, 1),
+        kafka_bootstrap=e.text("CANDLELAKE_KAFKA_BOOTSTRAP", f"{host}:{kafka_port}"),
+        trades_topic=e.text("CANDLELAKE_TRADES_TOPIC", "trades"),
+        dead_letter_topic=e.text("CANDLELAKE_DEAD_LETTER_TOPIC", "trades.dead-letter"),
+        topic_partitions=e.integer("CANDLELAKE_TOPIC_PARTITIONS", 3, 1),
+        topic_retention_ms=e.integer("CANDLELAKE_TOPIC_RETENTION_MS", 7 * 24 * 3600 * 1000, 60_000),
+        pg_port=e.integer("CANDLELAKE_PG_PORT", 55432, 1),
+        pg_bin_dir=e.text("CANDLELAKE_PG_BIN_DIR", _default_pg_bin_dir()),
+        pg_superuser=e.text("CANDLELAKE_PG_SUPERUSER", "postgres"),
+        pg_database=e.text("CANDLELAKE_PG_DATABASE", "candlelake"),
+        pg_user=e.text("CANDLELAKE_PG_USER", "candlelake"),
+        pg_password=e.text("CANDLELAKE_PG_PASSWORD", "candlelake"),
+        pg_reader_user=e.text("CANDLELAKE_PG_READER_USER", "candlelake_reader"),
+        pg_reader_password=e.text("CANDLELAKE_PG_READER_PASSWORD", "candlelake_reader"),
+        airflow_db=e.text("CANDLELAKE_AIRFLOW_DB", "airflow"),
+        airflow_db_user=e.text("CANDLELAKE_AIRFLOW_DB_USER", "airflow"),
+        airflow_db_password=e.text("CANDLELAKE_AIRFLOW_DB_PASSWORD", "airflow"),
+        airflow_port=e.integer("CANDLELAKE_AIRFLOW_PORT", 8080, 1),
+        airflow_admin_user=e.text("CANDLELAKE_AIRFLOW_ADMIN_USER", "admin"),
+        airflow_admin_password=e.text("CANDLELAKE_AIRFLOW_ADMIN_PASSWORD", "admin"),
+        spark_master=e.text("CANDLELAKE_SPARK_MASTER", "local[2]"),
+        spark_ui_port=e.integer("CANDLELAKE_SPARK_UI_PORT", 4040, 1),
         lake_dir=e.path("CANDLELAKE_LAKE_DIR", runtime_dir / "lake"),
         checkpoint_dir=e.path("CANDLELAKE_CHECKPOINT_DIR", runtime_dir / "checkpoints"),
         candle_interval=interval,
-        watermark_delay=e.str("CANDLELAKE_WATERMARK_DELAY", "2 minutes"),
-        trigger_interval=e.str("CANDLELAKE_TRIGGER_INTERVAL", "1 second"),
-        spark_driver_memory=e.str("CANDLELAKE_SPARK_DRIVER_MEMORY", "1g"),
-        producer_source=e.str("CANDLELAKE_PRODUCER_SOURCE", "simulator"),
-        simulator_symbols=e.list("CANDLELAKE_SIMULATOR_SYMBOLS", ["BTCUSDT", "ETHUSDT", "SOLUSDT"]),
-        simulator_rate=e.float("CANDLELAKE_SIMULATOR_RATE", 20.0, 0.001),
-        simulator_seed=e.int("CANDLELAKE_SIMULATOR_SEED", 42),
-        health_interval_s=e.float("CANDLELAKE_HEALTH_INTERVAL_S", 5.0, 0.1),
-        dashboard_port=e.int("CANDLELAKE_DASHBOARD_PORT", 8501, 1),
+        watermark_delay=e.text("CANDLELAKE_WATERMARK_DELAY", "2 minutes"),
+        trigger_interval=e.text("CANDLELAKE_TRIGGER_INTERVAL", "1 second"),
+        spark_driver_memory=e.text("CANDLELAKE_SPARK_DRIVER_MEMORY", "1g"),
+        producer_source=e.text("CANDLELAKE_PRODUCER_SOURCE", "simulator"),
+        simulator_symbols=e.items("CANDLELAKE_SIMULATOR_SYMBOLS", ["BTCUSDT", "ETHUSDT", "SOLUSDT"]),
+        simulator_rate=e.number("CANDLELAKE_SIMULATOR_RATE", 20.0, 0.001),
+        simulator_seed=e.integer("CANDLELAKE_SIMULATOR_SEED", 42),
+        health_interval_s=e.number("CANDLELAKE_HEALTH_INTERVAL_S", 5.0, 0.1),
+        dashboard_port=e.integer("CANDLELAKE_DASHBOARD_PORT", 8501, 1),
     )

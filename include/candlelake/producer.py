@@ -147,19 +147,27 @@ class HealthReporter(threading.Thread):
         while not self.stopped.wait(self.settings.health_interval_s):
             try:
                 self.report()
-            except Exception as exc:  # noqa: BLE001 - health is best effort; production goes on
+            except Exception as exc:
                 log.warning("could not record producer health: %s", exc)
 
     def stop(self) -> None:
         self.stopped.set()
         try:
             self.report()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("could not record final producer health: %s", exc)
 
 
-def run_simulator(settings: Settings, sink: TradeSink, counters: Counters, stop: threading.Event,
-                  symbols: list[str], rate: float, seed: int, limit: int | None = None) -> int:
+def run_simulator(
+    settings: Settings,
+    sink: TradeSink,
+    counters: Counters,
+    stop: threading.Event,
+    symbols: list[str],
+    rate: float,
+    seed: int,
+    limit: int | None = None,
+) -> int:
     """Produce simulated trades in real time (trade time = now) until `stop` is set or `limit` reached."""
     from candlelake.simulator import Simulator
 
@@ -183,8 +191,7 @@ def run_simulator(settings: Settings, sink: TradeSink, counters: Counters, stop:
     return sent
 
 
-def run(settings: Settings, source: str, symbols: list[str], rate: float, seed: int,
-        limit: int | None = None) -> int:
+def run(settings: Settings, source: str, symbols: list[str], rate: float, seed: int, limit: int | None = None) -> int:
     """The producer process: install signal handlers, run the source, flush on the way out."""
     if source != "simulator":
         raise ValueError(f"unknown source {source!r}; available now: simulator")

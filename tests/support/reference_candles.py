@@ -29,7 +29,9 @@ class RefCandle:
     taker_buy_quote_volume: Decimal
 
 
-def reference_candles(trades: Iterable[Trade], interval_us: int = 60_000_000) -> dict[tuple[str, str, datetime], RefCandle]:
+def reference_candles(
+    trades: Iterable[Trade], interval_us: int = 60_000_000
+) -> dict[tuple[str, str, datetime], RefCandle]:
     """Candles keyed by (exchange, symbol, open_time); duplicates of a trade id count once."""
     unique: dict[tuple[str, str, int], Trade] = {}
     for t in trades:

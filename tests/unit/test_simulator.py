@@ -42,8 +42,17 @@ def test_prices_stay_positive_on_the_tick_and_sizes_on_the_lot():
 
 
 def test_wire_format_round_trips_exact_decimals():
-    t = Trade("binance", "XRPETH", 13519807, Decimal("0.00141342"), Decimal("23.00000000"),
-              1570752011620000, True, 1570752011700000, "replay")
+    t = Trade(
+        "binance",
+        "XRPETH",
+        13519807,
+        Decimal("0.00141342"),
+        Decimal("23.00000000"),
+        1570752011620000,
+        True,
+        1570752011700000,
+        "replay",
+    )
     wire = t.to_wire()
     assert wire["price"] == "0.00141342" and wire["qty"] == "23.00000000"
     assert Trade.from_wire(wire) == t

@@ -43,14 +43,18 @@ def resolve(settings: Settings, name: str, part: str) -> Path:
     log = settings.logs_dir / f"maven-{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
-        mvn, "-B", "-q", "-f", str(pom),
+        mvn,
+        "-B",
+        "-q",
+        "-f",
+        str(pom),
         f"-Dmaven.repo.local={settings.cache_dir / 'm2'}",
         "dependency:copy-dependencies",
         f"-DoutputDirectory={tmp}",
         "-DincludeScope=runtime",
     ]
     with open(log, "w") as out:
-        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False)  # noqa: S603
+        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0 or not any(tmp.glob("*.jar")):
         raise ComponentError(
             part,

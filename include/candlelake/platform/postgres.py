@@ -17,7 +17,6 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
-from candlelake.config import Settings
 from candlelake.platform import runtime
 from candlelake.platform.base import Component, Port
 from candlelake.platform.runtime import ComponentError
@@ -91,23 +90,44 @@ class PostgresComponent(Component):
             self._check_traversable(entry.pw_uid, entry.pw_gid)
         log = runtime.log_path(self.settings, "postgres-initdb")
         log.parent.mkdir(parents=True, exist_ok=True)
-        argv = [initdb, "-D", str(self.data_dir), "-U", self.settings.pg_superuser, "--auth-local=trust",
-                "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"]
+        argv = [
+            initdb,
+            "-D",
+            str(self.data_dir),
+            "-U",
+            self.settings.pg_superuser,
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+            "--no-instructions",
+        ]
         # A superuser password is needed for host connections under scram; we only use the socket.
         with open(log, "w") as out:
-            result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, user=user, group=user,  # noqa: S603
-                                    extra_groups=[] if user else None, cwd=str(self.root), check=False)
+            result = subprocess.run(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                user=user,
+                group=user,
+                extra_groups=[] if user else None,
+                cwd=str(self.root),
+                check=False,
+            )
         if result.returncode != 0:
             # Leave no half-made cluster behind: the next `up` must be able to try again.
-            subprocess.run(["rm", "-rf", str(self.data_dir)], check=False)  # noqa: S603,S607
+            subprocess.run(["rm", "-rf", str(self.data_dir)], check=False)
             raise ComponentError(PART, "initdb failed", log)
 
     def _check_traversable(self, uid: int, gid: int) -> None:
         # The server user must be able to reach its data folder through every parent directory.
         for parent in self.data_dir.parents:
             st = parent.stat()
-            can_x = (st.st_mode & 0o001) or (st.st_uid == uid and st.st_mode & 0o100) or (
-                st.st_gid == gid and st.st_mode & 0o010)
+            can_x = (
+                (st.st_mode & 0o001)
+                or (st.st_uid == uid and st.st_mode & 0o100)
+                or (st.st_gid == gid and st.st_mode & 0o010)
+            )
             if not can_x:
                 raise ComponentError(
                     PART,
@@ -119,12 +139,23 @@ class PostgresComponent(Component):
         postgres = self._bin("postgres")
         s = self.settings
         argv = [
-            postgres, "-D", str(self.data_dir), "-p", str(s.pg_port), "-k", str(self.socket_dir),
-            "-c", f"listen_addresses={s.host}",
-            "-c", "max_connections=200",  # Airflow's scheduler and LocalExecutor workers hold many
-            "-c", "shared_buffers=256MB",
-            "-c", "unix_socket_permissions=0777",
-            "-c", "log_min_messages=warning",
+            postgres,
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(s.pg_port),
+            "-k",
+            str(self.socket_dir),
+            "-c",
+            f"listen_addresses={s.host}",
+            "-c",
+            "max_connections=200",  # Airflow's scheduler and LocalExecutor workers hold many
+            "-c",
+            "shared_buffers=256MB",
+            "-c",
+            "unix_socket_permissions=0777",
+            "-c",
+            "log_min_messages=warning",
         ]
         return runtime.spawn(s, self.name, argv, user=self.os_user)
 
@@ -133,7 +164,7 @@ class PostgresComponent(Component):
             with self._superuser_conn(timeout=2) as conn, conn.cursor() as cur:
                 cur.execute("SELECT 1")
                 return cur.fetchone() == (1,)
-        except Exception:  # noqa: BLE001 - a health check reports, it never raises
+        except Exception:
             return False
 
     def stop(self) -> bool:
@@ -143,8 +174,13 @@ class PostgresComponent(Component):
         return runtime.stop(self.settings, self.name, timeout=30, sig=signal.SIGINT)
 
     def _superuser_conn(self, dbname: str = "postgres", timeout: int = 5) -> psycopg2.extensions.connection:
-        conn = psycopg2.connect(host=str(self.socket_dir), port=self.settings.pg_port, dbname=dbname,
-                                user=self.settings.pg_superuser, connect_timeout=timeout)
+        conn = psycopg2.connect(
+            host=str(self.socket_dir),
+            port=self.settings.pg_port,
+            dbname=dbname,
+            user=self.settings.pg_superuser,
+            connect_timeout=timeout,
+        )
         conn.autocommit = True
         return conn
 
@@ -154,20 +190,26 @@ class PostgresComponent(Component):
         conn = self._superuser_conn()
         try:
             with conn.cursor() as cur:
-                for role, password in ((s.pg_user, s.pg_password), (s.airflow_db_user, s.airflow_db_password),
-                                       (s.pg_reader_user, s.pg_reader_password)):
+                for role, password in (
+                    (s.pg_user, s.pg_password),
+                    (s.airflow_db_user, s.airflow_db_password),
+                    (s.pg_reader_user, s.pg_reader_password),
+                ):
                     cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
                     verb = "ALTER" if cur.fetchone() else "CREATE"
-                    cur.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(role)),
-                                (password,))
+                    cur.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(role)), (password,))
                 for db, owner in ((s.pg_database, s.pg_user), (s.airflow_db, s.airflow_db_user)):
                     cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
                     if not cur.fetchone():
-                        cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                            sql.Identifier(db), sql.Identifier(owner)))
+                        cur.execute(
+                            sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(owner))
+                        )
                 # The dashboard must never write, even by mistake in a query.
-                cur.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(
-                    sql.Identifier(s.pg_reader_user)))
+                cur.execute(
+                    sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(
+                        sql.Identifier(s.pg_reader_user)
+                    )
+                )
         finally:
             conn.close()
         # The schema is owned by the platform role, so that its objects are too.
@@ -177,5 +219,7 @@ class PostgresComponent(Component):
             cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(s.pg_database), reader))
             cur.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(reader))
             cur.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(reader))
-            cur.execute(sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {}").format(reader))
+            cur.execute(
+                sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {}").format(reader)
+            )
         conn.close()

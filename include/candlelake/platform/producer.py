@@ -24,11 +24,16 @@ class ProducerComponent(Component):
     def start(self) -> int:
         s = self.settings
         argv = [
-            sys.executable, str(s.project_root / "jobs" / "produce.py"),
-            "--source", s.producer_source,
-            "--symbols", ",".join(s.simulator_symbols),
-            "--rate", str(s.simulator_rate),
-            "--seed", str(s.simulator_seed),
+            sys.executable,
+            str(s.project_root / "jobs" / "produce.py"),
+            "--source",
+            s.producer_source,
+            "--symbols",
+            ",".join(s.simulator_symbols),
+            "--rate",
+            str(s.simulator_rate),
+            "--seed",
+            str(s.simulator_seed),
         ]
         return runtime.spawn(s, self.name, argv)
 
@@ -46,7 +51,7 @@ class ProducerComponent(Component):
                 )
                 row = cur.fetchone()
             conn.close()
-        except Exception:  # noqa: BLE001 - a health check reports, it never raises
+        except Exception:
             return False
         return bool(row) and datetime.now(UTC) - row[0] <= max_age
 

@@ -1,0 +1,42 @@
+"""The whole platform, started once per test session with the real `candlelake up`.
+
+A platform that is already up is reused (`up` is idempotent); whatever this session started is
+stopped at the end unless CANDLELAKE_KEEP_UP=1.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from candlelake.config import Settings, load_settings
+
+CLI = str(Path(sys.executable).parent / "candlelake")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def run_cli(*args: str, timeout: float = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, check=False
+    )
+
+
+@pytest.fixture(scope="session")
+def platform() -> Iterator[Settings]:
+    was_up = run_cli("status").returncode == 0
+    started = time.monotonic()
+    result = run_cli("up")
+    took = time.monotonic() - started
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "candlelake-up.txt").write_text(f"{result.stdout}\n{result.stderr}\ntook {took:.1f}s\n")
+    assert result.returncode == 0, f"candlelake up failed:\n{result.stdout}\n{result.stderr}"
+    yield load_settings()
+    if not was_up and os.environ.get("CANDLELAKE_KEEP_UP") != "1":
+        down = run_cli("down")
+        assert down.returncode == 0, down.stderr
