@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS candles (
     PRIMARY KEY (exchange, symbol, open_time)
 );
 
--- One row per streaming micro-batch, written by the streaming job's query listener.
+-- One row per streaming micro-batch, written by the streaming job's query listener. A run that has
+-- been idle since it started records batch_id = -1, refreshed while idle, so freshness is always known.
 CREATE TABLE IF NOT EXISTS stream_progress (
     query_name                  text        NOT NULL,
     run_id                      text        NOT NULL,

@@ -1,0 +1,1 @@
+"""Writers from Spark jobs into PostgreSQL: idempotent candle upserts and streaming progress records."""

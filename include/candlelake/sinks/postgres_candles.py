@@ -1,0 +1,136 @@
+"""Idempotent upsert of candles into the PostgreSQL table `candles`, shared by the stream and the batch.
+
+Writing the same candles twice leaves the table as writing them once: a row is keyed by
+(exchange, symbol, open_time) and an upsert replaces every value with the full candle, never adds to
+it. That is what makes a replayed micro-batch (Spark re-runs a batch with the same id after a crash)
+harmless, and why the streaming query runs in update mode: each batch carries the complete candle
+of every bucket it touched.
+
+A row never moves down the ladder live < closed < curated: the stream's provisional 'live' rows
+cannot overwrite what the nightly batch curated, while the batch can overwrite anything.
+
+The Spark helper (`upsert_candles_df`) imports pyspark only when called, so Airflow tasks and tools can
+import this module cheaply.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2.extras import execute_values
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+log = logging.getLogger(__name__)
+
+STATES = ("live", "closed", "curated")
+
+# Column order of every row handed to `upsert_candles` (the table's columns minus state/updated_at).
+COLUMNS: tuple[str, ...] = (
+    "exchange",
+    "symbol",
+    "open_time",
+    "close_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "trades",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "vwap",
+    "first_trade_id",
+    "last_trade_id",
+)
+
+CandleRow = tuple[Any, ...]  # values in COLUMNS order: str, str, datetime, datetime, Decimal..., int
+
+_RANK = "CASE {0}.state WHEN 'curated' THEN 2 WHEN 'closed' THEN 1 ELSE 0 END"
+_UPDATED = [c for c in COLUMNS if c not in ("exchange", "symbol", "open_time")]
+
+# `%s` after VALUES is expanded by execute_values into bound rows built from TEMPLATE.
+UPSERT_SQL = (
+    f"INSERT INTO candles ({', '.join(COLUMNS)}, state, updated_at) VALUES %s "
+    "ON CONFLICT (exchange, symbol, open_time) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATED)
+    + ", state = EXCLUDED.state, updated_at = now() "
+    # Never downgrade: a live row must not replace a curated one (see the module docstring).
+    + f"WHERE {_RANK.format('candles')} <= {_RANK.format('EXCLUDED')}"
+)
+TEMPLATE = "(" + ", ".join(["%s"] * (len(COLUMNS) + 1)) + ", now())"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# A stream keeps running through a short PostgreSQL restart; a longer outage fails the batch so that
+# Spark re-runs it on restart (the upsert is idempotent, so nothing is counted twice).
+RETRY_DELAYS_S: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0)
+
+
+def upsert_candles(
+    conn: psycopg2.extensions.connection, rows: Iterable[CandleRow], state: str, page_size: int = 1000
+) -> int:
+    """Upsert `rows` (COLUMNS order) with `state` in one transaction on `conn`; return the row count."""
+    if state not in STATES:
+        raise ValueError(f"state must be one of {', '.join(STATES)}, not {state!r}")
+    values = [(*row, state) for row in rows]
+    if not values:
+        return 0
+    with conn, conn.cursor() as cur:  # commits on success, rolls back on any error
+        execute_values(cur, UPSERT_SQL, values, template=TEMPLATE, page_size=page_size)
+    return len(values)
+
+
+def micros_to_datetime(micros: int) -> datetime:
+    """Epoch microseconds -> aware UTC datetime, exactly (no float on the way)."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def spark_candle_rows(df: DataFrame) -> Iterator[CandleRow]:
+    """Rows of a candles DataFrame (CANDLE_SCHEMA columns) as CandleRow tuples, streamed to the driver.
+
+    Times leave Spark as epoch microseconds: PySpark turns timestamps into naive datetimes in the
+    driver's local time zone, which PostgreSQL would then read in its own session zone.
+    """
+    from pyspark.sql import functions as F
+
+    times = {"open_time", "close_time"}
+    selected = df.select(*[F.unix_micros(c).alias(c) if c in times else F.col(c) for c in COLUMNS])
+    for row in selected.toLocalIterator():
+        yield tuple(micros_to_datetime(v) if name in times else v for name, v in zip(COLUMNS, row, strict=True))
+
+
+def _with_retries(dsn: str, rows: Sequence[CandleRow], state: str, delays: Sequence[float]) -> int:
+    attempt = 0
+    while True:
+        try:
+            conn = psycopg2.connect(dsn, connect_timeout=5, application_name="candlelake-candles")
+            try:
+                return upsert_candles(conn, rows, state)
+            finally:
+                conn.close()
+        except psycopg2.OperationalError as exc:  # connection refused/lost; not a bad statement
+            if attempt >= len(delays):
+                raise
+            reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+            log.warning("PostgreSQL unavailable (%s); retrying the candle upsert in %.0fs", reason, delays[attempt])
+            time.sleep(delays[attempt])
+            attempt += 1
+
+
+def upsert_candles_df(df: DataFrame, dsn: str, state: str, delays: Sequence[float] = RETRY_DELAYS_S) -> int:
+    """Upsert a candles DataFrame into PostgreSQL in one transaction; return the number of rows.
+
+    Retries when PostgreSQL cannot be reached, then raises. Candle batches are small (one row per
+    market and bucket touched), so they are collected on the driver first.
+    """
+    rows = list(spark_candle_rows(df))
+    return _with_retries(dsn, rows, state, delays)

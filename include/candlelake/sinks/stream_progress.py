@@ -1,0 +1,210 @@
+"""Streaming-query progress into the PostgreSQL table `stream_progress`, and the freshness read of it.
+
+The streaming job's query listener hands every progress event to a `ProgressRecorder`. Recording must
+never stop the job: when PostgreSQL is briefly down, rows wait in a bounded buffer and are written
+once it answers again (each keeps its own time), and nothing is ever raised to Spark.
+
+A query with no new input runs no batch and reports no progress; Spark reports it idle instead
+(every `spark.sql.streaming.noDataProgressEventInterval`, 10 s by default). An idle report refreshes
+`recorded_at` of that run's latest row, so `recorded_at` reads "the query last reported at this time,
+at this batch", and a quiet market does not look like a dead stream. A run that has been idle since
+it started (a restart with nothing new in Kafka) has no batch yet: its first idle report inserts a
+row with batch_id IDLE_BATCH_ID (-1) and zero rows. Spark reports idleness only after asking the
+source for new offsets, so such a row still proves that Kafka answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import astuple, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+log = logging.getLogger(__name__)
+
+# The streaming job's query names; the platform's health check expects a fresh row from each.
+LAKE_QUERY = "lake_trades"
+CANDLES_QUERY = "live_candles"
+STREAM_QUERIES: tuple[str, ...] = (LAKE_QUERY, CANDLES_QUERY)
+IDLE_BATCH_ID = -1  # "this run has reported, but has not run a batch yet"
+
+# Spark reports "no watermark yet" as the epoch; stored as NULL.
+_NO_WATERMARK = datetime(1970, 1, 1, tzinfo=UTC)
+
+INSERT_SQL = (
+    "INSERT INTO stream_progress (query_name, run_id, batch_id, batch_time, num_input_rows, "
+    "input_rows_per_second, processed_rows_per_second, rows_dropped_by_watermark, watermark, duration_ms, "
+    "recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now() - make_interval(secs => %s)) "
+    "ON CONFLICT (query_name, run_id, batch_id) DO UPDATE SET recorded_at = EXCLUDED.recorded_at"
+)
+TOUCH_SQL = (
+    "UPDATE stream_progress SET recorded_at = now() WHERE query_name = %s AND run_id = %s AND batch_id = "
+    "(SELECT max(batch_id) FROM stream_progress WHERE query_name = %s AND run_id = %s)"
+)
+FRESHNESS_SQL = (
+    "SELECT query_name, EXTRACT(EPOCH FROM now() - max(recorded_at)) FROM stream_progress "
+    "WHERE query_name = ANY(%s) AND recorded_at >= %s GROUP BY query_name"
+)
+
+
+@dataclass(frozen=True)
+class ProgressRow:
+    """One micro-batch of one query, as stored in `stream_progress`."""
+
+    query_name: str
+    run_id: str
+    batch_id: int
+    batch_time: datetime
+    num_input_rows: int
+    input_rows_per_second: float | None
+    processed_rows_per_second: float | None
+    rows_dropped_by_watermark: int
+    watermark: datetime | None
+    duration_ms: int | None
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """Spark's progress times ("2026-11-22T04:22:26.049Z") as aware UTC datetimes."""
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _rate(value: Any) -> float | None:
+    # Spark leaves a rate out (or NaN) when it cannot compute one, e.g. for a batch of zero duration.
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def progress_row(progress: Mapping[str, Any]) -> ProgressRow:
+    """A StreamingQueryProgress in its JSON form (`json.loads(progress.json)`) -> ProgressRow."""
+    watermark = parse_time((progress.get("eventTime") or {}).get("watermark"))
+    dropped = sum(int(op.get("numRowsDroppedByWatermark") or 0) for op in progress.get("stateOperators") or [])
+    batch_time = parse_time(progress.get("timestamp"))
+    duration = progress.get("batchDuration")
+    if duration is None:
+        duration = (progress.get("durationMs") or {}).get("triggerExecution")
+    return ProgressRow(
+        query_name=str(progress.get("name") or progress.get("id")),
+        run_id=str(progress["runId"]),
+        batch_id=int(progress["batchId"]),
+        batch_time=batch_time or datetime.now(UTC),
+        num_input_rows=int(progress.get("numInputRows") or 0),
+        input_rows_per_second=_rate(progress.get("inputRowsPerSecond")),
+        processed_rows_per_second=_rate(progress.get("processedRowsPerSecond")),
+        rows_dropped_by_watermark=dropped,
+        watermark=None if watermark == _NO_WATERMARK else watermark,
+        duration_ms=None if duration is None else int(duration),
+    )
+
+
+class ProgressRecorder:
+    """Writes ProgressRows to PostgreSQL over one reused connection; never raises.
+
+    Rows that cannot be written wait (at most `buffer_size`, oldest dropped first) and go out, with
+    their original time, on the next successful write. After a failure, reconnects are attempted at
+    most every `retry_s` seconds so a dead database does not slow every Spark event.
+    """
+
+    def __init__(self, dsn: str, buffer_size: int = 2000, retry_s: float = 5.0, connect_timeout_s: int = 3) -> None:
+        self._dsn = dsn
+        self._pending: deque[tuple[ProgressRow, float]] = deque(maxlen=buffer_size)
+        self._retry_s = retry_s
+        self._connect_timeout_s = connect_timeout_s
+        self._conn: psycopg2.extensions.connection | None = None
+        self._next_attempt = 0.0
+        self._lock = threading.Lock()
+        self._warned = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def record(self, row: ProgressRow) -> bool:
+        """Queue `row` and write everything queued; True when nothing is left waiting."""
+        with self._lock:
+            self._pending.append((row, time.monotonic()))
+            return self._flush()
+
+    def touch(self, query_name: str, run_id: str, at: datetime | None = None) -> bool:
+        """Mark an idle query as alive (see the module docstring); True when written."""
+
+        def write(cur: Any) -> None:
+            cur.execute(TOUCH_SQL, (query_name, run_id, query_name, run_id))
+            if cur.rowcount == 0:  # no batch in this run yet
+                row = ProgressRow(
+                    query_name, run_id, IDLE_BATCH_ID, at or datetime.now(UTC), 0, None, None, 0, None, None
+                )
+                cur.execute(INSERT_SQL, (*astuple(row), 0.0))
+
+        with self._lock:
+            return self._run(write)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pending:
+                self._flush()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _flush(self) -> bool:
+        def write(cur: Any) -> None:
+            now = time.monotonic()
+            for row, seen in list(self._pending):
+                cur.execute(INSERT_SQL, (*astuple(row), max(0.0, now - seen)))
+
+        if self._run(write):
+            self._pending.clear()
+            return True
+        return False
+
+    def _run(self, work: Any) -> bool:
+        if time.monotonic() < self._next_attempt:
+            return False
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg2.connect(
+                    self._dsn,
+                    connect_timeout=self._connect_timeout_s,
+                    application_name="candlelake-stream-progress",
+                    options="-c statement_timeout=5000",
+                )
+            with self._conn, self._conn.cursor() as cur:  # one transaction; rolled back on error
+                work(cur)
+        except Exception as exc:
+            self._next_attempt = time.monotonic() + self._retry_s
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                finally:
+                    self._conn = None
+            if not self._warned:
+                log.warning(
+                    "cannot record streaming progress in PostgreSQL (%s); keeping up to %d rows until it answers",
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    self._pending.maxlen or 0,
+                )
+                self._warned = True
+            return False
+        if self._warned:
+            log.info("recording streaming progress in PostgreSQL again")
+            self._warned = False
+        return True
+
+
+def fresh_queries(conn: psycopg2.extensions.connection, queries: Sequence[str], since: datetime) -> dict[str, float]:
+    """Seconds since each of `queries` last reported, counting only reports at or after `since`."""
+    with conn.cursor() as cur:
+        cur.execute(FRESHNESS_SQL, (list(queries), since))
+        return {str(name): float(age) for name, age in cur.fetchall()}

@@ -1,0 +1,227 @@
+"""Pure Spark transforms from Kafka records to trades to candles, shared by the streaming and batch jobs.
+
+Nothing here reads or writes: every function takes a DataFrame and returns one, so the same code runs
+inside a streaming aggregation (jobs/stream_candles.py) and on a batch DataFrame (the nightly job, tests).
+
+Decimal types (the wire carries prices and quantities as decimal strings; no float ever touches them):
+
+- price and qty are DECIMAL(28,10): 18 integer digits, 10 fractional digits (exchanges use at most 8).
+- price * qty is DECIMAL(38,20): 10 + 10 fractional digits, so the product is exact; 18 integer digits
+  remain, so a single trade's quote value must stay below 1e18.
+- volume = sum(qty) is DECIMAL(38,10) and quote_volume = sum(price*qty) DECIMAL(38,20): a sum keeps
+  its operands' scale, so both are exact. Overflow raises under ANSI mode (Spark 4's default) rather
+  than returning NULL.
+- vwap = quote_volume / volume rounded half-up to 20 fractional digits, DECIMAL(38,20). It is derived,
+  not an exchange field: exact to 1e-20, ten digits finer than any price.
+
+Spark's default `spark.sql.decimalOperations.allowPrecisionLoss=true` would type DECIMAL(28,10) *
+DECIMAL(28,10) as DECIMAL(38,6) and silently round every quote value to 6 digits. With `false` the
+product is DECIMAL(38,20) (scale kept, precision capped). `candles()` refuses to run on a session
+where precision loss is allowed instead of returning numbers that are quietly wrong.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    BooleanType,
+    DecimalType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+PRICE_TYPE = DecimalType(28, 10)
+QTY_TYPE = DecimalType(28, 10)
+QUOTE_TYPE = DecimalType(38, 20)  # price * qty, exact: scale 10 + 10
+VOLUME_TYPE = DecimalType(38, 10)  # sum of qty
+VWAP_TYPE = DecimalType(38, 20)
+
+PRECISION_LOSS_CONF = "spark.sql.decimalOperations.allowPrecisionLoss"
+
+# The Kafka record value as the producer writes it. Decimals stay strings here and are converted by
+# `parse_trades`, which checks them first: Spark's own string-to-decimal conversion rounds extra
+# fractional digits half-up and would silently change a value.
+KAFKA_VALUE_SCHEMA = StructType(
+    [
+        StructField("exchange", StringType()),
+        StructField("symbol", StringType()),
+        StructField("trade_id", LongType()),
+        StructField("price", StringType()),
+        StructField("qty", StringType()),
+        StructField("trade_time", LongType()),  # epoch microseconds, UTC
+        StructField("is_buyer_maker", BooleanType()),
+        StructField("ingest_time", LongType()),  # epoch microseconds, UTC
+        StructField("source", StringType()),
+    ]
+)
+
+# A canonical trade, as `parse_trades` returns it and the lake stores it.
+TRADE_SCHEMA = StructType(
+    [
+        StructField("exchange", StringType(), False),
+        StructField("symbol", StringType(), False),
+        StructField("trade_id", LongType(), False),
+        StructField("price", PRICE_TYPE, False),
+        StructField("qty", QTY_TYPE, False),
+        StructField("trade_time", TimestampType(), False),
+        StructField("is_buyer_maker", BooleanType(), False),
+        StructField("ingest_time", TimestampType(), True),
+        StructField("source", StringType(), True),
+    ]
+)
+
+# One candle per (exchange, symbol, open_time); column names match the PostgreSQL table `candles`.
+CANDLE_SCHEMA = StructType(
+    [
+        StructField("exchange", StringType(), False),
+        StructField("symbol", StringType(), False),
+        StructField("open_time", TimestampType(), False),
+        StructField("close_time", TimestampType(), False),
+        StructField("open", PRICE_TYPE, False),
+        StructField("high", PRICE_TYPE, False),
+        StructField("low", PRICE_TYPE, False),
+        StructField("close", PRICE_TYPE, False),
+        StructField("volume", VOLUME_TYPE, False),
+        StructField("quote_volume", QUOTE_TYPE, False),
+        StructField("trades", LongType(), False),
+        StructField("taker_buy_volume", VOLUME_TYPE, False),
+        StructField("taker_buy_quote_volume", QUOTE_TYPE, False),
+        StructField("vwap", VWAP_TYPE, True),
+        StructField("first_trade_id", LongType(), False),
+        StructField("last_trade_id", LongType(), False),
+    ]
+)
+CANDLE_COLUMNS: tuple[str, ...] = tuple(CANDLE_SCHEMA.fieldNames())
+
+# A decimal string that fits DECIMAL(28,10) without rounding: at most 18 integer digits and 10
+# significant fractional digits (trailing zeros beyond those are harmless, e.g. "0.001200000000").
+_DECIMAL_28_10 = r"^[0-9]{1,18}(\.[0-9]{0,10}0*)?$"
+
+_MICROS_PER_DAY = 86_400_000_000
+
+# Kafka's own record metadata, kept next to each trade (when the input has it) so a row in the lake can
+# be traced back to the record it came from: (Kafka source column, our column).
+KAFKA_METADATA_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("partition", "kafka_partition"),
+    ("offset", "kafka_offset"),
+    ("timestamp", "kafka_time"),
+)
+
+
+def _exact_decimal(text: Column, dtype: DecimalType) -> Column:
+    """The decimal a string spells, or NULL when it is not a plain decimal that fits without rounding."""
+    return F.when(text.rlike(_DECIMAL_28_10), text.try_cast(dtype))
+
+
+def parse_trades(kafka_df: DataFrame) -> DataFrame:
+    """Kafka records (a `value` column, binary or string JSON) -> typed trades (TRADE_SCHEMA columns).
+
+    When the input is a Kafka source DataFrame, its `partition`, `offset` and `timestamp` follow as
+    `kafka_partition`, `kafka_offset` and `kafka_time`. A field that is missing or malformed becomes
+    NULL instead of failing the query (one bad record must not stop the stream); `valid_trades` keeps
+    the complete ones. Times arrive as epoch microseconds and become UTC timestamps, microseconds kept.
+    """
+    record = F.from_json(F.col("value").cast("string"), KAFKA_VALUE_SCHEMA).alias("r")
+    metadata = [F.col(source).alias(name) for source, name in KAFKA_METADATA_COLUMNS if source in kafka_df.columns]
+    return kafka_df.select(record, *metadata).select(
+        F.col("r.exchange").alias("exchange"),
+        F.col("r.symbol").alias("symbol"),
+        F.col("r.trade_id").alias("trade_id"),
+        _exact_decimal(F.col("r.price"), PRICE_TYPE).alias("price"),
+        _exact_decimal(F.col("r.qty"), QTY_TYPE).alias("qty"),
+        F.timestamp_micros(F.col("r.trade_time")).alias("trade_time"),
+        F.col("r.is_buyer_maker").alias("is_buyer_maker"),
+        F.timestamp_micros(F.col("r.ingest_time")).alias("ingest_time"),
+        F.col("r.source").alias("source"),
+        *[F.col(name) for source, name in KAFKA_METADATA_COLUMNS if source in kafka_df.columns],
+    )
+
+
+def valid_trades(trades: DataFrame) -> DataFrame:
+    """Only the trades whose every field a candle needs is present."""
+    required = ["exchange", "symbol", "trade_id", "price", "qty", "trade_time", "is_buyer_maker"]
+    condition = F.lit(True)
+    for name in required:
+        condition = condition & F.col(name).isNotNull()
+    return trades.where(condition)
+
+
+def with_trade_date(trades: DataFrame) -> DataFrame:
+    """Add `trade_date`, the UTC calendar date of `trade_time` (the lake's partition column).
+
+    Computed from epoch microseconds so it does not depend on the session time zone.
+    """
+    day = (F.unix_micros("trade_time") - F.pmod(F.unix_micros("trade_time"), F.lit(_MICROS_PER_DAY))) / F.lit(
+        _MICROS_PER_DAY
+    )
+    return trades.withColumn("trade_date", F.date_from_unix_date(day.cast("int")))
+
+
+def require_exact_decimals(df: DataFrame) -> None:
+    """Fail when the session would round decimal products (see the module docstring)."""
+    allowed = df.sparkSession.conf.get(PRECISION_LOSS_CONF, "true")
+    if str(allowed).strip().lower() != "false":
+        raise ValueError(
+            f"{PRECISION_LOSS_CONF} is {allowed!r}: Spark would round price*qty to 6 decimal places. "
+            f"Build the SparkSession with .config('{PRECISION_LOSS_CONF}', 'false')"
+        )
+
+
+def candles(trades: DataFrame, interval: str = "1 minute") -> DataFrame:
+    """Typed trades -> one candle per (exchange, symbol, open_time) at a fixed `interval` (CANDLE_SCHEMA).
+
+    open_time = floor(epoch(trade_time) / interval) * interval in UTC, which is what Spark's tumbling
+    `window()` computes; grouping on the window (not on a derived timestamp) keeps the event-time
+    watermark attached, so a streaming aggregation can drop late rows and evict finished buckets.
+    open/close are the prices of the first/last trade ordered by (trade_time, trade_id): min_by/max_by
+    on that struct give the same answer for any arrival order and any split into micro-batches.
+    Trades must be deduplicated on (exchange, symbol, trade_id) before this.
+    """
+    require_exact_decimals(trades)
+    order = F.struct(F.col("trade_time"), F.col("trade_id"))
+    quote = (F.col("price").cast(PRICE_TYPE) * F.col("qty").cast(QTY_TYPE)).cast(QUOTE_TYPE)
+    taker_buy = ~F.col("is_buyer_maker")  # the buyer took liquidity: a market buy
+    volume = F.sum(F.col("qty")).cast(VOLUME_TYPE)
+    quote_volume = F.sum(quote).cast(QUOTE_TYPE)
+    grouped = trades.groupBy(F.col("exchange"), F.col("symbol"), F.window(F.col("trade_time"), interval).alias("w"))
+    agg = grouped.agg(
+        F.min_by(F.col("price"), order).alias("open"),
+        F.max(F.col("price")).alias("high"),
+        F.min(F.col("price")).alias("low"),
+        F.max_by(F.col("price"), order).alias("close"),
+        volume.alias("volume"),
+        quote_volume.alias("quote_volume"),
+        F.count(F.lit(1)).alias("trades"),
+        # coalesce: a bucket with only maker buys has zero taker-buy volume, not NULL.
+        F.coalesce(F.sum(F.when(taker_buy, F.col("qty"))).cast(VOLUME_TYPE), F.lit(0).cast(VOLUME_TYPE)).alias(
+            "taker_buy_volume"
+        ),
+        F.coalesce(F.sum(F.when(taker_buy, quote)).cast(QUOTE_TYPE), F.lit(0).cast(QUOTE_TYPE)).alias(
+            "taker_buy_quote_volume"
+        ),
+        F.min_by(F.col("trade_id"), order).alias("first_trade_id"),
+        F.max_by(F.col("trade_id"), order).alias("last_trade_id"),
+    )
+    return agg.select(
+        F.col("exchange"),
+        F.col("symbol"),
+        F.col("w.start").alias("open_time"),
+        (F.col("w.end") - F.expr("INTERVAL 1 MILLISECOND")).alias("close_time"),
+        F.col("open").cast(PRICE_TYPE).alias("open"),
+        F.col("high").cast(PRICE_TYPE).alias("high"),
+        F.col("low").cast(PRICE_TYPE).alias("low"),
+        F.col("close").cast(PRICE_TYPE).alias("close"),
+        F.col("volume"),
+        F.col("quote_volume"),
+        F.col("trades"),
+        F.col("taker_buy_volume"),
+        F.col("taker_buy_quote_volume"),
+        # Zero volume (only zero-quantity trades) has no average price; dividing would raise under ANSI.
+        F.when(F.col("volume") != 0, (F.col("quote_volume") / F.col("volume")).cast(VWAP_TYPE)).alias("vwap"),
+        F.col("first_trade_id"),
+        F.col("last_trade_id"),
+    )
