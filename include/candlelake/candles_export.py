@@ -78,18 +78,21 @@ def make_request(exchange: str, symbol: str, interval: str, start: str, end: str
 
 
 def fetch(dsn: str, req: CandleRequest) -> list[tuple[object, ...]]:
-    with psycopg2.connect(dsn, connect_timeout=5) as conn, conn.cursor() as cur:
-        cur.execute(QUERY, {"exchange": req.exchange, "symbol": req.symbol, "start": req.start, "end": req.end})
-        rows = cur.fetchall()
-        if not rows:
+    conn = psycopg2.connect(dsn, connect_timeout=5)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(QUERY, {"exchange": req.exchange, "symbol": req.symbol, "start": req.start, "end": req.end})
+            rows = cur.fetchall()
+            if rows:
+                return rows
             cur.execute("SELECT 1 FROM candles WHERE exchange = %s AND symbol = %s LIMIT 1", (req.exchange, req.symbol))
-            if cur.fetchone() is None:
-                cur.execute("SELECT DISTINCT exchange || ':' || symbol FROM candles ORDER BY 1 LIMIT 50")
-                known = ", ".join(r[0] for r in cur.fetchall()) or "none yet"
-                conn.close()
-                raise ExportError(f"no candles at all for {req.exchange}:{req.symbol}; markets with candles: {known}")
-    conn.close()
-    return rows
+            if cur.fetchone() is not None:
+                return rows
+            cur.execute("SELECT DISTINCT exchange || ':' || symbol FROM candles ORDER BY 1 LIMIT 50")
+            known = ", ".join(r[0] for r in cur.fetchall()) or "none yet"
+    finally:
+        conn.close()
+    raise ExportError(f"no candles at all for {req.exchange}:{req.symbol}; markets with candles: {known}")
 
 
 def write(rows: list[tuple[object, ...]], fmt: str, out: TextIO) -> None:

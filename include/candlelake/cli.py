@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kafka-python narrates every connection at INFO; its warnings and errors are what a user needs.
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
         settings = load_settings()
         return int(args.func(settings, args))

@@ -98,7 +98,7 @@ def test_missing_java_is_named(runtime_dir: Path) -> None:
         PATH=str(runtime_dir / "bin"),
     )
     assert result.returncode == 2
-    assert "Java is not installed" in result.stderr and "Traceback" not in result.stderr
+    assert "kafka: Java" in result.stderr and "not" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_down_when_nothing_runs_is_quiet_and_succeeds(runtime_dir: Path) -> None:

@@ -17,16 +17,9 @@ pytestmark = pytest.mark.unit
 
 
 def assert_frames_equal(actual, expected):
-    """assertDataFrameEqual with exact decimals (it allows a relative 1e-5 by default), any row order.
-
-    With pandas 3 installed, assertDataFrameEqual fails on importing pyspark.pandas (PySpark 4.2 does
-    not support pandas 3 yet); the same comparison is then made here: schema, then rows exactly.
-    """
-    try:
-        assertDataFrameEqual(actual, expected, rtol=0, atol=0)
-    except ImportError:
-        assertSchemaEqual(actual.schema, expected.schema)
-        assert sorted(actual.collect(), key=str) == sorted(expected.collect(), key=str)
+    """assertDataFrameEqual with exact decimals (it allows a relative 1e-5 by default), any row order."""
+    assertSchemaEqual(actual.schema, expected.schema)
+    assertDataFrameEqual(actual, expected, rtol=0, atol=0)
 
 
 BASE = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

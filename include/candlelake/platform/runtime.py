@@ -60,7 +60,7 @@ def pid_alive(pid: int | None) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         return state != "Z"
-    except (FileNotFoundError, IndexError):
+    except (OSError, IndexError):
         return True
 
 
@@ -193,7 +193,7 @@ def rss_kib(pid: int) -> int:
             for line in Path(f"/proc/{child}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
-        except (FileNotFoundError, ProcessLookupError):
+        except OSError:  # exited meanwhile
             continue
     return total
 
@@ -204,7 +204,7 @@ def _descendants(pid: int) -> list[int]:
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-        except (FileNotFoundError, IndexError, ValueError):
+        except (OSError, IndexError, ValueError):  # a process may exit while we read /proc
             continue
     found: list[int] = []
     frontier = [pid]
