@@ -367,6 +367,7 @@ class ApiServerComponent(AirflowComponent):
     """The UI, the public REST API v2 and the Execution API, in one uvicorn process."""
 
     name = "airflow-api-server"
+    stage = 1
 
     def arguments(self) -> list[str]:
         s = self.settings

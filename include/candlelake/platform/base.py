@@ -32,6 +32,9 @@ class Component(ABC):
 
     name: str = ""
     start_timeout: float = 120.0
+    # Parts of one stage start together once every earlier stage is healthy (0: PostgreSQL; 1: what
+    # needs only it, Kafka and Airflow's api-server; 2: everything that needs those).
+    stage: int = 2
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -140,6 +140,7 @@ class KafkaComponent(Component):
 
     name = "kafka"
     start_timeout = 90.0
+    stage = 1
     health_timeout_ms = 2000
 
     def __init__(self, settings: Settings, heap_opts: Sequence[str] = DEFAULT_HEAP_OPTS) -> None:

@@ -50,26 +50,33 @@ def install(parts: list[Component], say: Callable[[str], None]) -> None:
 
 
 def up(parts: list[Component], say: Callable[[str], None]) -> list[Status]:
-    """Install what is missing, then start each part that is not running and wait until it is healthy."""
+    """Install what is missing, then start each part that is not running and wait until it is healthy.
+
+    Parts start stage by stage (see Component.stage): within a stage they all start at once and are
+    then waited for, which overlaps their slow start-ups (JVMs, Airflow's imports).
+    """
     install(parts, say)
-    for part in parts:
-        pid = part.pid()
-        if pid and part.healthy():
-            say(f"  {part.name:<18} already running (pid {pid})")
+    for stage in sorted({p.stage for p in parts}):
+        waiting: list[tuple[Component, int, float]] = []
+        for part in (p for p in parts if p.stage == stage):
+            pid = part.pid()
+            if pid and part.healthy():
+                say(f"  {part.name:<22} already running (pid {pid})")
+                part.after_healthy()
+                continue
+            started = time.monotonic()
+            if pid is None:
+                for port in part.ports():
+                    runtime.ensure_port_free(part.name, part.settings.host, port.number, port.setting)
+                pid = part.start()
+                say(f"  {part.name:<22} starting (pid {pid}) ...")
+            else:
+                say(f"  {part.name:<22} running (pid {pid}), waiting until healthy ...")
+            waiting.append((part, pid, started))
+        for part, pid, started in waiting:
+            runtime.wait_until(part.name, part.healthy, part.start_timeout, log=part.log, pid=pid)
             part.after_healthy()
-            continue
-        if pid is None:
-            for port in part.ports():
-                runtime.ensure_port_free(part.name, part.settings.host, port.number, port.setting)
-            started = time.monotonic()
-            pid = part.start()
-            say(f"  {part.name:<18} starting (pid {pid}) ...")
-        else:
-            started = time.monotonic()
-            say(f"  {part.name:<18} running (pid {pid}), waiting until healthy ...")
-        runtime.wait_until(part.name, part.healthy, part.start_timeout, log=part.log, pid=pid)
-        part.after_healthy()
-        say(f"  {part.name:<18} healthy after {time.monotonic() - started:.1f}s")
+            say(f"  {part.name:<22} healthy after {time.monotonic() - started:.1f}s")
     return [p.status() for p in parts]
 
 

@@ -31,6 +31,7 @@ def schema_sql() -> str:
 class PostgresComponent(Component):
     name = "postgres"
     start_timeout = 60.0
+    stage = 0
 
     @property
     def root(self) -> Path:
