@@ -39,9 +39,12 @@ def _names(text: str | None) -> set[str] | None:
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from candlelake.platform import orchestrator
 
+    from candlelake.platform import python_deps
+
     parts = _parts(settings, args.only, args.skip)
     started = time.monotonic()
     _say(f"candlelake up: {', '.join(p.name for p in parts)}")
+    python_deps.ensure(settings, _say)
     statuses = orchestrator.up(parts, _say)
     _say(f"\nall {len(statuses)} parts healthy in {time.monotonic() - started:.0f}s\n")
     _print_status(statuses)
@@ -80,8 +83,9 @@ def _print_status(statuses: list[Status]) -> None:
 
 
 def cmd_install(settings: Settings, args: argparse.Namespace) -> int:
-    from candlelake.platform import orchestrator
+    from candlelake.platform import orchestrator, python_deps
 
+    python_deps.ensure(settings, _say)
     orchestrator.install(_parts(settings, args.only, None), _say)
     _say("installed")
     return 0
