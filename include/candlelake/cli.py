@@ -37,9 +37,7 @@ def _names(text: str | None) -> set[str] | None:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    from candlelake.platform import orchestrator
-
-    from candlelake.platform import python_deps
+    from candlelake.platform import orchestrator, python_deps
 
     parts = _parts(settings, args.only, args.skip)
     started = time.monotonic()

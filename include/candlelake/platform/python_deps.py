@@ -26,7 +26,7 @@ def ensure(settings: Settings, say: Callable[[str], None]) -> None:
     log = settings.logs_dir / "python-deps.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
-        result = subprocess.run(  # noqa: S603 - fixed argv
+        result = subprocess.run(
             [str(uv), "pip", "install", "--python", sys.executable, "-r", str(requirements)],
             stdout=out,
             stderr=subprocess.STDOUT,
