@@ -47,7 +47,7 @@ from pyspark.sql.streaming.listener import (
     QueryTerminatedEvent,
 )
 
-from candlelake import transforms
+from candlelake import stream_guard, transforms
 from candlelake.config import Settings, load_settings
 from candlelake.sinks import parquet_lake
 from candlelake.sinks.postgres_candles import upsert_candles_df
@@ -194,11 +194,28 @@ class ProgressListener(StreamingQueryListener):
             log.info("query run %s stopped", event.runId)
 
 
+def check_checkpoints(settings: Settings) -> None:
+    """Both queries' checkpoints must match the output they already wrote (see candlelake.stream_guard)."""
+    import psycopg2
+
+    stream_guard.check_lake(settings.lake_dir / "trades", settings.checkpoint_dir / "lake")
+    with psycopg2.connect(settings.pg_dsn(), connect_timeout=10) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM (SELECT 1 FROM candles WHERE state IN ('live', 'closed') LIMIT 1000) AS s")
+        streamed = int(cur.fetchone()[0])
+    conn.close()
+    stream_guard.check_candles(streamed, settings.checkpoint_dir / "candles")
+
+
 def main() -> int:
     """Start both queries and block until a signal arrives or a query ends; return the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("py4j").setLevel(logging.WARNING)  # one INFO line per callback otherwise
     settings = load_settings()
+    try:
+        check_checkpoints(settings)
+    except stream_guard.CheckpointMismatch as exc:
+        log.error("refusing to start: %s", exc)
+        return 2
     spark = build_session(settings)
     spark.sparkContext.setLogLevel("WARN")
     recorder = ProgressRecorder(settings.pg_dsn())
