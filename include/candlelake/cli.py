@@ -1,4 +1,4 @@
-"""`candlelake`: the command-line front door (up, down, status, install, produce, candles).
+"""`candlelake`: the command-line front door (up, down, status, install, produce, replay, candles).
 
 Every failure a person can fix is reported in one or two lines naming the part and what to do; a
 traceback is shown only with --debug.
@@ -112,6 +112,12 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from candlelake import replay
+
+    return replay.run(settings, args.path, args.exchange, args.symbol, args.rate, _say)
+
+
 def cmd_candles(settings: Settings, args: argparse.Namespace) -> int:
     from candlelake import candles_export
 
@@ -153,6 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--seed", type=int)
     produce.add_argument("--limit", type=int, help="stop after this many trades")
     produce.set_defaults(func=cmd_produce)
+
+    replay = sub.add_parser("replay", help="send a recorded file (Binance CSV/zip, WebSocket capture) into Kafka")
+    replay.add_argument("path", help="data.binance.vision trades/aggTrades CSV or zip, or a capture (.jsonl, .gz)")
+    replay.add_argument(
+        "--exchange",
+        choices=["binance", "binance-usdm", "coinbase"],
+        help="market of the file (default: from the content; Binance files with a best-match flag are spot)",
+    )
+    replay.add_argument("--rate", type=float, help="at most this many trades per second (default: as fast as possible)")
+    replay.add_argument(
+        "--symbol", help="symbol of a file whose name does not say it; in a capture, replay only this symbol"
+    )
+    replay.set_defaults(func=cmd_replay)
 
     candles = sub.add_parser("candles", help="print candles from PostgreSQL as CSV or JSON")
     candles.add_argument("--exchange", required=True)

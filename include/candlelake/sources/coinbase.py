@@ -1,0 +1,44 @@
+"""Coinbase Exchange `matches` channel: `match` and `last_match` messages as `Trade`s.
+
+A raw message, as the Coinbase Exchange WebSocket feed sends it::
+
+    {"type": "match", "trade_id": 881614, "maker_order_id": "27fff20b-af29-4f45-8744-56dd1ef57dc0",
+     "taker_order_id": "1da6ce16-c8da-4732-9f71-6049f4c6aaf8", "side": "sell", "size": "0.04",
+     "price": "14.7775", "product_id": "BAND-GBP", "sequence": 333938799,
+     "time": "2021-04-17T16:43:30.244075Z"}
+
+`side` is the maker order's side: `buy` means the resting buy order was hit, so the buyer is the maker;
+`sell` means the taker bought. `last_match` (sent once on subscribe) is the same trade record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from candlelake.sources.validate import InvalidTrade, iso_us, make_trade, require, text_field
+from candlelake.trade import Trade
+
+TRADE_TYPES = ("match", "last_match")
+
+
+def is_trade(payload: Mapping[str, object]) -> bool:
+    """Matches are trades; heartbeats, tickers and subscription replies are not."""
+    return payload.get("type") in TRADE_TYPES
+
+
+def parse_match(payload: Mapping[str, object], *, source: str) -> Trade:
+    """One `match`/`last_match` message as a `Trade`; raises `InvalidTrade`."""
+    data = dict(payload)
+    side = text_field(require(data, "side"), "side")
+    if side not in ("buy", "sell"):
+        raise InvalidTrade("wrong-type", f"side must be 'buy' or 'sell', got {side!r}")
+    return make_trade(
+        exchange="coinbase",
+        symbol=text_field(require(data, "product_id"), "product_id"),
+        trade_id=require(data, "trade_id"),
+        price=require(data, "price"),
+        qty=require(data, "size"),
+        trade_time_us=iso_us(require(data, "time"), "time"),
+        is_buyer_maker=side == "buy",
+        source=source,
+    )
