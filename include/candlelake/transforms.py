@@ -22,7 +22,9 @@ where precision loss is allowed instead of returning numbers that are quietly wr
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from datetime import UTC, datetime, timedelta
+
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     BooleanType,
@@ -102,6 +104,7 @@ CANDLE_COLUMNS: tuple[str, ...] = tuple(CANDLE_SCHEMA.fieldNames())
 _DECIMAL_28_10 = r"^[0-9]{1,18}(\.[0-9]{0,10}0*)?$"
 
 _MICROS_PER_DAY = 86_400_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Kafka's own record metadata, kept next to each trade (when the input has it) so a row in the lake can
 # be traced back to the record it came from: (Kafka source column, our column).
@@ -225,3 +228,121 @@ def candles(trades: DataFrame, interval: str = "1 minute") -> DataFrame:
         F.col("first_trade_id"),
         F.col("last_trade_id"),
     )
+
+
+TRADE_KEY: tuple[str, ...] = ("exchange", "symbol", "trade_id")
+MARKET_KEY: tuple[str, ...] = ("exchange", "symbol")
+
+_UNIT_MICROS = {
+    "millisecond": 1_000,
+    "second": 1_000_000,
+    "minute": 60_000_000,
+    "hour": 3_600_000_000,
+    "day": _MICROS_PER_DAY,
+}
+
+
+def interval_micros(interval: str) -> int:
+    """A fixed interval as Spark's `window()` spells it ("1 minute", "5 minutes", "45 minutes") -> microseconds.
+
+    Only fixed-length units: weeks start on Monday and months vary, neither is an epoch multiple.
+    """
+    parts = interval.strip().lower().split()
+    if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) <= 0:
+        raise ValueError(f"interval {interval!r}: expected '<positive integer> <unit>', e.g. '1 minute'")
+    unit = parts[1].removesuffix("s")
+    if unit not in _UNIT_MICROS:
+        raise ValueError(f"interval {interval!r}: the unit must be one of {', '.join(_UNIT_MICROS)}")
+    return int(parts[0]) * _UNIT_MICROS[unit]
+
+
+def dedupe_trades(trades: DataFrame) -> DataFrame:
+    """One row per (exchange, symbol, trade_id): the copy ingested first, the same one on every run.
+
+    Copies of one trade carry the same exchange fields; they differ in ingest_time, source and Kafka
+    metadata. The order (ingest_time with NULL last, then every other column) is total over the
+    columns that can differ, so the choice never depends on file or partition order. `row_number() == 1`
+    lets Spark keep one row per key in each partition before the shuffle (a window group limit).
+    """
+    ordering = [F.col("ingest_time").asc_nulls_last()] + [
+        F.col(name).asc_nulls_last() for name in trades.columns if name not in (*TRADE_KEY, "ingest_time")
+    ]
+    window = Window.partitionBy(*TRADE_KEY).orderBy(*ordering)
+    return trades.withColumn("_copy", F.row_number().over(window)).where(F.col("_copy") == 1).drop("_copy")
+
+
+def _bucket_micros(moment: datetime, step: int) -> int:
+    """Epoch microseconds of the start of the bucket holding `moment` (aware, or naive meaning UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    micros = (moment - _EPOCH) // timedelta(microseconds=1)
+    return micros - micros % step
+
+
+def fill_empty_intervals(
+    candles: DataFrame,
+    interval: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    previous: DataFrame | None = None,
+) -> DataFrame:
+    """Candles plus one candle for every interval without trades, as Binance emits it.
+
+    For each (exchange, symbol), every bucket from the market's first candle up to its last candle
+    (or up to the bucket holding the instant before `end`, end exclusive) that has no candle gets
+    open = high = low = close = the previous close, zero volumes, trades = 0 and NULL vwap and
+    first/last_trade_id: `trades = 0` marks "no trades", never "data missing". Buckets before a
+    market's first candle stay empty (nothing is known about them) unless `previous` gives the
+    market's close before `start` (columns exchange, symbol, close: the price of its last trade before
+    `start`); then filling starts at `start`'s bucket, also for markets with no candle in range.
+
+    A sequence of bucket starts per market is joined to the candles and the previous close is the
+    last non-NULL close in open_time order: exact (closes are copied, never computed) and one row per
+    bucket, so a day of 1-minute candles is 1,440 rows per market. Returns CANDLE_SCHEMA columns with
+    vwap and the trade ids nullable.
+    """
+    step = interval_micros(interval)
+    if previous is not None and start is None:
+        raise ValueError("fill_empty_intervals: `previous` closes need the `start` they precede")
+    keys = list(MARKET_KEY)
+    open_us = F.unix_micros(F.col("open_time"))
+    bounds = candles.groupBy(*keys).agg(F.min(open_us).alias("_first"), F.max(open_us).alias("_last"))
+    first = F.col("_first")
+    if previous is not None and start is not None:
+        prev = previous.select(*keys, F.col("close").cast(PRICE_TYPE).alias("_prev_close"))
+        bounds = bounds.join(prev, keys, "full_outer")
+        first = F.when(F.col("_prev_close").isNotNull(), F.lit(_bucket_micros(start, step))).otherwise(first)
+    else:
+        bounds = bounds.withColumn("_prev_close", F.lit(None).cast(PRICE_TYPE))
+    last = F.lit(_bucket_micros(end - timedelta(microseconds=1), step)) if end is not None else F.col("_last")
+    grid = bounds.select(
+        *keys,
+        "_prev_close",
+        F.explode(
+            F.when(first <= last, F.sequence(first, last, F.lit(step))).otherwise(F.array().cast("array<bigint>"))
+        ).alias("_open_us"),
+    ).select(*keys, "_prev_close", F.timestamp_micros(F.col("_open_us")).alias("open_time"))
+
+    closes = candles.select(*keys, "open_time", F.col("close").alias("_close"), F.lit(True).alias("_real"))
+    in_order = Window.partitionBy(*keys).orderBy("open_time").rowsBetween(Window.unboundedPreceding, -1)
+    marked = grid.join(closes, [*keys, "open_time"], "left").withColumn(
+        "_before", F.coalesce(F.last(F.col("_close"), ignorenulls=True).over(in_order), F.col("_prev_close"))
+    )
+    empty = marked.where(F.col("_real").isNull() & F.col("_before").isNotNull())
+    zero_volume = F.lit(0).cast(VOLUME_TYPE)
+    zero_quote = F.lit(0).cast(QUOTE_TYPE)
+    fills = empty.select(
+        *keys,
+        F.col("open_time"),
+        F.timestamp_micros(F.unix_micros(F.col("open_time")) + F.lit(step - 1_000)).alias("close_time"),
+        *[F.col("_before").alias(name) for name in ("open", "high", "low", "close")],
+        zero_volume.alias("volume"),
+        zero_quote.alias("quote_volume"),
+        F.lit(0).cast(LongType()).alias("trades"),
+        zero_volume.alias("taker_buy_volume"),
+        zero_quote.alias("taker_buy_quote_volume"),
+        F.lit(None).cast(VWAP_TYPE).alias("vwap"),
+        F.lit(None).cast(LongType()).alias("first_trade_id"),
+        F.lit(None).cast(LongType()).alias("last_trade_id"),
+    )
+    return candles.select(*CANDLE_COLUMNS).unionByName(fills)

@@ -1,0 +1,148 @@
+"""The nightly recompute: trades from the Parquet lake -> exact, gap-filled candles (the final word).
+
+The lake (`<lake>/trades/exchange=<exchange>/trade_date=<UTC date>/*.parquet`, written by
+jobs/stream_candles.py through candlelake.sinks.parquet_lake) may hold a trade twice when its second
+copy arrived after the stream's dedupe window, so the recompute dedupes again on
+(exchange, symbol, trade_id) before aggregating with the same `candles()` the stream uses.
+
+Only the partitions whose trade_date overlaps [start, end) are listed and read; rows are then cut to
+start <= trade_time < end. The close before `start` (for buckets at the start of the range without
+trades) is the price of each market's last trade in the `lookback` before `start`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import DateType, StructField, StructType
+
+from candlelake import transforms
+
+TRADES_TABLE = "trades"
+LAKE_PARTITIONS = ("exchange", "trade_date")
+DEFAULT_LOOKBACK = timedelta(days=1)
+
+# What the recompute reads from the lake: the canonical trade columns plus the date partition. Kafka
+# metadata columns in the files are not needed and not read; partition values take these types.
+LAKE_SCHEMA = StructType(
+    [StructField(f.name, f.dataType, True) for f in transforms.TRADE_SCHEMA.fields]
+    + [StructField("trade_date", DateType(), True)]
+)
+
+
+def utc(moment: datetime) -> datetime:
+    """An aware UTC datetime; a naive one is taken to mean UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _dates(start: datetime, end: datetime) -> list[date]:
+    """Every UTC date that holds an instant of [start, end)."""
+    first, last = start.date(), (end - timedelta(microseconds=1)).date()
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def read_lake_trades(
+    spark: SparkSession,
+    lake: Path,
+    exchange: str,
+    symbols: Sequence[str] | None,
+    start: datetime,
+    end: datetime,
+) -> DataFrame:
+    """Trades of `exchange` (and `symbols`, all when None) with start <= trade_time < end, duplicates kept."""
+    start, end = utc(start), utc(end)
+    if end <= start:
+        raise ValueError(f"the range is empty: end {end.isoformat()} is not after start {start.isoformat()}")
+    table = lake / TRADES_TABLE
+    folders = [table / f"exchange={exchange}" / f"trade_date={d.isoformat()}" for d in _dates(start, end)]
+    existing = [str(p) for p in folders if p.is_dir()]
+    if existing:
+        raw = spark.read.schema(LAKE_SCHEMA).option("basePath", str(table)).parquet(*existing)
+    else:
+        raw = spark.createDataFrame([], LAKE_SCHEMA)
+    trades = raw.where((F.col("trade_time") >= F.lit(start)) & (F.col("trade_time") < F.lit(end)))
+    if symbols:
+        trades = trades.where(F.col("symbol").isin(list(symbols)))
+    return transforms.valid_trades(trades.select(*transforms.TRADE_SCHEMA.fieldNames()))
+
+
+def previous_closes(
+    spark: SparkSession,
+    lake: Path,
+    exchange: str,
+    symbols: Sequence[str] | None,
+    start: datetime,
+    lookback: timedelta = DEFAULT_LOOKBACK,
+) -> DataFrame:
+    """(exchange, symbol, close): each market's last trade price in [start - lookback, start)."""
+    start = utc(start)
+    trades = read_lake_trades(spark, lake, exchange, symbols, start - lookback, start)
+    order = F.struct(F.col("trade_time"), F.col("trade_id"))
+    return trades.groupBy(*transforms.MARKET_KEY).agg(F.max_by(F.col("price"), order).alias("close"))
+
+
+def recompute(
+    spark: SparkSession,
+    lake: Path,
+    exchange: str,
+    symbols: Sequence[str] | None,
+    start: datetime,
+    end: datetime,
+    interval: str = "1 minute",
+    lookback: timedelta = DEFAULT_LOOKBACK,
+) -> DataFrame:
+    """Curated candles for [start, end): lake trades, deduplicated, aggregated, every empty bucket filled.
+
+    Buckets are filled up to `end` for every market with a trade in range or in the `lookback` before
+    it; a market's buckets before its first known trade stay empty. The candles before filling are
+    cached (persisted) for the query's lifetime in the session: a day of them is small.
+    """
+    trades = transforms.dedupe_trades(read_lake_trades(spark, lake, exchange, symbols, start, end))
+    # fill_empty_intervals reads the candles three times (bounds, closes, the union); caching them
+    # keeps that to one pass over the trades. The cache goes with the session (or spark.catalog.clearCache()).
+    built = transforms.candles(trades, interval).persist()
+    previous = previous_closes(spark, lake, exchange, symbols, start, lookback) if lookback else None
+    return transforms.fill_empty_intervals(built, interval, start=utc(start), end=utc(end), previous=previous)
+
+
+@dataclass(frozen=True)
+class RecomputeSummary:
+    trades_read: int
+    duplicates_dropped: int
+    candles_written: int
+    empty_intervals_filled: int
+    seconds: float
+
+    @property
+    def trades_per_second(self) -> float:
+        return self.trades_read / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            **asdict(self),
+            "seconds": round(self.seconds, 3),
+            "trades_per_second": round(self.trades_per_second, 1),
+        }
+
+
+def summarize(candles: DataFrame, trades_read: int, started: float) -> RecomputeSummary:
+    """Counts of a recomputed candles DataFrame; trades counted once each, so read - counted = duplicates."""
+    row = candles.agg(
+        F.count(F.lit(1)).alias("n"),
+        F.coalesce(F.sum("trades"), F.lit(0)).alias("counted"),
+        F.count_if(F.col("trades") == 0).alias("empty"),
+    ).first()
+    assert row is not None  # a global aggregate always has one row
+    return RecomputeSummary(
+        trades_read=trades_read,
+        duplicates_dropped=trades_read - int(row["counted"]),
+        candles_written=int(row["n"]),
+        empty_intervals_filled=int(row["empty"]),
+        seconds=time.monotonic() - started,
+    )

@@ -1,0 +1,332 @@
+"""The batch recompute: dedupe, empty-interval filling and candles from a lake, against plain-Python truth.
+
+Real data: Binance's own 1m and 5m klines for XRP/ETH (2019-10-11..13) must come out of `candles()` +
+`fill_empty_intervals()` on the same market's trades, every interval, the empty ones included.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pyspark.sql import functions as F
+
+from candlelake import batch
+from candlelake import transforms as T
+from candlelake.sinks import parquet_lake
+from candlelake.trade import Trade
+from tests.support.reference_candles import RefCandle, reference_candles
+
+pytestmark = pytest.mark.unit
+
+BASE = datetime(2026, 11, 20, 23, 50, tzinfo=UTC)  # ten minutes before a UTC date boundary
+BASE_US = int(BASE.timestamp()) * 1_000_000
+MINUTE = timedelta(minutes=1)
+REPO = Path(__file__).resolve().parents[2]
+XRPETH = "binance-spot-xrpeth-2019-10"
+
+
+def trade(tid, price, qty, us, maker=False, symbol="BTCUSDT", exchange="binance", ingest_us=None) -> Trade:
+    return Trade(exchange, symbol, tid, D(price), D(qty), us, maker, ingest_us if ingest_us else us, "test")
+
+
+def trades_df(spark, trades):
+    rows = [
+        (
+            t.exchange,
+            t.symbol,
+            t.trade_id,
+            t.price,
+            t.qty,
+            datetime.fromtimestamp(0, UTC) + timedelta(microseconds=t.trade_time_us),
+            t.is_buyer_maker,
+            datetime.fromtimestamp(0, UTC) + timedelta(microseconds=t.ingest_time_us),
+            t.source,
+        )
+        for t in trades
+    ]
+    return spark.createDataFrame(rows, T.TRADE_SCHEMA)
+
+
+def collect(df) -> dict[tuple[str, str, datetime], dict]:
+    """Candles by (exchange, symbol, open_time), times as aware UTC (PySpark hands back naive local)."""
+    out = {}
+    for row in (
+        df.withColumn("open_us", F.unix_micros("open_time"))
+        .withColumn("close_us", F.unix_micros("close_time"))
+        .collect()
+    ):
+        values = row.asDict()
+        open_time = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=values.pop("open_us"))
+        values["close_time"] = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=values.pop("close_us"))
+        values["open_time"] = open_time
+        key = (values["exchange"], values["symbol"], open_time)
+        assert key not in out, f"two candles for {key}"
+        out[key] = values
+    return out
+
+
+def reference_filled(trades, interval_us: int = 60_000_000, end_us: int | None = None) -> dict:
+    """Plain-Python candles with empty buckets filled (from each market's first candle), as dicts."""
+    ref = reference_candles(trades, interval_us)
+    out: dict = {}
+    markets = sorted({(e, s) for e, s, _ in ref})
+    for exchange, symbol in markets:
+        times = sorted(t for e, s, t in ref if (e, s) == (exchange, symbol))
+        step = timedelta(microseconds=interval_us)
+        last = times[-1]
+        if end_us is not None:
+            last_us = (end_us - 1) - (end_us - 1) % interval_us
+            last = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=last_us)
+        moment, close = times[0], None
+        while moment <= last:
+            c: RefCandle | None = ref.get((exchange, symbol, moment))
+            if c is not None:
+                close = c.close
+                row = {
+                    "open": c.open,
+                    "high": c.high,
+                    "low": c.low,
+                    "close": c.close,
+                    "volume": c.volume,
+                    "quote_volume": c.quote_volume,
+                    "trades": c.trades,
+                    "taker_buy_volume": c.taker_buy_volume,
+                    "taker_buy_quote_volume": c.taker_buy_quote_volume,
+                }
+            else:
+                row = dict.fromkeys(("open", "high", "low", "close"), close)
+                row.update(volume=D(0), quote_volume=D(0), trades=0, taker_buy_volume=D(0), taker_buy_quote_volume=D(0))
+            out[(exchange, symbol, moment)] = row
+            moment += step
+    return out
+
+
+def assert_matches_reference(actual: dict, expected: dict) -> None:
+    assert sorted(actual) == sorted(expected)
+    for key, want in expected.items():
+        got = {name: actual[key][name] for name in want}
+        assert got == want, key
+        if want["trades"] == 0:
+            assert actual[key]["vwap"] is None and actual[key]["first_trade_id"] is None, key
+            assert actual[key]["last_trade_id"] is None, key
+
+
+def write_lake(spark, lake: Path, batches: list[list[Trade]]) -> None:
+    """Each batch as the stream writes it: one micro-batch, files per exchange/trade_date partition."""
+    for batch_id, part in enumerate(batches):
+        df = T.with_trade_date(trades_df(spark, part)).withColumn("kafka_offset", F.lit(batch_id).cast("long"))
+        parquet_lake.write_batch(df.coalesce(1), batch_id, lake / "trades", ["exchange", "trade_date"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# fill_empty_intervals
+
+
+def candle_row(symbol, minute, close, open_=None, exchange="binance"):
+    t = BASE + minute * MINUTE
+    p = D(close)
+    o = D(open_) if open_ else p
+    return (exchange, symbol, t, t + MINUTE - timedelta(milliseconds=1), o, max(o, p), min(o, p), p,
+            D("1"), p, 1, D("1"), p, p, 10 + minute, 10 + minute)  # fmt: skip
+
+
+def test_fill_empty_intervals_fills_a_three_minute_gap_field_by_field(spark):
+    candles = spark.createDataFrame(
+        [candle_row("BTCUSDT", 0, "100.5", "99"), candle_row("BTCUSDT", 4, "101", "102")], T.CANDLE_SCHEMA
+    )
+    got = collect(T.fill_empty_intervals(candles, "1 minute"))
+    assert sorted(k[2] for k in got) == [BASE + n * MINUTE for n in range(5)]
+    for n in (1, 2, 3):
+        t = BASE + n * MINUTE
+        assert got[("binance", "BTCUSDT", t)] == {
+            "exchange": "binance",
+            "symbol": "BTCUSDT",
+            "open_time": t,
+            "close_time": t + MINUTE - timedelta(milliseconds=1),
+            "open": D("100.5"),
+            "high": D("100.5"),
+            "low": D("100.5"),
+            "close": D("100.5"),
+            "volume": D(0),
+            "quote_volume": D(0),
+            "trades": 0,
+            "taker_buy_volume": D(0),
+            "taker_buy_quote_volume": D(0),
+            "vwap": None,
+            "first_trade_id": None,
+            "last_trade_id": None,
+        }
+    # The real candles pass through untouched.
+    assert got[("binance", "BTCUSDT", BASE)]["open"] == D("99")
+    assert got[("binance", "BTCUSDT", BASE + 4 * MINUTE)]["first_trade_id"] == 14
+
+
+def test_fill_empty_intervals_leaves_the_start_empty_and_markets_independent(spark):
+    candles = spark.createDataFrame(
+        [
+            candle_row("BTCUSDT", 2, "100"),
+            candle_row("BTCUSDT", 4, "105"),
+            candle_row("ETHUSDT", 0, "3000"),
+            candle_row("ETHUSDT", 2, "3001"),
+            candle_row("ETHUSDT", 3, "3002"),
+            candle_row("BTCUSDT", 1, "7", exchange="other"),
+        ],
+        T.CANDLE_SCHEMA,
+    )
+    got = collect(T.fill_empty_intervals(candles, "1 minute"))
+    closes = {(e, s, int((t - BASE) / MINUTE)): (v["close"], v["trades"]) for (e, s, t), v in got.items()}
+    assert closes == {
+        ("binance", "BTCUSDT", 2): (D("100"), 1),  # minutes 0 and 1: before the first trade, no candle
+        ("binance", "BTCUSDT", 3): (D("100"), 0),
+        ("binance", "BTCUSDT", 4): (D("105"), 1),
+        ("binance", "ETHUSDT", 0): (D("3000"), 1),
+        ("binance", "ETHUSDT", 1): (D("3000"), 0),
+        ("binance", "ETHUSDT", 2): (D("3001"), 1),
+        ("binance", "ETHUSDT", 3): (D("3002"), 1),  # ends at its own last candle, not BTCUSDT's
+        ("other", "BTCUSDT", 1): (D("7"), 1),
+    }
+
+
+def test_fill_empty_intervals_uses_the_previous_close_and_end(spark):
+    candles = spark.createDataFrame([candle_row("BTCUSDT", 2, "100")], T.CANDLE_SCHEMA)
+    previous = spark.createDataFrame(
+        [("binance", "BTCUSDT", D("98")), ("binance", "ETHUSDT", D("3000"))],
+        "exchange string, symbol string, close decimal(28,10)",
+    )
+    got = collect(T.fill_empty_intervals(candles, "1 minute", BASE, BASE + 4 * MINUTE, previous))
+    closes = {(s, int((t - BASE) / MINUTE)): (v["open"], v["close"], v["trades"]) for (_, s, t), v in got.items()}
+    assert closes == {
+        ("BTCUSDT", 0): (D("98"), D("98"), 0),
+        ("BTCUSDT", 1): (D("98"), D("98"), 0),
+        ("BTCUSDT", 2): (D("100"), D("100"), 1),
+        ("BTCUSDT", 3): (D("100"), D("100"), 0),
+        **{("ETHUSDT", n): (D("3000"), D("3000"), 0) for n in range(4)},  # no trade in range, still known
+    }
+
+
+def test_dedupe_trades_keeps_the_earliest_ingested_copy(spark):
+    first = trade(1, "10", "1", BASE_US, ingest_us=BASE_US + 5)
+    late = trade(1, "10", "1", BASE_US, ingest_us=BASE_US + 9_000_000)
+    other_market = trade(1, "10", "1", BASE_US, symbol="ETHUSDT")
+    rows = T.dedupe_trades(trades_df(spark, [late, first, other_market, late])).collect()
+    got = sorted((r.symbol, r.trade_id, r.ingest_time.timestamp()) for r in rows)
+    assert [(s, i) for s, i, _ in got] == [("BTCUSDT", 1), ("ETHUSDT", 1)]
+    assert got[0][2] == pytest.approx((BASE_US + 5) / 1e6)
+
+
+# ---------------------------------------------------------------------------------------------------
+# recompute() on a lake
+
+
+def market_trades(n: int, seed: int) -> list[Trade]:
+    """Two markets with gaps of several minutes, crossing a UTC date boundary."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        symbol = "BTCUSDT" if i % 3 else "ETHUSDT"
+        minute = rng.choice([0, 1, 1, 4, 7, 9, 10, 10, 11, 14])
+        us = BASE_US + minute * 60_000_000 + rng.randrange(60_000_000)
+        price = D(rng.randrange(1, 10**6)) / D(10**4)
+        qty = D(rng.randrange(1, 10**8)) / D(10**8)
+        out.append(trade(1000 + i, price, qty, us, maker=rng.random() < 0.5, symbol=symbol))
+    return out
+
+
+def test_recompute_from_the_lake_equals_the_reference_despite_duplicates(spark, tmp_path):
+    trades = market_trades(60, seed=7)
+    late_copies = [replace(t, ingest_time_us=t.ingest_time_us + 900_000_000, source="late") for t in trades[::4]]
+    write_lake(spark, tmp_path, [trades[:30], trades[30:] + late_copies[:5], late_copies[5:]])
+    # Another exchange's partition and a trade outside the range must not leak in.
+    write_lake(spark, tmp_path, [[trade(1, "1", "1", BASE_US, exchange="coinbase")]])
+    start, end = BASE, BASE + 15 * MINUTE
+    result = batch.recompute(spark, tmp_path, "binance", None, start, end, "1 minute")
+    assert_matches_reference(collect(result), reference_filled(trades, end_us=BASE_US + 15 * 60_000_000))
+    read = batch.read_lake_trades(spark, tmp_path, "binance", None, start, end).count()
+    summary = batch.summarize(result, read, 0.0)
+    assert (summary.trades_read, summary.duplicates_dropped) == (60 + len(late_copies), len(late_copies))
+
+
+def test_recompute_takes_the_close_before_start_and_filters_symbols(spark, tmp_path):
+    before = trade(1, "50", "1", BASE_US - 3_600_000_000)  # an hour earlier, the previous day's partition
+    inside = trade(2, "51", "1", BASE_US + 2 * 60_000_000)
+    eth = trade(3, "9", "1", BASE_US, symbol="ETHUSDT")
+    write_lake(spark, tmp_path, [[before, eth], [inside]])
+    result = batch.recompute(spark, tmp_path, "binance", ["BTCUSDT"], BASE, BASE + 4 * MINUTE, "1 minute")
+    got = {int((t - BASE) / MINUTE): (s, v["close"], v["trades"]) for (_, s, t), v in collect(result).items()}
+    assert got == {
+        0: ("BTCUSDT", D(50), 0),
+        1: ("BTCUSDT", D(50), 0),
+        2: ("BTCUSDT", D(51), 1),
+        3: ("BTCUSDT", D(51), 0),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Properties: any order, any split into batches, any duplication gives the same candles.
+
+POOL = market_trades(40, seed=11)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.sampled_from(POOL), min_size=1, max_size=40),
+    st.randoms(use_true_random=False),
+    st.integers(min_value=1, max_value=4),
+)
+def test_order_batches_and_duplicates_do_not_change_the_candles(spark, chosen, rng, batches):
+    """`chosen` repeats trades (duplicates); it is shuffled and split into unioned DataFrames."""
+    shuffled = list(chosen)
+    rng.shuffle(shuffled)
+    cuts = sorted(rng.randrange(len(shuffled) + 1) for _ in range(batches - 1))
+    parts = [shuffled[a:b] for a, b in zip([0, *cuts], [*cuts, len(shuffled)], strict=True)]
+    frames = [trades_df(spark, part) for part in parts]
+    union = frames[0]
+    for frame in frames[1:]:
+        union = union.unionByName(frame)
+    result = T.fill_empty_intervals(T.candles(T.dedupe_trades(union), "1 minute"), "1 minute")
+    assert_matches_reference(collect(result), reference_filled(chosen))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Real Binance data
+
+
+def xrpeth_folder() -> Path:
+    fixtures = REPO / "tests" / "fixtures" / XRPETH
+    return fixtures if fixtures.is_dir() else Path("/work/shared/data") / XRPETH
+
+
+@pytest.fixture(scope="module")
+def xrpeth_trades(spark):
+    with gzip.open(xrpeth_folder() / "aggtrades.json.gz", "rt") as f:
+        raw = json.load(f)
+    trades = [
+        trade(r["info"]["a"], r["info"]["p"], r["info"]["q"], r["info"]["T"] * 1000, r["info"]["m"], "XRPETH")
+        for r in raw
+    ]
+    return trades_df(spark, trades).persist()
+
+
+@pytest.mark.parametrize(("interval", "klines_file"), [("1 minute", "klines-1m.json"), ("5 minutes", "klines-5m.json")])
+def test_candles_equal_binance_klines_including_empty_intervals(xrpeth_trades, interval, klines_file):
+    klines = json.loads((xrpeth_folder() / klines_file).read_text())
+    got = collect(T.fill_empty_intervals(T.candles(xrpeth_trades, interval), interval))
+    by_ms = {int(k[2].timestamp() * 1000): v for k, v in got.items()}
+    assert sorted(by_ms) == [k[0] for k in klines]
+    empty = 0
+    for open_ms, *values in klines:
+        candle = by_ms[open_ms]
+        for name, binance in zip(("open", "high", "low", "close", "volume"), values, strict=True):
+            # Binance's float printed shortest is the exact decimal: compare values, not floats.
+            assert D(repr(binance)) == candle[name], (open_ms, name, binance, candle[name])
+        empty += candle["trades"] == 0
+    assert empty > 0  # the comparison covered intervals without trades
