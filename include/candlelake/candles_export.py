@@ -1,4 +1,7 @@
-"""Read candles from PostgreSQL for one market and time range, and write them as CSV or JSON.
+"""Read candles at any bucket from PostgreSQL for one market and time range; write them as CSV or JSON.
+
+Candles are rolled up from the base candles by `candlelake.rollups` (Binance's rules, empty intervals
+filled on read); each row also says its vwap, state and whether it was `filled` (no stored candle).
 
 Decimals leave PostgreSQL as text (`trim_scale` drops the trailing zeros NUMERIC keeps from Spark's
 fixed scale), so no float ever rounds them; times are UTC ISO 8601.
@@ -14,30 +17,9 @@ from typing import TextIO
 
 import psycopg2
 
-COLUMNS = (
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "trades",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-)
-BASE_INTERVALS = {"1m": "1 minute", "1s": "1 second"}
+from candlelake import rollups
 
-QUERY = """
-    SELECT to_char(open_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-           trim_scale(open)::text, trim_scale(high)::text, trim_scale(low)::text, trim_scale(close)::text,
-           trim_scale(volume)::text, trim_scale(quote_volume)::text, trades,
-           trim_scale(taker_buy_volume)::text, trim_scale(taker_buy_quote_volume)::text
-      FROM candles
-     WHERE exchange = %(exchange)s AND symbol = %(symbol)s
-       AND open_time >= %(start)s AND open_time < %(end)s
-     ORDER BY open_time
-"""
+COLUMNS = rollups.COLUMNS  # open_time ... taker_buy_quote_volume, then vwap, state, filled
 
 
 class ExportError(ValueError):
@@ -51,6 +33,8 @@ class CandleRequest:
     interval: str
     start: datetime
     end: datetime
+    bucket: rollups.Bucket
+    base_seconds: int = 60
 
 
 def parse_time(text: str, name: str) -> datetime:
@@ -62,29 +46,45 @@ def parse_time(text: str, name: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def make_request(exchange: str, symbol: str, interval: str, start: str, end: str) -> CandleRequest:
-    if interval not in BASE_INTERVALS:
-        raise ExportError(f"interval {interval!r} is not served yet; available: {', '.join(BASE_INTERVALS)}")
+def make_request(
+    exchange: str, symbol: str, interval: str, start: str, end: str, base_seconds: int = 60
+) -> CandleRequest:
+    """Validate a request: any bucket (1m, 5m, 45m, 4h, 1d, 1w, ...), an ISO range, at most 100,000 rows."""
+    try:
+        bucket = rollups.parse_bucket(interval, base_seconds)
+    except rollups.RollupError as exc:
+        raise ExportError(str(exc)) from None
     req = CandleRequest(
         exchange.strip().lower(),
         symbol.strip().upper(),
         interval,
         parse_time(start, "--start"),
         parse_time(end, "--end"),
+        bucket,
+        base_seconds,
     )
     if req.end <= req.start:
         raise ExportError(f"--end ({end}) must be after --start ({start})")
+    try:
+        rollups.plan(bucket, req.start, req.end, base_seconds)
+    except rollups.RollupError as exc:
+        raise ExportError(str(exc)) from None
     return req
 
 
 def fetch(dsn: str, req: CandleRequest) -> list[tuple[object, ...]]:
+    """The candles of `req` (empty intervals filled); an unknown market is an ExportError."""
     conn = psycopg2.connect(dsn, connect_timeout=5)
     try:
+        try:
+            rows = rollups.fetch_rollup(
+                conn, req.exchange, req.symbol, req.bucket, req.start, req.end, req.base_seconds
+            )
+        except rollups.RollupError as exc:
+            raise ExportError(str(exc)) from None
+        if rows:
+            return rows
         with conn.cursor() as cur:
-            cur.execute(QUERY, {"exchange": req.exchange, "symbol": req.symbol, "start": req.start, "end": req.end})
-            rows = cur.fetchall()
-            if rows:
-                return rows
             cur.execute("SELECT 1 FROM candles WHERE exchange = %s AND symbol = %s LIMIT 1", (req.exchange, req.symbol))
             if cur.fetchone() is not None:
                 return rows

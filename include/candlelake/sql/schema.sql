@@ -67,3 +67,178 @@ CREATE TABLE IF NOT EXISTS health_checks (
     checked_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS health_checks_recent ON health_checks (component, checked_at DESC);
+
+-- Rollups: candles at any bucket are served from `candles` by include/candlelake/rollups.py. So that a
+-- year at 1d or 1w does not aggregate half a million base rows per read, the same aggregates are kept
+-- pre-computed at 5 minutes, 1 hour and 1 day (bucket_seconds 300, 3600, 86400), always in step with
+-- `candles`: statement-level triggers recompute every bucket an INSERT, UPDATE (the stream's upsert)
+-- or DELETE touched. A bucket is recomputed from its parts, never incremented, so replaying an upsert
+-- leaves the rollups as they were, exactly like the base rows.
+-- open/high/low/close are over parts with trades only (NULL when none: empty intervals are filled on
+-- read); base_rows counts the stored base candles inside; state_rank is the weakest part's state
+-- (0 live, 1 closed, 2 curated).
+CREATE TABLE IF NOT EXISTS candle_rollups (
+    exchange                text        NOT NULL,
+    symbol                  text        NOT NULL,
+    bucket_seconds          integer     NOT NULL,
+    open_time               timestamptz NOT NULL,
+    open                    numeric,
+    high                    numeric,
+    low                     numeric,
+    close                   numeric,
+    volume                  numeric     NOT NULL,
+    quote_volume            numeric     NOT NULL,
+    trades                  bigint      NOT NULL,
+    taker_buy_volume        numeric     NOT NULL,
+    taker_buy_quote_volume  numeric     NOT NULL,
+    base_rows               integer     NOT NULL,
+    state_rank              smallint    NOT NULL,
+    PRIMARY KEY (exchange, symbol, bucket_seconds, open_time)
+);
+
+-- The previous close before a requested range: the last base candle that has trades.
+CREATE INDEX IF NOT EXISTS candles_with_trades ON candles (exchange, symbol, open_time) WHERE trades > 0;
+
+-- Recompute the rollup buckets of size `lvl` seconds starting at ts[i] for market (ex[i], sy[i]), from
+-- the base candles (src = 0) or from the rollups of size src (src divides lvl).
+CREATE OR REPLACE FUNCTION candle_rollups_rebuild(lvl integer, src integer, ex text[], sy text[], ts timestamptz[])
+RETURNS void LANGUAGE plpgsql
+-- Freshly written rollup rows have no statistics yet; a sequential scan per key would make a large
+-- COPY quadratic. Every lookup here is by primary-key prefix, so the indexes are always right.
+SET enable_seqscan = off
+AS $fn$
+BEGIN
+    -- LATERAL: one primary-key range scan per bucket. A plain join lets the planner, blind to the
+    -- array parameters, loop over every base row of the market for every bucket (quadratic on COPY).
+    IF src = 0 THEN
+        INSERT INTO candle_rollups
+        SELECT k.exchange, k.symbol, lvl, k.t, a.open, a.high, a.low, a.close, a.volume, a.quote_volume, a.trades,
+               a.taker_buy_volume, a.taker_buy_quote_volume, a.base_rows, a.state_rank
+          FROM unnest(ex, sy, ts) AS k(exchange, symbol, t)
+         CROSS JOIN LATERAL (
+        SELECT
+               (array_agg(c.open ORDER BY c.open_time) FILTER (WHERE c.trades > 0))[1] AS open,
+               max(c.high) FILTER (WHERE c.trades > 0) AS high,
+               min(c.low) FILTER (WHERE c.trades > 0) AS low,
+               (array_agg(c.close ORDER BY c.open_time DESC) FILTER (WHERE c.trades > 0))[1] AS close,
+               sum(c.volume) AS volume, sum(c.quote_volume) AS quote_volume, sum(c.trades) AS trades,
+               sum(c.taker_buy_volume) AS taker_buy_volume, sum(c.taker_buy_quote_volume) AS taker_buy_quote_volume,
+               count(*) AS base_rows,
+               min(CASE c.state WHEN 'curated' THEN 2 WHEN 'closed' THEN 1 ELSE 0 END) AS state_rank
+          FROM candles c
+         WHERE c.exchange = k.exchange AND c.symbol = k.symbol
+           AND c.open_time >= k.t AND c.open_time < k.t + make_interval(secs => lvl)) a
+         WHERE a.base_rows > 0
+        ON CONFLICT (exchange, symbol, bucket_seconds, open_time) DO UPDATE SET
+               open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
+               volume = EXCLUDED.volume, quote_volume = EXCLUDED.quote_volume, trades = EXCLUDED.trades,
+               taker_buy_volume = EXCLUDED.taker_buy_volume, taker_buy_quote_volume = EXCLUDED.taker_buy_quote_volume,
+               base_rows = EXCLUDED.base_rows, state_rank = EXCLUDED.state_rank;
+    ELSE
+        INSERT INTO candle_rollups
+        SELECT k.exchange, k.symbol, lvl, k.t, a.open, a.high, a.low, a.close, a.volume, a.quote_volume, a.trades,
+               a.taker_buy_volume, a.taker_buy_quote_volume, a.base_rows, a.state_rank
+          FROM unnest(ex, sy, ts) AS k(exchange, symbol, t)
+         CROSS JOIN LATERAL (
+        SELECT
+               (array_agg(c.open ORDER BY c.open_time) FILTER (WHERE c.trades > 0))[1] AS open,
+               max(c.high) FILTER (WHERE c.trades > 0) AS high,
+               min(c.low) FILTER (WHERE c.trades > 0) AS low,
+               (array_agg(c.close ORDER BY c.open_time DESC) FILTER (WHERE c.trades > 0))[1] AS close,
+               sum(c.volume) AS volume, sum(c.quote_volume) AS quote_volume, sum(c.trades) AS trades,
+               sum(c.taker_buy_volume) AS taker_buy_volume, sum(c.taker_buy_quote_volume) AS taker_buy_quote_volume,
+               coalesce(sum(c.base_rows), 0) AS base_rows,
+               min(c.state_rank) AS state_rank
+          FROM candle_rollups c
+         WHERE c.exchange = k.exchange AND c.symbol = k.symbol AND c.bucket_seconds = src
+           AND c.open_time >= k.t AND c.open_time < k.t + make_interval(secs => lvl)) a
+         WHERE a.base_rows > 0
+        ON CONFLICT (exchange, symbol, bucket_seconds, open_time) DO UPDATE SET
+               open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
+               volume = EXCLUDED.volume, quote_volume = EXCLUDED.quote_volume, trades = EXCLUDED.trades,
+               taker_buy_volume = EXCLUDED.taker_buy_volume, taker_buy_quote_volume = EXCLUDED.taker_buy_quote_volume,
+               base_rows = EXCLUDED.base_rows, state_rank = EXCLUDED.state_rank;
+    END IF;
+    -- Buckets whose parts are all gone (a DELETE on candles) go too: found by key, removed by ctid.
+    DELETE FROM candle_rollups
+     WHERE ctid = ANY (ARRAY(
+           SELECT r.ctid
+             FROM unnest(ex, sy, ts) AS k(exchange, symbol, t)
+            CROSS JOIN LATERAL (
+                  SELECT ctid FROM candle_rollups r
+                   WHERE r.exchange = k.exchange AND r.symbol = k.symbol AND r.bucket_seconds = lvl
+                     AND r.open_time = k.t) r
+            WHERE NOT EXISTS (
+                  SELECT 1 FROM candles c
+                   WHERE c.exchange = k.exchange AND c.symbol = k.symbol
+                     AND c.open_time >= k.t AND c.open_time < k.t + make_interval(secs => lvl))));
+END
+$fn$;
+
+-- Statement-level trigger body: `changed` is the transition table (new rows, or old rows on DELETE).
+CREATE OR REPLACE FUNCTION candle_rollups_refresh() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+    lvl integer;
+    src integer := 0;
+    ex text[];
+    sy text[];
+    ts timestamptz[];
+BEGIN
+    -- Writers of the same market take turns, so each recomputation sees every committed base row:
+    -- two overlapping transactions cannot both miss each other's candles.
+    PERFORM pg_advisory_xact_lock(hashtextextended(m.exchange || ':' || m.symbol, 0))
+       FROM (SELECT DISTINCT exchange, symbol FROM changed ORDER BY 1, 2) m;
+    FOREACH lvl IN ARRAY ARRAY[300, 3600, 86400] LOOP
+        SELECT array_agg(d.exchange), array_agg(d.symbol), array_agg(d.t) INTO ex, sy, ts
+          FROM (SELECT DISTINCT exchange, symbol, date_bin(make_interval(secs => lvl), open_time, 'epoch') AS t
+                  FROM changed) d;
+        IF ex IS NULL THEN
+            RETURN NULL;
+        END IF;
+        PERFORM candle_rollups_rebuild(lvl, src, ex, sy, ts);
+        src := lvl;
+    END LOOP;
+    RETURN NULL;
+END
+$fn$;
+
+CREATE OR REPLACE TRIGGER candles_rollups_insert AFTER INSERT ON candles
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION candle_rollups_refresh();
+CREATE OR REPLACE TRIGGER candles_rollups_update AFTER UPDATE ON candles
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION candle_rollups_refresh();
+CREATE OR REPLACE TRIGGER candles_rollups_delete AFTER DELETE ON candles
+    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION candle_rollups_refresh();
+
+-- Candles written before the rollups existed: build them once (a no-op once the rollups have rows).
+DO $do$
+DECLARE
+    lvl integer;
+    src integer := 0;
+    ex text[];
+    sy text[];
+    ts timestamptz[];
+BEGIN
+    IF EXISTS (SELECT 1 FROM candle_rollups) THEN
+        RETURN;
+    END IF;
+    FOREACH lvl IN ARRAY ARRAY[300, 3600, 86400] LOOP
+        SELECT array_agg(d.exchange), array_agg(d.symbol), array_agg(d.t) INTO ex, sy, ts
+          FROM (SELECT DISTINCT exchange, symbol, date_bin(make_interval(secs => lvl), open_time, 'epoch') AS t
+                  FROM candles) d;
+        IF ex IS NOT NULL THEN
+            PERFORM candle_rollups_rebuild(lvl, src, ex, sy, ts);
+        END IF;
+        src := lvl;
+    END LOOP;
+END
+$do$;
+
+-- TRUNCATE fires no row or transition triggers: empty the rollups with the base table.
+CREATE OR REPLACE FUNCTION candle_rollups_clear() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    DELETE FROM candle_rollups;
+    RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE TRIGGER candles_rollups_truncate AFTER TRUNCATE ON candles
+    FOR EACH STATEMENT EXECUTE FUNCTION candle_rollups_clear();

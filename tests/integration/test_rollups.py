@@ -1,0 +1,315 @@
+"""SQL rollups (candles at any bucket) against a real PostgreSQL, checked against candles computed
+directly from the trades (tests/support/reference_rollup.py) and against Binance's own klines.
+
+Uses the platform database of the current settings (`candlelake up`) and skips when it does not answer.
+Base candles are written through the stream's own upsert under exchange names of the test's own,
+deleted afterwards (which also checks that the rollup triggers follow a DELETE).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+
+from candlelake.config import Settings, load_settings
+from candlelake.platform.postgres import schema_sql
+from candlelake.rollups import COLUMNS, fetch_rollup, parse_bucket
+from candlelake.sinks.postgres_candles import upsert_candles
+from candlelake.trade import Trade
+from tests.support.reference_candles import RefCandle, reference_candles
+from tests.support.reference_rollup import MONDAY_ORIGIN_S, reference_rollup
+
+pytestmark = pytest.mark.integration
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "binance-spot-xrpeth-2019-10"
+FIELDS = COLUMNS[1:10]  # open .. taker_buy_quote_volume
+SYMBOL = "ROLLUSDT"
+BUCKETS = ("1m", "5m", "15m", "45m", "1h", "4h", "1d", "1w")
+WEEK_S = 7 * 86_400
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    s = load_settings()
+    try:
+        conn = psycopg2.connect(s.pg_dsn(), connect_timeout=2)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at {s.host}:{s.pg_port} does not answer ({exc}); run `candlelake up` first")
+    with conn, conn.cursor() as cur:  # what `candlelake up` applies; idempotent
+        cur.execute(schema_sql())
+    conn.close()
+    return s
+
+
+@pytest.fixture
+def conn(settings: Settings) -> Iterator[psycopg2.extensions.connection]:
+    c = psycopg2.connect(settings.pg_dsn())
+    c.autocommit = True
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def exchange(settings: Settings) -> Iterator[str]:
+    name = f"rolltest{uuid.uuid4().hex[:8]}"
+    yield name
+    with psycopg2.connect(settings.pg_dsn()) as c, c.cursor() as cur:
+        cur.execute("DELETE FROM candles WHERE exchange = %s", (name,))
+    c.close()
+
+
+def base_rows(candles: dict[Any, RefCandle]) -> list[tuple[Any, ...]]:
+    """Reference candles as rows for `upsert_candles` (postgres_candles.COLUMNS order)."""
+    rows = []
+    for c in candles.values():
+        vwap = c.quote_volume / c.volume if c.volume else None
+        close_time = c.open_time + timedelta(minutes=1) - timedelta(milliseconds=1)
+        rows.append(
+            (
+                c.exchange,
+                c.symbol,
+                c.open_time,
+                close_time,
+                c.open,
+                c.high,
+                c.low,
+                c.close,
+                c.volume,
+                c.quote_volume,
+                c.trades,
+                c.taker_buy_volume,
+                c.taker_buy_quote_volume,
+                vwap,
+                None,
+                None,
+            )
+        )
+    return rows
+
+
+def synthetic_trades(exchange: str) -> list[Trade]:
+    """Bursts of trades from Wednesday 2024-01-03 over the Monday 2024-01-08 week boundary, with quiet
+    minutes, hours and a whole quiet day; then 16 days without any trade; then one more busy day."""
+    rng = random.Random(20240103)
+    trades: list[Trade] = []
+    price = Decimal("42000.00")
+    t_us = int(datetime(2024, 1, 3, 22, 0, 5, tzinfo=UTC).timestamp()) * 1_000_000
+
+    def burst(until_us: int) -> None:
+        nonlocal price, t_us
+        while t_us < until_us:
+            roll = rng.random()
+            if roll < 0.02:
+                t_us += rng.randint(3_600, 6 * 3_600) * 1_000_000  # a quiet stretch of hours
+            elif roll < 0.10:
+                t_us += rng.randint(60, 900) * 1_000_000  # quiet minutes
+            elif roll > 0.95:
+                pass  # same microsecond as the previous trade: trade id decides the order
+            else:
+                t_us += rng.randint(1, 40_000_000)
+            price = max(Decimal("1.00"), price + Decimal(rng.randint(-500, 500)) / 100)
+            qty = Decimal(rng.randint(1, 500_000)) / Decimal(100_000)
+            trades.append(Trade(exchange, SYMBOL, len(trades) + 1, price, qty, t_us, rng.random() < 0.5, t_us, "test"))
+
+    def at(*args: int) -> int:
+        return int(datetime(*args, tzinfo=UTC).timestamp()) * 1_000_000
+
+    burst(at(2024, 1, 5, 12))
+    t_us = at(2024, 1, 6, 23, 58)  # Friday 12:00 to Saturday 23:58: a whole day without trades
+    burst(at(2024, 1, 8, 9))  # over Sunday night into Monday
+    t_us = at(2024, 1, 24, 10, 0, 1)  # 16 quiet days: empty days and a whole empty week
+    burst(at(2024, 1, 25, 2))
+    return trades
+
+
+def assert_rows_equal_reference(rows: list[tuple[object, ...]], want: list[RefCandle], label: str) -> None:
+    got_times = [r[0] for r in rows]
+    want_times = [c.open_time.strftime("%Y-%m-%dT%H:%M:%SZ") for c in want]
+    assert got_times == want_times, f"{label}: bucket open times differ"
+    for row, ref in zip(rows, want, strict=True):
+        values = dict(zip(COLUMNS, row, strict=True))
+        for name in FIELDS:
+            got = values[name] if name == "trades" else Decimal(str(values[name]))
+            assert got == getattr(ref, name), f"{label} {values['open_time']} {name}: {got} != {getattr(ref, name)}"
+        vwap = None if ref.volume == 0 else ref.quote_volume / ref.volume
+        assert (values["vwap"] is None) == (vwap is None), label
+        if vwap is not None:
+            assert abs(Decimal(str(values["vwap"])) - vwap) < Decimal("1e-12"), label
+        assert values["filled"] == ("true" if ref.trades == 0 else "false"), f"{label} {values['open_time']}"
+
+
+def load(conn: psycopg2.extensions.connection, rows: list[tuple[Any, ...]], state: str, batches: int = 1) -> None:
+    """Upsert through the stream's path in shuffled batches, as micro-batches would arrive."""
+    rows = list(rows)
+    random.Random(7).shuffle(rows)
+    for i in range(batches):
+        upsert_candles(conn, rows[i::batches], state)
+
+
+def test_rollups_equal_candles_computed_from_the_trades(conn, exchange) -> None:
+    trades = synthetic_trades(exchange)
+    load(conn, base_rows(reference_candles(trades)), "closed", batches=5)
+    last_time = trades[-1].trade_time_us // 1_000_000
+    for text in BUCKETS:
+        bucket = parse_bucket(text)
+        want = reference_rollup(trades, bucket.seconds, MONDAY_ORIGIN_S if text == "1w" else 0)
+        assert any(c.trades == 0 for c in want), f"{text}: the data must hold empty intervals"
+        # Wider than the data on both sides (a week more for 1w): nothing is invented outside it.
+        margin = timedelta(days=8 if text == "1w" else 1)
+        end = datetime.fromtimestamp(last_time, UTC) + margin
+        rows = fetch_rollup(conn, exchange, SYMBOL, bucket, want[0].open_time - margin, end)
+        assert_rows_equal_reference(rows, want, text)
+        assert {r[COLUMNS.index("state")] for r in rows} == {"closed"}
+        # A range starting in the quiet weeks: its first candles carry a close from before the range.
+        mid = datetime(2024, 1, 15, tzinfo=UTC)  # a Monday in the quiet weeks
+        rows = fetch_rollup(conn, exchange, SYMBOL, bucket, mid, end)
+        sub = [c for c in want if c.open_time >= mid]
+        assert_rows_equal_reference(rows, sub, f"{text} from {mid:%Y-%m-%d %H:%M}")
+        assert sub[0].trades == 0
+
+
+def test_weeks_start_on_monday_and_an_empty_week_is_a_candle(conn, exchange) -> None:
+    trades = synthetic_trades(exchange)
+    load(conn, base_rows(reference_candles(trades)), "closed")
+    start, end = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC)
+    rows = fetch_rollup(conn, exchange, SYMBOL, parse_bucket("1w"), start, end)
+    weeks = {r[0]: dict(zip(COLUMNS, r, strict=True)) for r in rows}
+    assert list(weeks) == [
+        "2024-01-01T00:00:00Z",
+        "2024-01-08T00:00:00Z",
+        "2024-01-15T00:00:00Z",
+        "2024-01-22T00:00:00Z",
+    ]
+    monday = int(datetime(2024, 1, 8, tzinfo=UTC).timestamp()) * 1_000_000
+    before = [t for t in trades if t.trade_time_us < monday]
+    after = [t for t in trades if monday <= t.trade_time_us < monday + WEEK_S * 1_000_000]
+    assert int(weeks["2024-01-01T00:00:00Z"]["trades"]) == len(before)
+    assert int(weeks["2024-01-08T00:00:00Z"]["trades"]) == len(after)
+    assert Decimal(str(weeks["2024-01-08T00:00:00Z"]["open"])) == after[0].price
+    empty = weeks["2024-01-15T00:00:00Z"]
+    assert (empty["trades"], empty["volume"], empty["filled"]) == (0, "0", "true")
+    assert empty["open"] == empty["high"] == empty["low"] == empty["close"] == str(after[-1].price.normalize())
+
+
+def test_a_range_without_data_has_no_rows(conn, exchange) -> None:
+    trades = synthetic_trades(exchange)
+    load(conn, base_rows(reference_candles(trades)), "closed")
+    for text in ("1m", "1h", "1d"):
+        bucket = parse_bucket(text)
+        before = fetch_rollup(
+            conn, exchange, SYMBOL, bucket, datetime(2023, 6, 1, tzinfo=UTC), datetime(2023, 6, 20, tzinfo=UTC)
+        )
+        after = fetch_rollup(
+            conn, exchange, SYMBOL, bucket, datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 20, tzinfo=UTC)
+        )
+        unknown = fetch_rollup(
+            conn, exchange, "NOPE", bucket, datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 20, tzinfo=UTC)
+        )
+        assert (before, after, unknown) == ([], [], []), text
+
+
+def minute_row(exchange: str, t: datetime, price: str, qty: str = "1") -> tuple[Any, ...]:
+    p, q = Decimal(price), Decimal(qty)
+    return (exchange, SYMBOL, t, t + timedelta(seconds=59.999), p, p, p, p, q, p * q, 1, q, p * q, p, None, None)
+
+
+def test_a_rolled_up_candle_has_the_weakest_state_of_its_parts(conn, exchange) -> None:
+    def at(h: int, m: int) -> datetime:
+        return datetime(2024, 5, 6, h, m, tzinfo=UTC)
+
+    hour_11 = [minute_row(exchange, at(11, m), "11") for m in range(60)]
+    upsert_candles(conn, [minute_row(exchange, at(10, 0), "10"), *hour_11], "curated")
+    upsert_candles(conn, [minute_row(exchange, at(12, 0), "12"), minute_row(exchange, at(12, 30), "13")], "curated")
+    upsert_candles(conn, [minute_row(exchange, at(10, 1), "10.5")], "closed")
+    upsert_candles(conn, [minute_row(exchange, at(10, 5), "9")], "live")
+
+    def states(text: str) -> dict[str, tuple[object, ...]]:
+        rows = fetch_rollup(conn, exchange, SYMBOL, parse_bucket(text), at(0, 0), at(23, 0))
+        return {str(r[0])[11:16]: (r[COLUMNS.index("state")], r[COLUMNS.index("filled")], r[7]) for r in rows}
+
+    hours = states("1h")
+    assert hours == {"10:00": ("live", "false", 3), "11:00": ("curated", "false", 60), "12:00": ("closed", "false", 2)}
+    fives = states("5m")
+    assert fives["10:00"] == ("closed", "false", 2)  # curated + closed + three generated minutes
+    assert fives["10:05"] == ("live", "false", 1)
+    assert fives["10:10"] == ("closed", "true", 0)  # generated: no stored candle, no trades
+    assert fives["11:00"] == ("curated", "false", 5)
+    assert fives["12:05"] == ("closed", "true", 0)
+    assert max(fives) == "12:30"  # nothing after the market's latest candle: no data is no row
+    # The stream's idempotent upsert moves the rollups with it, and never downgrades curated rows.
+    upsert_candles(conn, [minute_row(exchange, at(10, 5), "9")], "curated")
+    upsert_candles(conn, [minute_row(exchange, at(11, 0), "99")], "live")
+    assert states("1h")["10:00"] == ("closed", "false", 3)
+    assert states("1h")["11:00"] == ("curated", "false", 60)
+
+
+def rollup_table(conn: psycopg2.extensions.connection, exchange: str) -> list[tuple[Any, ...]]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT * FROM candle_rollups WHERE exchange = %s ORDER BY bucket_seconds, open_time", (exchange,))
+        return cur.fetchall()
+
+
+def test_rollup_tables_follow_replays_and_deletes(conn, exchange) -> None:
+    rows = base_rows(reference_candles(synthetic_trades(exchange)))
+    load(conn, rows, "closed", batches=3)
+    first = rollup_table(conn, exchange)
+    assert {r[2] for r in first} == {300, 3600, 86_400}
+    load(conn, rows, "closed", batches=7)  # a replayed micro-batch, split differently
+    assert rollup_table(conn, exchange) == first
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM candles WHERE exchange = %s", (exchange,))
+    assert rollup_table(conn, exchange) == []
+
+
+def binance_trades(exchange: str) -> list[Trade]:
+    with gzip.open(FIXTURES / "aggtrades.json.gz", "rt") as f:
+        raw = [row["info"] for row in json.load(f)]
+    return [
+        Trade(
+            exchange,
+            "XRPETH",
+            r["a"],
+            Decimal(r["p"]),
+            Decimal(r["q"]),
+            r["T"] * 1000,
+            r["m"],
+            r["T"] * 1000,
+            "fixture",
+        )
+        for r in raw
+    ]
+
+
+def assert_rows_equal_klines(rows: list[tuple[object, ...]], klines: list[list[float]], label: str) -> None:
+    assert len(rows) == len(klines), label
+    eight = Decimal("1e-8")
+    convert: list[Callable[[object], object]] = [lambda v: v, *[lambda v: Decimal(str(v)).quantize(eight)] * 5]
+    for row, kline in zip(rows, klines, strict=True):
+        opened = datetime.fromtimestamp(kline[0] / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert row[0] == opened, label
+        for i, name in enumerate(("open", "high", "low", "close", "volume"), start=1):
+            got = Decimal(str(row[COLUMNS.index(name)])).quantize(eight)
+            assert got == convert[i](kline[i]), f"{label} {opened} {name}: {got} != {kline[i]}"
+        assert row[COLUMNS.index("filled")] == ("true" if kline[5] == 0 else "false"), f"{label} {opened}"
+
+
+def test_rollups_equal_binance_klines_including_empty_intervals(conn, exchange) -> None:
+    trades = binance_trades(exchange)
+    load(conn, base_rows(reference_candles(trades)), "curated", batches=4)
+    for text, name in (("1m", "klines-1m.json"), ("5m", "klines-5m.json")):
+        klines = json.loads((FIXTURES / name).read_text())
+        assert any(k[5] == 0 for k in klines)
+        start = datetime.fromtimestamp(klines[0][0] / 1000, UTC)
+        end = datetime.fromtimestamp(klines[-1][0] / 1000, UTC) + timedelta(minutes=5)
+        rows = fetch_rollup(conn, exchange, "XRPETH", parse_bucket(text), start, end)
+        assert_rows_equal_klines(rows, klines, text)

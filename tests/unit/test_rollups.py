@@ -1,0 +1,108 @@
+"""Bucket parsing, alignment and range planning for the SQL rollups (no database)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from candlelake.candles_export import ExportError, make_request
+from candlelake.rollups import EPOCH, MONDAY_EPOCH, RollupError, parse_bucket, plan, source_level
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1m", 60), ("5m", 300), ("15m", 900), ("45m", 2700), ("1h", 3600), ("4h", 14_400), ("1d", 86_400)],
+)
+def test_buckets_parse_to_seconds_on_the_epoch(text, seconds):
+    bucket = parse_bucket(text)
+    assert (bucket.seconds, bucket.origin) == (seconds, EPOCH)
+
+
+def test_weeks_start_on_monday():
+    week = parse_bucket("1w")
+    assert week.seconds == 7 * 86_400 and week.origin == MONDAY_EPOCH
+    assert MONDAY_EPOCH.weekday() == 0
+    sunday_night = datetime(2024, 1, 7, 23, 59, tzinfo=UTC)
+    assert week.start_of(sunday_night) == datetime(2024, 1, 1, tzinfo=UTC)
+    assert week.start_of(datetime(2024, 1, 8, tzinfo=UTC)) == datetime(2024, 1, 8, tzinfo=UTC)
+    # Before the origin too: floor, not truncation toward zero.
+    assert week.start_of(datetime(1970, 1, 1, tzinfo=UTC)) == datetime(1969, 12, 29, tzinfo=UTC)
+
+
+def test_non_divisor_buckets_align_on_the_epoch_not_the_hour():
+    b45 = parse_bucket("45m")
+    t = datetime(2024, 1, 1, 1, 10, tzinfo=UTC)
+    start = b45.start_of(t)
+    assert (start - EPOCH).total_seconds() % 2700 == 0 and start <= t < start + timedelta(minutes=45)
+    assert start == datetime(2024, 1, 1, 0, 45, tzinfo=UTC)  # 00:00, 00:45, 01:30: not on the hour
+    assert b45.first_at_or_after(t) == datetime(2024, 1, 1, 1, 30, tzinfo=UTC)
+    assert b45.first_at_or_after(start) == start
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0m", "is empty"),
+        ("7q", "interval '7q' is not a bucket"),
+        ("1.5h", "interval '1.5h' is not a bucket"),
+        ("-5m", "is not a bucket"),
+        ("m", "is not a bucket"),
+        ("", "is not a bucket"),
+        ("90s", "not a whole number of base candles"),
+    ],
+)
+def test_bad_buckets_are_explained(text, message):
+    with pytest.raises(RollupError, match=message):
+        parse_bucket(text)
+
+
+def test_seconds_buckets_need_a_seconds_base():
+    assert parse_bucket("90s", base_seconds=1).seconds == 90
+
+
+def test_the_largest_dividing_rollup_level_is_read():
+    assert source_level(parse_bucket("1m")) == 0
+    assert source_level(parse_bucket("7m")) == 0
+    assert source_level(parse_bucket("5m")) == 300
+    assert source_level(parse_bucket("45m")) == 300
+    assert source_level(parse_bucket("4h")) == 3600
+    assert source_level(parse_bucket("1d")) == 86_400
+    assert source_level(parse_bucket("1w")) == 86_400
+    assert source_level(parse_bucket("5m"), base_seconds=1) == 300
+
+
+def test_plan_counts_buckets_opening_in_range():
+    start = datetime(2024, 1, 1, 0, 10, tzinfo=UTC)
+    p = plan(parse_bucket("1h"), start, start + timedelta(hours=3))
+    assert (p.first, p.last, p.count) == (
+        datetime(2024, 1, 1, 1, tzinfo=UTC),
+        datetime(2024, 1, 1, 3, tzinfo=UTC),
+        3,
+    )
+    exact = plan(parse_bucket("1h"), p.first, p.first + timedelta(hours=3))
+    assert exact.count == 3 and exact.last == datetime(2024, 1, 1, 3, tzinfo=UTC)
+
+
+def test_too_many_rows_are_refused_with_a_larger_bucket_suggested():
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    with pytest.raises(RollupError, match=r"525,600 candles of 1m .* more than 100,000; choose a larger bucket"):
+        plan(parse_bucket("1m"), start, start + timedelta(days=365))
+    assert plan(parse_bucket("1h"), start, start + timedelta(days=365)).count == 8760
+
+
+def test_a_range_without_a_bucket_start_is_explained():
+    start = datetime(2024, 1, 1, 0, 10, tzinfo=UTC)
+    with pytest.raises(RollupError, match="no 1h bucket starts"):
+        plan(parse_bucket("1h"), start, start + timedelta(minutes=30))
+
+
+def test_the_export_serves_any_bucket_and_explains_bad_ones():
+    req = make_request("Binance", "xrpeth", "45m", "2024-01-01", "2024-01-02")
+    assert (req.exchange, req.symbol, req.bucket.seconds) == ("binance", "XRPETH", 2700)
+    with pytest.raises(ExportError, match=r"interval '1\.5h'"):
+        make_request("x", "Y", "1.5h", "2024-01-01", "2024-01-02")
+    with pytest.raises(ExportError, match="choose a larger bucket"):
+        make_request("x", "Y", "1m", "2020-01-01", "2024-01-02")
