@@ -121,7 +121,8 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_candles(settings: Settings, args: argparse.Namespace) -> int:
     from candlelake import candles_export
 
-    req = candles_export.make_request(args.exchange, args.symbol, args.interval, args.start, args.end)
+    base_seconds = 1 if settings.candle_interval == "1 second" else 60
+    req = candles_export.make_request(args.exchange, args.symbol, args.interval, args.start, args.end, base_seconds)
     rows = candles_export.fetch(settings.pg_reader_dsn, req)
     candles_export.write(rows, args.format, sys.stdout)
     if not rows:
@@ -176,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     candles = sub.add_parser("candles", help="print candles from PostgreSQL as CSV or JSON")
     candles.add_argument("--exchange", required=True)
     candles.add_argument("--symbol", required=True)
-    candles.add_argument("--interval", default="1m")
+    candles.add_argument("--interval", default="1m", help="any bucket: 1m, 5m, 15m, 45m, 1h, 4h, 1d, 1w, ...")
     candles.add_argument("--start", required=True, help="ISO 8601, UTC when no zone is given")
     candles.add_argument("--end", required=True, help="ISO 8601, exclusive")
     candles.add_argument("--format", default="csv", choices=["csv", "json"])
