@@ -122,6 +122,7 @@ class Settings:
     candle_interval: str
     watermark_delay: str
     trigger_interval: str
+    stream_partitions: int
     spark_driver_memory: str
 
     # Producer
@@ -228,6 +229,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         candle_interval=interval,
         watermark_delay=e.text("CANDLELAKE_WATERMARK_DELAY", "2 minutes"),
         trigger_interval=e.text("CANDLELAKE_TRIGGER_INTERVAL", "1 second"),
+        stream_partitions=e.integer("CANDLELAKE_STREAM_PARTITIONS", 1, 1),
         spark_driver_memory=e.text("CANDLELAKE_SPARK_DRIVER_MEMORY", "1g"),
         producer_source=e.text("CANDLELAKE_PRODUCER_SOURCE", "simulator"),
         simulator_symbols=e.items("CANDLELAKE_SIMULATOR_SYMBOLS", ["BTCUSDT", "ETHUSDT", "SOLUSDT"]),

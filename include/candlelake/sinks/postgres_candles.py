@@ -95,7 +95,10 @@ def micros_to_datetime(micros: int) -> datetime:
 
 
 def spark_candle_rows(df: DataFrame) -> Iterator[CandleRow]:
-    """Rows of a candles DataFrame (CANDLE_SCHEMA columns) as CandleRow tuples, streamed to the driver.
+    """Rows of a candles DataFrame (CANDLE_SCHEMA columns) as CandleRow tuples, collected on the driver.
+
+    One Spark job computes every partition at once: `toLocalIterator()` would run a job per partition,
+    one after another, which cost a live micro-batch about 0.2 s more on two cores.
 
     Times leave Spark as epoch microseconds: PySpark turns timestamps into naive datetimes in the
     driver's local time zone, which PostgreSQL would then read in its own session zone.
@@ -104,7 +107,7 @@ def spark_candle_rows(df: DataFrame) -> Iterator[CandleRow]:
 
     times = {"open_time", "close_time"}
     selected = df.select(*[F.unix_micros(c).alias(c) if c in times else F.col(c) for c in COLUMNS])
-    for row in selected.toLocalIterator():
+    for row in selected.collect():
         yield tuple(micros_to_datetime(v) if name in times else v for name, v in zip(COLUMNS, row, strict=True))
 
 

@@ -15,6 +15,7 @@ source for new offsets, so such a row still proves that Kafka answered.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -42,7 +43,7 @@ _NO_WATERMARK = datetime(1970, 1, 1, tzinfo=UTC)
 INSERT_SQL = (
     "INSERT INTO stream_progress (query_name, run_id, batch_id, batch_time, num_input_rows, "
     "input_rows_per_second, processed_rows_per_second, rows_dropped_by_watermark, watermark, duration_ms, "
-    "recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now() - make_interval(secs => %s)) "
+    "durations, recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now() - make_interval(secs => %s)) "
     "ON CONFLICT (query_name, run_id, batch_id) DO UPDATE SET recorded_at = EXCLUDED.recorded_at"
 )
 TOUCH_SQL = (
@@ -69,6 +70,8 @@ class ProgressRow:
     rows_dropped_by_watermark: int
     watermark: datetime | None
     duration_ms: int | None
+    # Spark's durationMs breakdown as JSON text (addBatch, walCommit, ...): where a slow batch spent its time.
+    durations: str | None = None
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -105,6 +108,7 @@ def progress_row(progress: Mapping[str, Any]) -> ProgressRow:
         rows_dropped_by_watermark=dropped,
         watermark=None if watermark == _NO_WATERMARK else watermark,
         duration_ms=None if duration is None else int(duration),
+        durations=json.dumps(progress["durationMs"], sort_keys=True) if progress.get("durationMs") else None,
     )
 
 

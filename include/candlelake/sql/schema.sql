@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS stream_progress (
     recorded_at                 timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (query_name, run_id, batch_id)
 );
+-- Added after the first release: Spark's per-phase durations of the batch (JSON object of milliseconds).
+ALTER TABLE stream_progress ADD COLUMN IF NOT EXISTS durations jsonb;
 CREATE INDEX IF NOT EXISTS stream_progress_recent ON stream_progress (query_name, recorded_at DESC);
 
 -- The producer's counters, one row per running producer, refreshed every few seconds.
