@@ -31,6 +31,11 @@ def _read_dotenv(path: Path) -> dict[str, str]:
     return values
 
 
+# Where the live candles query keeps its streaming state (see jobs/stream_candles.py): on local disk in
+# RocksDB, or in the driver's heap ("memory"), which is faster at high trade rates and needs memory.
+CANDLES_STATE_STORES = ("rocksdb", "memory")
+
+
 class _Env:
     """Typed reads of environment variables with errors a person understands."""
 
@@ -63,6 +68,12 @@ class _Env:
             raise ConfigError(f"{name}={raw!r} is not a number") from None
         if not value >= minimum:  # also rejects NaN
             raise ConfigError(f"{name}={raw} must be at least {minimum}")
+        return value
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(name, default).strip().lower()
+        if value not in allowed:
+            raise ConfigError(f"{name}={value!r} must be one of: {', '.join(allowed)}")
         return value
 
     def path(self, name: str, default: Path) -> Path:
@@ -123,6 +134,7 @@ class Settings:
     watermark_delay: str
     trigger_interval: str
     stream_partitions: int
+    candles_state_store: str
     spark_driver_memory: str
 
     # Producer
@@ -230,6 +242,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         watermark_delay=e.text("CANDLELAKE_WATERMARK_DELAY", "2 minutes"),
         trigger_interval=e.text("CANDLELAKE_TRIGGER_INTERVAL", "1 second"),
         stream_partitions=e.integer("CANDLELAKE_STREAM_PARTITIONS", 1, 1),
+        candles_state_store=e.choice("CANDLELAKE_CANDLES_STATE_STORE", "rocksdb", CANDLES_STATE_STORES),
         spark_driver_memory=e.text("CANDLELAKE_SPARK_DRIVER_MEMORY", "1g"),
         producer_source=e.text("CANDLELAKE_PRODUCER_SOURCE", "simulator"),
         simulator_symbols=e.items("CANDLELAKE_SIMULATOR_SYMBOLS", ["BTCUSDT", "ETHUSDT", "SOLUSDT"]),

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "binance-spot-xrpeth-2019-10"
 FIELDS = COLUMNS[1:10]  # open .. taker_buy_quote_volume
 SYMBOL = "ROLLUSDT"
-BUCKETS = ("1m", "5m", "15m", "45m", "1h", "4h", "1d", "1w")
+BUCKETS = ("1m", "2m", "5m", "7m", "13m", "15m", "20m", "45m", "1h", "90m", "4h", "1d", "25h", "1w")
 WEEK_S = 7 * 86_400
 
 
@@ -132,7 +132,11 @@ def synthetic_trades(exchange: str) -> list[Trade]:
     return trades
 
 
-def assert_rows_equal_reference(rows: list[tuple[object, ...]], want: list[RefCandle], label: str) -> None:
+def assert_rows_equal_reference(
+    rows: list[tuple[object, ...]], want: list[RefCandle], label: str, stored: set[datetime] | None = None
+) -> None:
+    """Rows equal to the reference; `filled` says no stored base candle lies in the bucket (by default:
+    only candles with trades are stored, so a bucket is filled exactly when it has no trades)."""
     got_times = [r[0] for r in rows]
     want_times = [c.open_time.strftime("%Y-%m-%dT%H:%M:%SZ") for c in want]
     assert got_times == want_times, f"{label}: bucket open times differ"
@@ -145,7 +149,12 @@ def assert_rows_equal_reference(rows: list[tuple[object, ...]], want: list[RefCa
         assert (values["vwap"] is None) == (vwap is None), label
         if vwap is not None:
             assert abs(Decimal(str(values["vwap"])) - vwap) < Decimal("1e-12"), label
-        assert values["filled"] == ("true" if ref.trades == 0 else "false"), f"{label} {values['open_time']}"
+        if stored is None:
+            filled = ref.trades == 0
+        else:
+            size = want[1].open_time - want[0].open_time
+            filled = not any(ref.open_time <= t < ref.open_time + size for t in stored)
+        assert values["filled"] == ("true" if filled else "false"), f"{label} {values['open_time']}"
 
 
 def load(conn: psycopg2.extensions.connection, rows: list[tuple[Any, ...]], state: str, batches: int = 1) -> None:
@@ -176,6 +185,31 @@ def test_rollups_equal_candles_computed_from_the_trades(conn, exchange) -> None:
         sub = [c for c in want if c.open_time >= mid]
         assert_rows_equal_reference(rows, sub, f"{text} from {mid:%Y-%m-%d %H:%M}")
         assert sub[0].trades == 0
+
+
+def test_stored_empty_candles_count_as_stored_but_carry_no_prices(conn, exchange) -> None:
+    """The curated batch stores a quiet minute as a candle without trades whose prices repeat the
+    previous close: it makes a bucket stored (not filled), never its open, high, low or close."""
+    trades = synthetic_trades(exchange)
+    candles = {c.open_time: c for c in reference_candles(trades).values()}
+    empties, previous = [], None
+    t, until = min(candles), datetime(2024, 1, 6, 23, 58, tzinfo=UTC)  # over the whole quiet day too
+    while t < until:
+        if t in candles:
+            previous = candles[t].close
+        else:
+            p, close_time = previous, t + timedelta(seconds=59.999)
+            empties.append((exchange, SYMBOL, t, close_time, p, p, p, p, 0, 0, 0, 0, 0, None, None, None))
+        t += timedelta(minutes=1)
+    assert len(empties) > 1000
+    load(conn, [*base_rows(reference_candles(trades)), *empties], "curated", batches=3)
+    stored = set(candles) | {row[2] for row in empties}
+    start, end = datetime(2024, 1, 3, tzinfo=UTC), datetime(2024, 1, 9, tzinfo=UTC)
+    for text in ("1m", "2m", "5m", "7m", "13m", "15m", "20m", "45m", "1h", "90m", "4h", "1d", "25h"):
+        bucket = parse_bucket(text)
+        want = [c for c in reference_rollup(trades, bucket.seconds) if start <= c.open_time < end]
+        rows = fetch_rollup(conn, exchange, SYMBOL, bucket, start, end)
+        assert_rows_equal_reference(rows, want, f"{text} with stored empty candles", stored)
 
 
 def test_weeks_start_on_monday_and_an_empty_week_is_a_candle(conn, exchange) -> None:
@@ -263,7 +297,7 @@ def test_rollup_tables_follow_replays_and_deletes(conn, exchange) -> None:
     rows = base_rows(reference_candles(synthetic_trades(exchange)))
     load(conn, rows, "closed", batches=3)
     first = rollup_table(conn, exchange)
-    assert {r[2] for r in first} == {300, 3600, 86_400}
+    assert {r[2] for r in first} == {300, 900, 3600, 86_400}
     load(conn, rows, "closed", batches=7)  # a replayed micro-batch, split differently
     assert rollup_table(conn, exchange) == first
     with conn.cursor() as cur:

@@ -13,6 +13,8 @@ def test_defaults_are_local_and_safe():
     assert s.kafka_bootstrap == "127.0.0.1:19092"
     assert s.pg_port == 55432 and s.candle_interval == "1 minute"
     assert s.runtime_dir.name == ".runtime" and s.runtime_dir.is_absolute()
+    assert s.candles_state_store == "rocksdb"
+    assert load_settings({"CANDLELAKE_CANDLES_STATE_STORE": " Memory "}).candles_state_store == "memory"
 
 
 @pytest.mark.parametrize(
@@ -21,6 +23,7 @@ def test_defaults_are_local_and_safe():
         ({"CANDLELAKE_PG_PORT": "fivefive"}, "CANDLELAKE_PG_PORT='fivefive' is not a whole number"),
         ({"CANDLELAKE_SIMULATOR_RATE": "nan"}, "must be at least"),
         ({"CANDLELAKE_CANDLE_INTERVAL": "2 minutes"}, "base interval"),
+        ({"CANDLELAKE_CANDLES_STATE_STORE": "redis"}, "'redis' must be one of: rocksdb, memory"),
     ],
 )
 def test_bad_settings_get_a_message_naming_the_variable(env, message):

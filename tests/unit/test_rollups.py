@@ -7,7 +7,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from candlelake.candles_export import ExportError, make_request
-from candlelake.rollups import EPOCH, MONDAY_EPOCH, RollupError, parse_bucket, plan, source_level
+from candlelake.rollups import (
+    EPOCH,
+    MONDAY_EPOCH,
+    RollupError,
+    parse_bucket,
+    plan,
+    read_levels,
+    rollup_query,
+    source_level,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -67,11 +76,54 @@ def test_the_largest_dividing_rollup_level_is_read():
     assert source_level(parse_bucket("1m")) == 0
     assert source_level(parse_bucket("7m")) == 0
     assert source_level(parse_bucket("5m")) == 300
-    assert source_level(parse_bucket("45m")) == 300
+    assert source_level(parse_bucket("45m")) == 900
+    assert source_level(parse_bucket("50m")) == 300
     assert source_level(parse_bucket("4h")) == 3600
     assert source_level(parse_bucket("1d")) == 86_400
     assert source_level(parse_bucket("1w")) == 86_400
     assert source_level(parse_bucket("5m"), base_seconds=1) == 300
+
+
+@pytest.mark.parametrize(
+    ("text", "levels"),
+    [
+        ("1m", (0,)),
+        ("2m", (0,)),
+        ("7m", (0, 300)),  # 5-minute rows inside a bucket, base candles where a 5-minute block straddles two
+        ("13m", (0, 300)),
+        ("15m", (900,)),
+        ("20m", (300, 900)),
+        ("45m", (900,)),
+        ("90m", (900, 3600)),
+        ("2h", (3600,)),
+        ("25h", (3600, 86_400)),
+        ("1w", (86_400,)),
+    ],
+)
+def test_a_bucket_reads_its_dividing_level_and_the_larger_ones_that_fit(text, levels):
+    assert read_levels(parse_bucket(text)) == levels
+
+
+def test_a_seconds_base_reads_its_own_candles_where_no_level_fits():
+    assert read_levels(parse_bucket("90s", base_seconds=1), base_seconds=1) == (0,)
+    assert read_levels(parse_bucket("7m", base_seconds=1), base_seconds=1) == (0, 300)
+
+
+@pytest.mark.parametrize("text", ["1m", "5m", "15m", "1h", "1d"])
+def test_a_bucket_that_is_a_stored_level_is_read_without_aggregating(text):
+    bucket = parse_bucket(text)
+    sql = rollup_query(read_levels(bucket), bucket.seconds)
+    assert "GROUP BY" not in sql and "{parts}" not in sql
+    assert ("FROM candle_rollups" in sql) == (text != "1m")
+
+
+def test_a_straddled_bucket_reads_both_levels_and_aggregates():
+    bucket = parse_bucket("13m")
+    sql = rollup_query(read_levels(bucket), bucket.seconds)
+    assert "GROUP BY t" in sql and "FROM candles\n" in sql and "FROM candle_rollups" in sql
+    assert "%(level1)s" in sql and "%(span1)s" in sql and "UNION ALL" in sql
+    with pytest.raises(ValueError, match="no rollup levels"):
+        rollup_query((0, 120), 780)
 
 
 def test_plan_counts_buckets_opening_in_range():

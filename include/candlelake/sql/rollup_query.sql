@@ -1,54 +1,54 @@
--- Candles at any bucket for one market, rolled up from base candles or from candle_rollups, with
--- Binance's empty intervals filled (see include/candlelake/rollups.py, which runs it).
--- The parts placeholder (braces) is replaced by one of rollups.py's two fixed sub-selects (never user input); every value
--- is a bound parameter: exchange, symbol, first/last (bucket open times in range), stop (end of the
--- last bucket), step (bucket interval), origin (the epoch, or a Monday for weeks), level, base, base_s.
-WITH bounds AS (
+-- Candles at any bucket for one market, with Binance's empty intervals filled (see
+-- include/candlelake/rollups.py, which runs it). The parts placeholder (in braces) is replaced by one of
+-- rollups.py's fixed sub-selects (never user input): one row per bucket `t` that has stored parts, the
+-- rows of a stored level as they are, or aggregated from base candles and candle_rollups levels. Every
+-- value is a bound parameter: exchange, symbol, first/last (bucket open times in range), stop (end of
+-- the last bucket), step (bucket interval), origin (the epoch, or a Monday for weeks), base, base_s,
+-- per_bucket (base intervals in a bucket), and level/span/tail of each level read.
+WITH bounds AS MATERIALIZED (
     SELECT (SELECT min(open_time) FROM candles
              WHERE exchange = %(exchange)s AND symbol = %(symbol)s AND trades > 0) AS first_time,
            (SELECT max(open_time) FROM candles
              WHERE exchange = %(exchange)s AND symbol = %(symbol)s) AS last_time
-), buckets AS (
-    SELECT t
-      FROM bounds, generate_series(
-               greatest(%(first)s::timestamptz, date_bin(%(step)s, first_time, %(origin)s)),
-               least(%(last)s::timestamptz, date_bin(%(step)s, last_time, %(origin)s)),
-               %(step)s) AS t
-     WHERE first_time IS NOT NULL  -- greatest()/least() skip NULLs: no market, no buckets
-), agg AS (
-    -- Plain aggregates only, no per-bucket sort: the open is the price paired with the smallest
-    -- open_time among the parts with trades (arrays compare element by element), the close the largest.
-    SELECT date_bin(%(step)s, open_time, %(origin)s) AS t,
-           (min(ARRAY[extract(epoch FROM open_time), open]) FILTER (WHERE trades > 0))[2] AS open,
-           max(high) FILTER (WHERE trades > 0) AS high,
-           min(low) FILTER (WHERE trades > 0) AS low,
-           (max(ARRAY[extract(epoch FROM open_time), close]) FILTER (WHERE trades > 0))[2] AS close,
-           sum(volume) AS volume, sum(quote_volume) AS quote_volume, sum(trades) AS trades,
-           sum(taker_buy_volume) AS taker_buy_volume, sum(taker_buy_quote_volume) AS taker_buy_quote_volume,
-           sum(base_rows) AS base_rows, min(state_rank) AS state_rank
-      FROM ({parts}) p
-     GROUP BY 1
+), agg AS ({parts}
 ), joined AS (
     SELECT b.t, a.open, a.high, a.low, a.close, a.volume, a.quote_volume, a.trades,
            a.taker_buy_volume, a.taker_buy_quote_volume, coalesce(a.base_rows, 0) AS base_rows, a.state_rank,
-           count(a.close) OVER (ORDER BY b.t) AS grp
-      FROM buckets b
-      LEFT JOIN agg a USING (t)
-), carried AS (
-    -- The close carried into empty buckets: the last close before them, from before the range if need be.
+           bounds.first_time, bounds.last_time
+      FROM bounds
+     CROSS JOIN LATERAL generate_series(
+               greatest(%(first)s::timestamptz, date_bin(%(step)s, first_time, %(origin)s)),
+               least(%(last)s::timestamptz, date_bin(%(step)s, last_time, %(origin)s)),
+               %(step)s) AS b(t)
+      LEFT JOIN agg a ON a.t = b.t
+     WHERE first_time IS NOT NULL  -- greatest()/least() skip NULLs: no market, no buckets
+), priced AS (
+    -- Each lookup below is one index probe (candles_with_trades), made only for the buckets that need it.
     SELECT j.*,
-           coalesce(first_value(j.close) OVER (PARTITION BY j.grp ORDER BY j.t),
-                    (SELECT close FROM candles
-                      WHERE exchange = %(exchange)s AND symbol = %(symbol)s AND trades > 0
-                        AND open_time < %(first)s
-                      ORDER BY open_time DESC LIMIT 1)) AS carry
+           CASE WHEN j.trades > 0 THEN coalesce(j.open, (
+               SELECT open FROM candles
+                WHERE exchange = %(exchange)s AND symbol = %(symbol)s AND trades > 0
+                  AND open_time >= j.t AND open_time < j.t + %(step)s
+                ORDER BY open_time LIMIT 1)) END AS first_open,
+           CASE WHEN j.trades > 0 THEN coalesce(j.close, (
+               SELECT close FROM candles
+                WHERE exchange = %(exchange)s AND symbol = %(symbol)s AND trades > 0
+                  AND open_time >= j.t AND open_time < j.t + %(step)s
+                ORDER BY open_time DESC LIMIT 1)) END AS last_close,
+           p.close AS previous
       FROM joined j
+      -- A bucket without trades repeats the previous close, which may lie before the range.
+      LEFT JOIN LATERAL (
+           SELECT close FROM candles
+            WHERE coalesce(j.trades, 0) = 0  -- evaluated before the probe: only empty buckets look
+              AND exchange = %(exchange)s AND symbol = %(symbol)s AND trades > 0 AND open_time < j.t
+            ORDER BY open_time DESC LIMIT 1) p ON true
 )
 SELECT to_char(c.t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-       trim_scale(coalesce(c.open, c.carry))::text,
-       trim_scale(coalesce(c.high, c.carry))::text,
-       trim_scale(coalesce(c.low, c.carry))::text,
-       trim_scale(coalesce(c.close, c.carry))::text,
+       trim_scale(coalesce(c.first_open, c.previous))::text,
+       trim_scale(coalesce(c.high, c.previous))::text,
+       trim_scale(coalesce(c.low, c.previous))::text,
+       trim_scale(coalesce(c.last_close, c.previous))::text,
        trim_scale(coalesce(c.volume, 0))::text,
        trim_scale(coalesce(c.quote_volume, 0))::text,
        coalesce(c.trades, 0)::bigint,
@@ -58,9 +58,11 @@ SELECT to_char(c.t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
        (ARRAY['live', 'closed', 'curated'])[1 + least(
            coalesce(c.state_rank, 1),
            -- base intervals of this bucket the market has passed through but nobody stored: generated
-           CASE WHEN c.base_rows < extract(epoch FROM least(c.t + %(step)s, (SELECT last_time FROM bounds) + %(base)s)
-                                               - greatest(c.t, (SELECT first_time FROM bounds))) / %(base_s)s
+           -- (only the first and the last bucket can hold fewer than per_bucket such intervals)
+           CASE WHEN c.base_rows >= %(per_bucket)s THEN 2
+                WHEN c.base_rows < extract(epoch FROM least(c.t + %(step)s, c.last_time + %(base)s)
+                                                     - greatest(c.t, c.first_time)) / %(base_s)s
                 THEN 1 ELSE 2 END)],
        CASE WHEN c.base_rows = 0 THEN 'true' ELSE 'false' END
-  FROM carried c
- ORDER BY c.grp, c.t  -- the same order as by t alone (grp never decreases), and no extra sort
+  FROM priced c
+ ORDER BY c.t

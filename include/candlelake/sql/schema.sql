@@ -72,7 +72,8 @@ CREATE INDEX IF NOT EXISTS health_checks_recent ON health_checks (component, che
 
 -- Rollups: candles at any bucket are served from `candles` by include/candlelake/rollups.py. So that a
 -- year at 1d or 1w does not aggregate half a million base rows per read, the same aggregates are kept
--- pre-computed at 5 minutes, 1 hour and 1 day (bucket_seconds 300, 3600, 86400), always in step with
+-- pre-computed at 5 minutes, 15 minutes, 1 hour and 1 day (bucket_seconds 300, 900, 3600, 86400; each
+-- level built from the one before, which divides it), always in step with
 -- `candles`: statement-level triggers recompute every bucket an INSERT, UPDATE (the stream's upsert)
 -- or DELETE touched. A bucket is recomputed from its parts, never incremented, so replaying an upsert
 -- leaves the rollups as they were, exactly like the base rows.
@@ -190,8 +191,11 @@ BEGIN
     -- two overlapping transactions cannot both miss each other's candles.
     PERFORM pg_advisory_xact_lock(hashtextextended(m.exchange || ':' || m.symbol, 0))
        FROM (SELECT DISTINCT exchange, symbol FROM changed ORDER BY 1, 2) m;
-    FOREACH lvl IN ARRAY ARRAY[300, 3600, 86400] LOOP
-        SELECT array_agg(d.exchange), array_agg(d.symbol), array_agg(d.t) INTO ex, sy, ts
+    FOREACH lvl IN ARRAY ARRAY[300, 900, 3600, 86400] LOOP
+        -- In market and time order, so that the rows of a market's range lie together on disk.
+        SELECT array_agg(d.exchange ORDER BY d.exchange, d.symbol, d.t),
+               array_agg(d.symbol ORDER BY d.exchange, d.symbol, d.t),
+               array_agg(d.t ORDER BY d.exchange, d.symbol, d.t) INTO ex, sy, ts
           FROM (SELECT DISTINCT exchange, symbol, date_bin(make_interval(secs => lvl), open_time, 'epoch') AS t
                   FROM changed) d;
         IF ex IS NULL THEN
@@ -211,7 +215,9 @@ CREATE OR REPLACE TRIGGER candles_rollups_update AFTER UPDATE ON candles
 CREATE OR REPLACE TRIGGER candles_rollups_delete AFTER DELETE ON candles
     REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION candle_rollups_refresh();
 
--- Candles written before the rollups existed: build them once (a no-op once the rollups have rows).
+-- Candles written before the rollups (or one of their levels) existed: build the missing levels once,
+-- each from the one before it. A no-op once every level has rows: the rollups of a market are written
+-- in one transaction, so one market's levels stand for all (two primary-key probes, no scan).
 DO $do$
 DECLARE
     lvl integer;
@@ -219,16 +225,21 @@ DECLARE
     ex text[];
     sy text[];
     ts timestamptz[];
+    market record;
 BEGIN
-    IF EXISTS (SELECT 1 FROM candle_rollups) THEN
-        RETURN;
-    END IF;
-    FOREACH lvl IN ARRAY ARRAY[300, 3600, 86400] LOOP
-        SELECT array_agg(d.exchange), array_agg(d.symbol), array_agg(d.t) INTO ex, sy, ts
-          FROM (SELECT DISTINCT exchange, symbol, date_bin(make_interval(secs => lvl), open_time, 'epoch') AS t
-                  FROM candles) d;
-        IF ex IS NOT NULL THEN
-            PERFORM candle_rollups_rebuild(lvl, src, ex, sy, ts);
+    SELECT r.exchange, r.symbol INTO market FROM candle_rollups r LIMIT 1;
+    FOREACH lvl IN ARRAY ARRAY[300, 900, 3600, 86400] LOOP
+        IF market IS NULL OR NOT EXISTS (
+               SELECT 1 FROM candle_rollups r
+                WHERE r.exchange = market.exchange AND r.symbol = market.symbol AND r.bucket_seconds = lvl) THEN
+            SELECT array_agg(d.exchange ORDER BY d.exchange, d.symbol, d.t),
+                   array_agg(d.symbol ORDER BY d.exchange, d.symbol, d.t),
+                   array_agg(d.t ORDER BY d.exchange, d.symbol, d.t) INTO ex, sy, ts
+              FROM (SELECT DISTINCT exchange, symbol, date_bin(make_interval(secs => lvl), open_time, 'epoch') AS t
+                      FROM candles) d;
+            IF ex IS NOT NULL THEN
+                PERFORM candle_rollups_rebuild(lvl, src, ex, sy, ts);
+            END IF;
         END IF;
         src := lvl;
     END LOOP;
