@@ -23,14 +23,14 @@ Two queries read the topic, each with its own checkpoint under CANDLELAKE_CHECKP
     after a crash writes the same rows again. Trades later than the watermark are dropped here (counted
     in stream_progress.rows_dropped_by_watermark) and reach the curated candles through the lake.
 
-Every progress event of both queries is recorded in `stream_progress` (see candlelake.sinks.stream_progress).
+Every micro-batch of both queries is recorded in `stream_progress` by polling (see
+candlelake.sinks.stream_progress.ProgressPoller, and there why not with a query listener).
 SIGTERM or SIGINT stops both queries and exits 0; a failed query exits 1 so the platform notices.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import signal
 import sys
@@ -39,13 +39,7 @@ from types import FrameType
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
-from pyspark.sql.streaming.listener import (
-    QueryIdleEvent,
-    QueryProgressEvent,
-    QueryStartedEvent,
-    QueryTerminatedEvent,
-)
+from pyspark.sql.streaming import StreamingQuery
 
 from candlelake import stream_guard, transforms
 from candlelake.config import Settings, load_settings
@@ -54,9 +48,8 @@ from candlelake.sinks.postgres_candles import upsert_candles_df
 from candlelake.sinks.stream_progress import (
     CANDLES_QUERY,
     LAKE_QUERY,
+    ProgressPoller,
     ProgressRecorder,
-    parse_time,
-    progress_row,
 )
 
 log = logging.getLogger("candlelake.stream")
@@ -80,6 +73,8 @@ LAKE_DEDUPE_WINDOW = "30 seconds"
 CANDLES_MAX_OFFSETS_PER_TRIGGER = 400_000
 LAKE_MAX_OFFSETS_PER_TRIGGER = 600_000
 LAKE_TRIGGER = "10 seconds"
+# How often the main loop copies finished micro-batches into stream_progress and checks the queries.
+PROGRESS_POLL_S = 0.5
 
 
 def build_session(settings: Settings) -> SparkSession:
@@ -219,35 +214,6 @@ def start_candles_query(trades: DataFrame, settings: Settings) -> StreamingQuery
     )
 
 
-class ProgressListener(StreamingQueryListener):
-    """Records each query's progress in stream_progress; never raises into Spark."""
-
-    def __init__(self, recorder: ProgressRecorder) -> None:
-        self.recorder = recorder
-        self.names: dict[str, str] = {}  # run id -> query name (idle events carry no name)
-
-    def onQueryStarted(self, event: QueryStartedEvent) -> None:
-        self.names[str(event.runId)] = event.name or str(event.id)
-        log.info("query %s started (run %s)", event.name, event.runId)
-
-    def onQueryProgress(self, event: QueryProgressEvent) -> None:
-        try:
-            self.recorder.record(progress_row(json.loads(event.progress.json)))
-        except Exception:
-            log.exception("could not record a progress event")
-
-    def onQueryIdle(self, event: QueryIdleEvent) -> None:
-        name = self.names.get(str(event.runId))
-        if name:
-            self.recorder.touch(name, str(event.runId), parse_time(event.timestamp))
-
-    def onQueryTerminated(self, event: QueryTerminatedEvent) -> None:
-        if event.exception:
-            log.error("query run %s failed: %s", event.runId, event.exception.splitlines()[0])
-        else:
-            log.info("query run %s stopped", event.runId)
-
-
 def check_checkpoints(settings: Settings) -> None:
     """Both queries' checkpoints must match the output they already wrote (see candlelake.stream_guard)."""
     import psycopg2
@@ -273,10 +239,8 @@ def main() -> int:
     spark = build_session(settings)
     spark.sparkContext.setLogLevel("WARN")
     candles_spark = candles_session(spark, settings)
-    sessions = [spark, candles_spark]
     recorder = ProgressRecorder(settings.pg_dsn())
-    for session in sessions:  # each session has its own query manager and listeners
-        session.streams.addListener(ProgressListener(recorder))
+    poller = ProgressPoller(recorder)
 
     stopping = threading.Event()
 
@@ -300,16 +264,20 @@ def main() -> int:
     )
     failed = False
     try:
-        while not stopping.is_set():
-            # Short waits (one second per session) so a signal is acted on promptly; raises when a query failed.
-            if any(session.streams.awaitAnyTermination(1) for session in sessions):
+        while not stopping.wait(PROGRESS_POLL_S):
+            poller.poll(queries)
+            ended = [q for q in queries if not q.isActive]
+            if ended:
                 # Nothing but a signal should end a query; one that ended by itself is a failure.
-                ended = [q.name for q in queries if not q.isActive]
-                log.error("query %s ended on its own; stopping", ", ".join(ended))
+                for query in ended:
+                    error = query.exception()
+                    reason = str(error).strip().splitlines()[0] if error and str(error).strip() else "no error given"
+                    log.error("query %s ended on its own (%s); stopping", query.name, reason)
                 failed = True
                 break
+        poller.poll(queries)  # the batches that finished since the last poll
     except Exception as exc:
-        log.error("a streaming query failed: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+        log.error("the streaming job failed: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
         failed = True
     finally:
         for query in queries:

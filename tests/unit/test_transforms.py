@@ -159,6 +159,26 @@ def test_a_bucket_holds_its_first_and_last_millisecond_only(spark):
     assert_frames_equal(out, expected)
 
 
+def test_open_and_close_follow_time_then_id_at_any_extreme(spark):
+    # The order key packs (trade_time, trade_id) into one decimal: the id must never outweigh the time,
+    # including the largest and negative ids and times before 1970.
+    early = datetime(1969, 12, 31, 23, 59, 30, tzinfo=UTC)
+    rows = [
+        trade(2**63 - 1, "1", "1", at(10), True),  # the largest id, earlier: opens
+        trade(-(2**63), "2", "1", at(10, micros=1), True),  # the smallest id, a microsecond later
+        trade(-5, "3", "1", at(50), True),  # same instant as the next: the lower id comes first
+        trade(7, "4", "1", at(50), True),  # closes
+        trade(9, "5", "1", early, True),
+        trade(-9, "6", "1", early, True),  # same instant, lower id: opens its bucket
+    ]
+    out = T.candles(trades_df(spark, rows)).select("open_time", "open", "close", "first_trade_id", "last_trade_id")
+    got = {r.open_time.replace(tzinfo=UTC): (r.open, r.close, r.first_trade_id, r.last_trade_id) for r in out.collect()}
+    assert got == {
+        BASE: (D("1"), D("4"), 2**63 - 1, 7),
+        datetime(1969, 12, 31, 23, 59, tzinfo=UTC): (D("6"), D("5"), -9, 9),
+    }
+
+
 def test_one_second_candles(spark):
     rows = [
         trade(1, "1.1", "0.1", at(0.999), False),
