@@ -83,9 +83,8 @@ def previous_closes(
     """(exchange, symbol, close): each market's last trade price in [start - lookback, start)."""
     start = utc(start)
     trades = read_lake_trades(spark, lake, exchange, symbols, start - lookback, start)
-    return trades.groupBy(*transforms.MARKET_KEY).agg(
-        F.max_by(F.col("price"), transforms.trade_order_key()).alias("close")
-    )
+    order = F.struct(F.col("trade_time"), F.col("trade_id"))
+    return trades.groupBy(*transforms.MARKET_KEY).agg(F.max_by(F.col("price"), order).alias("close"))
 
 
 def recompute(

@@ -23,7 +23,6 @@ where precision loss is allowed instead of returning numbers that are quietly wr
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -175,22 +174,6 @@ def require_exact_decimals(df: DataFrame) -> None:
         )
 
 
-# A trade's place in its market, (trade_time, trade_id), as one exact number: epoch microseconds * 10^20
-# + (trade_id + 2^63). The id part lies in [0, 1.9e19), below 10^20, so comparing keys compares times
-# first and ids second, exactly like the pair (negative ids and pre-1970 times included); the key stays
-# below 10^38 until the year 5000. A struct key would do the same, but min_by/max_by over a struct
-# force Spark's sort-based aggregation, which builds its projections again for every task: 17% of the
-# streaming driver's CPU at 1,000 trades/s. Over a decimal the aggregation runs on a hash map.
-ORDER_KEY_TYPE = DecimalType(38, 0)
-
-
-def trade_order_key() -> Column:
-    """(trade_time, trade_id) as one DECIMAL(38,0) that sorts the same way (see ORDER_KEY_TYPE)."""
-    micros = F.unix_micros(F.col("trade_time")).cast(ORDER_KEY_TYPE)
-    trade_id = F.col("trade_id").cast(ORDER_KEY_TYPE) + F.lit(Decimal(2**63)).cast(ORDER_KEY_TYPE)
-    return (micros * F.lit(Decimal(10**20)).cast(ORDER_KEY_TYPE) + trade_id).cast(ORDER_KEY_TYPE)
-
-
 def candles(trades: DataFrame, interval: str = "1 minute") -> DataFrame:
     """Typed trades -> one candle per (exchange, symbol, open_time) at a fixed `interval` (CANDLE_SCHEMA).
 
@@ -198,12 +181,13 @@ def candles(trades: DataFrame, interval: str = "1 minute") -> DataFrame:
     `window()` computes; grouping on the window (not on a derived timestamp) keeps the event-time
     watermark attached, so a streaming aggregation can drop late rows and evict finished buckets.
     open/close are the prices of the first/last trade ordered by (trade_time, trade_id): min_by/max_by
-    on that order (as one number, trade_order_key) give the same answer for any arrival order and any
-    split into micro-batches.
+    on that struct give the same answer for any arrival order and any split into micro-batches. (A single
+    DECIMAL(38,0) key, time * 10^20 + id, would let Spark hash-aggregate instead of sort: 8% less driver
+    CPU at 1,000 trades/s, but its BigDecimal arithmetic per row cut the rate sustained at 20,000/s.)
     Trades must be deduplicated on (exchange, symbol, trade_id) before this.
     """
     require_exact_decimals(trades)
-    order = trade_order_key()
+    order = F.struct(F.col("trade_time"), F.col("trade_id"))
     quote = (F.col("price").cast(PRICE_TYPE) * F.col("qty").cast(QTY_TYPE)).cast(QUOTE_TYPE)
     taker_buy = ~F.col("is_buyer_maker")  # the buyer took liquidity: a market buy
     volume = F.sum(F.col("qty")).cast(VOLUME_TYPE)
