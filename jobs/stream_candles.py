@@ -73,7 +73,8 @@ LAKE_DEDUPE_WINDOW = "30 seconds"
 CANDLES_MAX_OFFSETS_PER_TRIGGER = 400_000
 LAKE_MAX_OFFSETS_PER_TRIGGER = 600_000
 LAKE_TRIGGER = "10 seconds"
-# How often the main loop copies finished micro-batches into stream_progress and checks the queries.
+# How often the main loop copies finished micro-batches into stream_progress and checks the queries. An
+# idle query is reported every 5 s (ProgressPoller's default), well inside the health check's 30 s.
 PROGRESS_POLL_S = 0.5
 
 
@@ -114,9 +115,6 @@ def build_session(settings: Settings) -> SparkSession:
         # one write per trade, so the count would be a third RocksDB call per trade. The count only feeds
         # the progress metric numRowsTotal, which then reads 0.
         .config("spark.sql.streaming.stateStore.rocksdb.trackTotalNumberOfRows", "false")
-        # An idle query reports every 5 s (default 10 s, checked only at trigger times, so the lake's
-        # 10 s trigger would report every 20 s): the health check's 30 s window keeps a margin.
-        .config("spark.sql.streaming.noDataProgressEventInterval", "5000")
         .getOrCreate()
     )
 
