@@ -110,21 +110,34 @@ def test_topics_have_the_configured_partitions_and_retention(broker: KafkaCompon
     assert configs[s.dead_letter_topic]["retention.ms"]["value"] == str(DEAD_LETTER_RETENTION_MS)
 
 
+def _topic_configs_settled(broker: KafkaComponent, topic: str, wanted: dict[str, str]) -> dict[str, str]:
+    """The topic's values of `wanted`'s names, polled until they equal `wanted` or 15 s pass.
+
+    A config change is committed to the KRaft metadata log and reaches the broker's cache a moment
+    later, so a describe right after an alter can still show the old value.
+    """
+    deadline = time.monotonic() + 15
+    while True:
+        with admin_client(broker.bootstrap, 10_000) as admin:
+            configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, None)])["topic"][topic]
+        seen = {name: configs[name]["value"] for name in wanted}
+        if seen == wanted or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.2)
+
+
 def test_after_healthy_restores_retention_and_keeps_other_overrides(broker: KafkaComponent) -> None:
     topic = broker.settings.trades_topic
+    overrides = {"retention.ms": "60000", "segment.ms": "3600000"}
     with admin_client(broker.bootstrap, 10_000) as admin:
-        admin.alter_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": "60000", "segment.ms": "3600000"})],
-            incremental=True,
-        )
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, overrides)], incremental=True)
+    assert _topic_configs_settled(broker, topic, overrides) == overrides
 
     broker.after_healthy()
     broker.after_healthy()  # a second run changes nothing and does not fail on existing topics
 
-    with admin_client(broker.bootstrap, 10_000) as admin:
-        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, None)])["topic"][topic]
-    assert configs["retention.ms"]["value"] == str(broker.settings.topic_retention_ms)
-    assert configs["segment.ms"]["value"] == "3600000"
+    wanted = {"retention.ms": str(broker.settings.topic_retention_ms), "segment.ms": "3600000"}
+    assert _topic_configs_settled(broker, topic, wanted) == wanted
 
 
 def test_idempotent_producer_round_trip_keeps_per_key_order(broker: KafkaComponent) -> None:
