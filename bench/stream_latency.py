@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 import psycopg2
+from running_stream import stream_settings_record
 
 from candlelake.config import load_settings
 from candlelake.producer import Counters, KafkaTradeSink
@@ -105,7 +106,7 @@ def main() -> int:
         "warmup_seconds": args.warmup,
         "trades": len(counted),
         "visible": len(latencies),
-        "trigger": settings.trigger_interval,
+        **stream_settings_record(settings),
         "p50_s": round(statistics.median(latencies), 3),
         "p90_s": round(percentile(latencies, 0.90), 3),
         "p99_s": round(percentile(latencies, 0.99), 3),

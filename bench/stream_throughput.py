@@ -36,6 +36,7 @@ from pathlib import Path
 import psycopg2
 from confluent_kafka import Producer
 from kafka import KafkaConsumer, TopicPartition
+from running_stream import stream_settings_record
 
 from candlelake.config import Settings, load_settings
 from candlelake.simulator import Simulator
@@ -265,11 +266,7 @@ def main() -> int:
     result = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count()},
-        "trigger": settings.trigger_interval,
-        "stream_partitions": settings.stream_partitions,
-        "candles_state_store": settings.candles_state_store,
-        "spark_master": settings.spark_master,
-        "driver_memory": settings.spark_driver_memory,
+        **stream_settings_record(settings),
         "steps": results,
     }
     out = ROOT / "bench" / "results" / f"stream_throughput-{result['when']}.json"

@@ -34,6 +34,9 @@ def _read_dotenv(path: Path) -> dict[str, str]:
 # Where the live candles query keeps its streaming state (see jobs/stream_candles.py): on local disk in
 # RocksDB, or in the driver's heap ("memory"), which is faster at high trade rates and needs memory.
 CANDLES_STATE_STORES = ("rocksdb", "memory")
+# Whether Spark generates Java code for the live candles query: "on", or "off" (interpreted), which
+# lowers latency and CPU only with a short watermark (README: streaming).
+CANDLES_CODEGEN = ("on", "off")
 
 
 class _Env:
@@ -135,6 +138,7 @@ class Settings:
     trigger_interval: str
     stream_partitions: int
     candles_state_store: str
+    candles_codegen: str
     spark_driver_memory: str
 
     # Producer
@@ -243,6 +247,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         trigger_interval=e.text("CANDLELAKE_TRIGGER_INTERVAL", "1 second"),
         stream_partitions=e.integer("CANDLELAKE_STREAM_PARTITIONS", 1, 1),
         candles_state_store=e.choice("CANDLELAKE_CANDLES_STATE_STORE", "rocksdb", CANDLES_STATE_STORES),
+        candles_codegen=e.choice("CANDLELAKE_CANDLES_CODEGEN", "on", CANDLES_CODEGEN),
         spark_driver_memory=e.text("CANDLELAKE_SPARK_DRIVER_MEMORY", "1g"),
         producer_source=e.text("CANDLELAKE_PRODUCER_SOURCE", "simulator"),
         simulator_symbols=e.items("CANDLELAKE_SIMULATOR_SYMBOLS", ["BTCUSDT", "ETHUSDT", "SOLUSDT"]),

@@ -15,6 +15,7 @@ def test_defaults_are_local_and_safe():
     assert s.runtime_dir.name == ".runtime" and s.runtime_dir.is_absolute()
     assert s.candles_state_store == "rocksdb"
     assert load_settings({"CANDLELAKE_CANDLES_STATE_STORE": " Memory "}).candles_state_store == "memory"
+    assert s.candles_codegen == "on" and load_settings({"CANDLELAKE_CANDLES_CODEGEN": " Off"}).candles_codegen == "off"
 
 
 @pytest.mark.parametrize(
@@ -24,6 +25,7 @@ def test_defaults_are_local_and_safe():
         ({"CANDLELAKE_SIMULATOR_RATE": "nan"}, "must be at least"),
         ({"CANDLELAKE_CANDLE_INTERVAL": "2 minutes"}, "base interval"),
         ({"CANDLELAKE_CANDLES_STATE_STORE": "redis"}, "'redis' must be one of: rocksdb, memory"),
+        ({"CANDLELAKE_CANDLES_CODEGEN": "yes"}, "CANDLELAKE_CANDLES_CODEGEN='yes' must be one of: on, off"),
     ],
 )
 def test_bad_settings_get_a_message_naming_the_variable(env, message):

@@ -68,6 +68,11 @@ UPSERT_SQL = (
 )
 TEMPLATE = "(" + ", ".join(["%s"] * (len(COLUMNS) + 1)) + ", now())"
 
+# A live candle whose whole interval lies before the stream's watermark can no longer change: Spark
+# drops every later trade of it as late (the nightly batch takes those). It is then 'closed', and a
+# replayed live upsert cannot reopen it: the upsert above never moves a row down the ladder.
+CLOSE_LIVE_SQL = "UPDATE candles SET state = 'closed', updated_at = now() WHERE state = 'live' AND close_time < %s"
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # A stream keeps running through a short PostgreSQL restart; a longer outage fails the batch so that
@@ -87,6 +92,12 @@ def upsert_candles(
     with conn, conn.cursor() as cur:  # commits on success, rolls back on any error
         execute_values(cur, UPSERT_SQL, values, template=TEMPLATE, page_size=page_size)
     return len(values)
+
+
+def close_live_candles(cur: psycopg2.extensions.cursor, watermark: datetime) -> int:
+    """Mark every live candle that ends before `watermark` closed, on the caller's transaction; return how many."""
+    cur.execute(CLOSE_LIVE_SQL, (watermark,))
+    return int(cur.rowcount)
 
 
 def micros_to_datetime(micros: int) -> datetime:

@@ -12,6 +12,10 @@ reads "the query last reported at this time, at this batch", and a quiet market 
 dead stream. A run that has been idle since it started (a restart with nothing new in Kafka) has no
 batch yet: its first idle report inserts a row with batch_id IDLE_BATCH_ID (-1) and zero rows. A query
 stuck in a trigger (Kafka not answering, a batch that never ends) is not reported idle, so it goes stale.
+
+Recording a batch of the candles query also closes the live candles its watermark has passed (see
+candlelake.sinks.postgres_candles.CLOSE_LIVE_SQL), in the same transaction: a candle is 'closed' exactly
+when the progress that says the watermark passed it is on record.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from typing import Any, Protocol
 
 import psycopg2
 import psycopg2.extensions
+
+from candlelake.sinks.postgres_candles import close_live_candles
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +174,9 @@ class ProgressRecorder:
             now = time.monotonic()
             for row, seen in list(self._pending):
                 cur.execute(INSERT_SQL, (*astuple(row), max(0.0, now - seen)))
+            passed = [row.watermark for row, _ in self._pending if row.query_name == CANDLES_QUERY and row.watermark]
+            if passed:
+                close_live_candles(cur, max(passed))
 
         if self._run(write):
             self._pending.clear()

@@ -101,6 +101,9 @@ CREATE TABLE IF NOT EXISTS candle_rollups (
 
 -- The previous close before a requested range: the last base candle that has trades.
 CREATE INDEX IF NOT EXISTS candles_with_trades ON candles (exchange, symbol, open_time) WHERE trades > 0;
+-- The stream closes live candles as its watermark passes them (sinks/postgres_candles.CLOSE_LIVE_SQL):
+-- only the last minutes of each market are live, so this index stays a few pages.
+CREATE INDEX IF NOT EXISTS candles_live ON candles (close_time) WHERE state = 'live';
 
 -- Recompute the rollup buckets of size `lvl` seconds starting at ts[i] for market (ex[i], sy[i]), from
 -- the base candles (src = 0) or from the rollups of size src (src divides lvl).
