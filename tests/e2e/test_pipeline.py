@@ -160,9 +160,17 @@ def test_candles_in_postgres_equal_candles_computed_from_the_trades(platform: Se
         "the live candles to equal the reference", lambda: not differences(expected, pg_candles(platform, exchange))
     )
     assert differences(expected, pg_candles(platform, exchange)) == []
-    for candle in pg_candles(platform, exchange).values():
-        # Live until the stream's watermark passes the candle's end, closed from then on.
+    # Live until the stream's watermark passes the candle's end, closed from then on. The watermark is
+    # read after the candles: any candle closed by then ends before it.
+    candles = pg_candles(platform, exchange).values()
+    with psycopg2.connect(platform.pg_dsn()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT max(watermark) FROM stream_progress WHERE query_name = 'live_candles'")
+        watermark = cur.fetchone()[0]
+    conn.close()
+    for candle in candles:
         assert candle["state"] in ("live", "closed")
+        if candle["state"] == "closed":
+            assert watermark is not None and candle["close_time"] < watermark
         assert (candle["close_time"] - candle["open_time"]).total_seconds() == pytest.approx(59.999)
 
 
