@@ -110,7 +110,7 @@ def test_topics_have_the_configured_partitions_and_retention(broker: KafkaCompon
     assert configs[s.dead_letter_topic]["retention.ms"]["value"] == str(DEAD_LETTER_RETENTION_MS)
 
 
-def _topic_configs_settled(broker: KafkaComponent, topic: str, wanted: dict[str, str]) -> dict[str, str]:
+def _topic_configs_settled(broker: KafkaComponent, topic: str, wanted: dict[str, str]) -> dict[str, str | None]:
     """The topic's values of `wanted`'s names, polled until they equal `wanted` or 15 s pass.
 
     A config change is committed to the KRaft metadata log and reaches the broker's cache a moment
@@ -120,7 +120,8 @@ def _topic_configs_settled(broker: KafkaComponent, topic: str, wanted: dict[str,
     while True:
         with admin_client(broker.bootstrap, 10_000) as admin:
             configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, None)])["topic"][topic]
-        seen = {name: configs[name]["value"] for name in wanted}
+        # Only overridden configs may be listed: a name still at its default can be absent.
+        seen = {name: (configs.get(name) or {}).get("value") for name in wanted}
         if seen == wanted or time.monotonic() > deadline:
             return seen
         time.sleep(0.2)
