@@ -196,30 +196,45 @@ def test_progress_is_recorded_buffered_while_postgres_is_away_and_idle_runs_stay
 def test_recording_a_candles_batch_closes_the_live_candles_its_watermark_passed(
     settings: Settings, exchange: str
 ) -> None:
-    # The close is global, as the stream's watermark is: it also closes any other live candle ending
-    # before T0 + 2 minutes (a time in the past, so nothing the platform is streaming now).
-    run = str(uuid.uuid4())
-    upsert(settings, [row(exchange, m, "1", "1", 1) for m in (0, 1, 2)], "live")
-    upsert(settings, [row(exchange, -1, "1", "1", 1)], "curated")
-    recorder = ProgressRecorder(settings.pg_dsn(), retry_s=0)
+    # The close is global, as the stream's watermark is, and the platform's own stream keeps closing
+    # candles in the shared tables: this test works on copies of the tables in a schema of its own.
+    schema = f"closetest_{uuid.uuid4().hex[:8]}"
+    dsn = f"{settings.pg_dsn()} options='-c search_path={schema}'"
+    admin = psycopg2.connect(settings.pg_dsn())
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE SCHEMA {schema}")
+        for name in ("candles", "stream_progress"):
+            cur.execute(f"CREATE TABLE {schema}.{name} (LIKE public.{name} INCLUDING ALL)")
+    conn = psycopg2.connect(dsn)
+    recorder = ProgressRecorder(dsn, retry_s=0)
+
+    def states() -> dict[int, str]:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT open_time, state FROM candles WHERE exchange = %s", (exchange,))
+            return {t.minute: state for t, state in cur.fetchall()}
+
     try:
+        upsert_candles(conn, [row(exchange, m, "1", "1", 1) for m in (0, 1, 2)], "live")
+        upsert_candles(conn, [row(exchange, -1, "1", "1", 1)], "curated")
         # A lake batch's watermark closes nothing; only the candles query's does.
-        assert recorder.record(ProgressRow("lake_trades", run, 0, T0, 5, None, None, 0, T0 + timedelta(hours=1), 9))
-        assert {c["state"] for c in table(settings, exchange).values()} == {"live", "curated"}
+        assert recorder.record(ProgressRow("lake_trades", "r", 0, T0, 5, None, None, 0, T0 + timedelta(hours=1), 9))
+        assert states() == {59: "curated", 0: "live", 1: "live", 2: "live"}
         watermark = T0 + timedelta(minutes=2)  # minute 1 ends at 12:01:59.999, just before it
-        assert recorder.record(ProgressRow("live_candles", run, 7, T0, 5, None, None, 0, watermark, 9))
+        assert recorder.record(ProgressRow("live_candles", "r", 7, T0, 5, None, None, 0, watermark, 9))
+        assert states() == {59: "curated", 0: "closed", 1: "closed", 2: "live"}
+
+        # A live write of a closed candle (Spark sends one only by replaying an old batch) changes nothing.
+        upsert_candles(conn, [row(exchange, 0, "7", "7", 7)], "live")
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT state, close FROM candles WHERE exchange = %s AND open_time = %s", (exchange, T0))
+            assert cur.fetchone() == ("closed", D("1"))
     finally:
         recorder.close()
-        with psycopg2.connect(settings.pg_dsn()) as conn, conn.cursor() as cur:
-            cur.execute("DELETE FROM stream_progress WHERE run_id = %s", (run,))
         conn.close()
-    states = {t.minute: c["state"] for t, c in table(settings, exchange).items()}
-    assert states == {59: "curated", 0: "closed", 1: "closed", 2: "live"}
-
-    # A live write of a closed candle (Spark can only send one by replaying an old batch) changes nothing.
-    upsert(settings, [row(exchange, 0, "7", "7", 7)], "live")
-    stored = table(settings, exchange)[T0]
-    assert (stored["state"], stored["close"]) == ("closed", D("1"))
+        with admin.cursor() as cur:
+            cur.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
 
 
 def test_a_replayed_lake_batch_replaces_its_files(tmp_path: Path, spark) -> None:

@@ -189,11 +189,11 @@ class ProgressRecorder:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg2.connect(
-                    self._dsn,
-                    connect_timeout=self._connect_timeout_s,
-                    application_name="candlelake-stream-progress",
-                    options="-c statement_timeout=5000",
+                    self._dsn, connect_timeout=self._connect_timeout_s, application_name="candlelake-stream-progress"
                 )
+                # Set here, not as `options=`, which would replace any options the DSN itself carries.
+                with self._conn, self._conn.cursor() as cur:
+                    cur.execute("SET statement_timeout = 5000")
             with self._conn, self._conn.cursor() as cur:  # one transaction; rolled back on error
                 work(cur)
         except Exception as exc:
