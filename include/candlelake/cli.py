@@ -1,4 +1,4 @@
-"""`candlelake`: the command-line front door (up, down, status, install, produce, replay, candles).
+"""`candlelake`: the command-line front door (up, down, status, install, produce, replay, backfill, gaps, candles).
 
 Every failure a person can fix is reported in one or two lines naming the part and what to do; a
 traceback is shown only with --debug.
@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from candlelake.config import ConfigError, Settings, load_settings
+from candlelake.config import PRODUCER_SOURCES, ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from candlelake.platform.base import Component, Status
@@ -92,14 +92,14 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     from candlelake import producer
 
-    symbols = (
-        [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
-        if args.symbols
-        else settings.simulator_symbols
-    )
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    if args.source == "simulator" and symbols is None:
+        symbols = settings.simulator_symbols
     rate = args.rate if args.rate is not None else settings.simulator_rate
     if not rate > 0:
         raise ConfigError(f"--rate {rate}: give a positive number of trades per second")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit {args.limit}: give a positive number of trades")
     sent = producer.run(
         settings,
         args.source,
@@ -109,6 +109,30 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
         limit=args.limit,
     )
     _say(f"produced {sent} trades")
+    return 0
+
+
+def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    from candlelake.ingest import backfill
+
+    summary = backfill.run(settings, args.exchange, args.symbol, args.gap_id, _say)
+    return 0 if summary.failed == 0 else 1
+
+
+def cmd_gaps(settings: Settings, args: argparse.Namespace) -> int:
+    from candlelake.ingest.gaps import GapLedger
+
+    ledger = GapLedger(settings.pg_dsn())
+    try:
+        rows = list(ledger.summary())
+    finally:
+        ledger.close_connection()
+    if not rows:
+        _say("the gap ledger is empty: no trade-id gap or disconnect recorded")
+        return 0
+    _say(f"{'exchange':<14}{'symbol':<14}{'kind':<12}{'status':<12}{'rows':>6}{'ids':>12}")
+    for r in rows:
+        _say(f"{r['exchange']:<14}{r['symbol']:<14}{r['kind']:<12}{r['status']:<12}{r['rows']:>6}{r['ids']:>12}")
     return 0
 
 
@@ -154,9 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     install.set_defaults(func=cmd_install)
 
     produce = sub.add_parser("produce", help="stream trades from a source into Kafka until stopped")
-    produce.add_argument("--source", default="simulator", choices=["simulator"])
-    produce.add_argument("--symbols", help="comma-separated symbols (default: CANDLELAKE_SIMULATOR_SYMBOLS)")
-    produce.add_argument("--rate", type=float, help="trades per second, all symbols together")
+    produce.add_argument("--source", default="simulator", choices=list(PRODUCER_SOURCES))
+    produce.add_argument(
+        "--symbols",
+        help="comma-separated: BTCUSDT,ETHUSDT (binance, binance-usdm, binance-rest), BTC-USD (coinbase), "
+        "bitcoin (coingecko); default CANDLELAKE_PRODUCER_SYMBOLS (simulator: CANDLELAKE_SIMULATOR_SYMBOLS)",
+    )
+    produce.add_argument("--rate", type=float, help="simulator: trades per second, all symbols together")
     produce.add_argument("--seed", type=int)
     produce.add_argument("--limit", type=int, help="stop after this many trades")
     produce.set_defaults(func=cmd_produce)
@@ -173,6 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--symbol", help="symbol of a file whose name does not say it; in a capture, replay only this symbol"
     )
     replay.set_defaults(func=cmd_replay)
+
+    backfill = sub.add_parser("backfill", help="fetch the gap ledger's open gaps from the exchanges' REST APIs")
+    backfill.add_argument("--exchange", choices=["binance", "binance-usdm", "coinbase"])
+    backfill.add_argument("--symbol")
+    backfill.add_argument("--gap-id", type=int, help="only this gap (see `candlelake gaps`)")
+    backfill.set_defaults(func=cmd_backfill)
+
+    gaps = sub.add_parser("gaps", help="the gap ledger: trade-id gaps and disconnects per market and status")
+    gaps.set_defaults(func=cmd_gaps)
 
     candles = sub.add_parser("candles", help="print candles from PostgreSQL as CSV or JSON")
     candles.add_argument("--exchange", required=True)

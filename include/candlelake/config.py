@@ -37,6 +37,11 @@ CANDLES_STATE_STORES = ("rocksdb", "memory")
 # Whether Spark generates Java code for the live candles query: "on", or "off" (interpreted), which
 # lowers latency and CPU only with a short watermark (README: streaming).
 CANDLES_CODEGEN = ("on", "off")
+# The producer's Kafka client (candlelake.ingest.kafka_sinks) and its batch compression.
+KAFKA_CLIENTS = ("kafka-python", "confluent")
+KAFKA_COMPRESSIONS = ("lz4", "zstd", "gzip", "none")
+# Where `candlelake produce` reads trades from (candlelake.producer).
+PRODUCER_SOURCES = ("simulator", "binance", "binance-usdm", "coinbase", "binance-rest", "coingecko")
 
 
 class _Env:
@@ -107,6 +112,7 @@ class Settings:
     kafka_bootstrap: str
     trades_topic: str
     dead_letter_topic: str
+    prices_topic: str
     topic_partitions: int
     topic_retention_ms: int
 
@@ -147,6 +153,23 @@ class Settings:
     simulator_rate: float
     simulator_seed: int
     health_interval_s: float
+    producer_symbols: list[str]
+    kafka_client: str
+    kafka_compression: str
+    # Exchange endpoints: live by default, a testnet or a local fake exchange by configuration.
+    binance_ws_url: str
+    binance_rest_url: str
+    binance_usdm_ws_url: str
+    binance_usdm_rest_url: str
+    coinbase_ws_url: str
+    coinbase_rest_url: str
+    coingecko_url: str
+    ws_watchdog_s: float
+    ws_lifetime_s: float
+    ws_overlap_s: float
+    poll_interval_s: float
+    gap_grace_s: float
+    auto_backfill: bool
 
     # Dashboard
     dashboard_port: int
@@ -222,6 +245,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         kafka_bootstrap=e.text("CANDLELAKE_KAFKA_BOOTSTRAP", f"{host}:{kafka_port}"),
         trades_topic=e.text("CANDLELAKE_TRADES_TOPIC", "trades"),
         dead_letter_topic=e.text("CANDLELAKE_DEAD_LETTER_TOPIC", "trades.dead-letter"),
+        prices_topic=e.text("CANDLELAKE_PRICES_TOPIC", "prices"),
         topic_partitions=e.integer("CANDLELAKE_TOPIC_PARTITIONS", 3, 1),
         topic_retention_ms=e.integer("CANDLELAKE_TOPIC_RETENTION_MS", 7 * 24 * 3600 * 1000, 60_000),
         pg_port=e.integer("CANDLELAKE_PG_PORT", 55432, 1),
@@ -254,5 +278,22 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         simulator_rate=e.number("CANDLELAKE_SIMULATOR_RATE", 20.0, 0.001),
         simulator_seed=e.integer("CANDLELAKE_SIMULATOR_SEED", 42),
         health_interval_s=e.number("CANDLELAKE_HEALTH_INTERVAL_S", 5.0, 0.1),
+        producer_symbols=e.items("CANDLELAKE_PRODUCER_SYMBOLS", []),
+        kafka_client=e.choice("CANDLELAKE_KAFKA_CLIENT", "kafka-python", KAFKA_CLIENTS),
+        kafka_compression=e.choice("CANDLELAKE_KAFKA_COMPRESSION", "lz4", KAFKA_COMPRESSIONS),
+        binance_ws_url=e.text("CANDLELAKE_BINANCE_WS_URL", "wss://stream.binance.com:9443"),
+        binance_rest_url=e.text("CANDLELAKE_BINANCE_REST_URL", "https://api.binance.com"),
+        binance_usdm_ws_url=e.text("CANDLELAKE_BINANCE_USDM_WS_URL", "wss://fstream.binance.com"),
+        binance_usdm_rest_url=e.text("CANDLELAKE_BINANCE_USDM_REST_URL", "https://fapi.binance.com"),
+        coinbase_ws_url=e.text("CANDLELAKE_COINBASE_WS_URL", "wss://ws-feed.exchange.coinbase.com"),
+        coinbase_rest_url=e.text("CANDLELAKE_COINBASE_REST_URL", "https://api.exchange.coinbase.com"),
+        coingecko_url=e.text("CANDLELAKE_COINGECKO_URL", "https://api.coingecko.com/api/v3"),
+        ws_watchdog_s=e.number("CANDLELAKE_WS_WATCHDOG_S", 30.0, 0.1),
+        # Binance cuts every connection at 24 hours; rotate before, with the two overlapping.
+        ws_lifetime_s=e.number("CANDLELAKE_WS_LIFETIME_S", 23.5 * 3600, 1.0),
+        ws_overlap_s=e.number("CANDLELAKE_WS_OVERLAP_S", 10.0, 0.1),
+        poll_interval_s=e.number("CANDLELAKE_POLL_INTERVAL_S", 10.0, 0.1),
+        gap_grace_s=e.number("CANDLELAKE_GAP_GRACE_S", 5.0, 0.0),
+        auto_backfill=e.choice("CANDLELAKE_AUTO_BACKFILL", "on", ("on", "off")) == "on",
         dashboard_port=e.integer("CANDLELAKE_DASHBOARD_PORT", 8501, 1),
     )

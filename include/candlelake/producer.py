@@ -1,12 +1,23 @@
-"""The producer: trades from a source into Kafka, with counters written to PostgreSQL for the supervisor.
+"""The producer process: one source's connector(s) -> the pipeline -> Kafka, with health in PostgreSQL.
 
-The Kafka client is kafka-python with acks=all and idempotence on, so a retried batch is never written
-twice by the broker. A delivery that fails after the client's own retries is counted; nothing is
-dropped without a number going up.
+    candlelake produce --source binance --symbols BTCUSDT,ETHUSDT
+    candlelake produce --source coinbase --symbols BTC-USD
+    candlelake produce --source binance-rest --symbols BTCUSDT      (price points, no trades)
+    candlelake produce --source coingecko --symbols bitcoin,ethereum (price points, no trades)
+    candlelake produce --source simulator --rate 50
+
+Every source runs through the same path (candlelake.ingest.pipeline): dedupe, gap tracking, dead
+letters, Kafka. Live exchange sources also keep a gap ledger in PostgreSQL and backfill their gaps
+from the exchange's REST API as soon as a gap is declared; they start from the last trade id the
+previous run sent (table ingest_positions), so ids missed while the producer was down are a gap too.
+SIGTERM or SIGINT stops the feeds, flushes Kafka (every trade handed to the client is delivered or
+recorded as a failed delivery) and writes the final counters.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -14,95 +25,89 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from candlelake.config import Settings
+from candlelake.config import ConfigError, Settings
+from candlelake.ingest.events import Emit
+from candlelake.ingest.kafka_sinks import make_trade_sink
+from candlelake.ingest.pipeline import Counters, Pipeline, TradeHistory, price_point_json
 from candlelake.trade import Trade
+
+if TYPE_CHECKING:
+    from candlelake.ingest.websocket_feed import FeedSettings
 
 log = logging.getLogger(__name__)
 
+EXCHANGE_SOURCES = ("binance", "binance-usdm", "coinbase")
+PRICE_SOURCES = ("binance-rest", "coingecko")
+DEFAULT_SYMBOLS = {
+    "binance": ["BTCUSDT", "ETHUSDT"],
+    "binance-usdm": ["BTCUSDT", "ETHUSDT"],
+    "coinbase": ["BTC-USD", "ETH-USD"],
+    "binance-rest": ["BTCUSDT", "ETHUSDT"],
+    "coingecko": ["bitcoin", "ethereum"],
+}
 
-def topic_for(settings: Settings, trade: Trade) -> str:
-    """Every trade goes to one topic; partitioning by key keeps a market's trades in order."""
-    return settings.trades_topic
-
-
-def key_for(trade: Trade) -> bytes:
-    return trade.key.encode()
-
-
-class TradeSink(Protocol):
-    def send(self, trade: Trade) -> None: ...
-    def flush(self, timeout: float | None = None) -> None: ...
-    def close(self) -> None: ...
+__all__ = ["Counters", "HealthReporter", "KafkaTradeSink", "run"]
 
 
-@dataclass
-class Counters:
-    """What the producer has done; read by the health reporter from another thread."""
-
-    received: int = 0
-    produced: int = 0
-    rejected: int = 0
-    duplicates: int = 0
-    delivery_failures: int = 0
-    last_trade_time_us: dict[str, int] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def snapshot(self) -> dict[str, Any]:
-        with self.lock:
-            return {
-                "received": self.received,
-                "produced": self.produced,
-                "rejected": self.rejected,
-                "duplicates": self.duplicates,
-                "delivery_failures": self.delivery_failures,
-                "last_trade_time": {
-                    k: datetime.fromtimestamp(v / 1e6, UTC).isoformat() for k, v in self.last_trade_time_us.items()
-                },
-            }
+class Connector(Protocol):
+    async def run(self, emit: Emit, stop: asyncio.Event) -> None: ...
 
 
 class KafkaTradeSink:
-    """Sends trades to Kafka with kafka-python; delivery results update the counters."""
+    """A Kafka trade sink that counts deliveries into `counters` (replay, tests and benchmarks)."""
 
     def __init__(self, settings: Settings, counters: Counters, client_id: str = "candlelake-producer") -> None:
-        from kafka import KafkaProducer  # heavy import kept out of module import
-
-        self.settings = settings
         self.counters = counters
-        self._producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            client_id=client_id,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=20,
-            batch_size=256 * 1024,
-            retries=2**31 - 1,
-            delivery_timeout_ms=120_000,
-            max_in_flight_requests_per_connection=5,
-        )
+        self._sink = make_trade_sink(settings, self._delivered, self._failed, client_id)
 
-    def send(self, trade: Trade) -> None:
-        future = self._producer.send(topic_for(self.settings, trade), key=key_for(trade), value=trade.to_json_bytes())
-        future.add_callback(self._on_success, trade)
-        future.add_errback(self._on_error, trade)
-
-    def _on_success(self, trade: Trade, _metadata: object) -> None:
+    def _delivered(self, trade: Trade) -> None:
         with self.counters.lock:
             self.counters.produced += 1
             previous = self.counters.last_trade_time_us.get(trade.key, 0)
             self.counters.last_trade_time_us[trade.key] = max(previous, trade.trade_time_us)
 
-    def _on_error(self, trade: Trade, error: BaseException) -> None:
+    def _failed(self, trade: Trade, error: str) -> None:
         with self.counters.lock:
             self.counters.delivery_failures += 1
         log.error("delivery failed for %s trade %s: %s", trade.key, trade.trade_id, error)
 
+    def send(self, trade: Trade) -> None:
+        self._sink.send(trade)
+
     def flush(self, timeout: float | None = None) -> None:
-        self._producer.flush(timeout=timeout)
+        self._sink.flush(timeout)
+
+    def close(self) -> None:
+        self._sink.close()
+
+
+class KafkaPriceSink:
+    """Price points to the `prices` topic with kafka-python (a few per second at most)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from kafka import KafkaProducer
+
+        self.topic = settings.prices_topic
+        self.failures = 0
+        self._producer = KafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            client_id="candlelake-prices",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=20,
+        )
+
+    def send(self, point: Any) -> None:
+        future = self._producer.send(self.topic, key=point.key.encode(), value=price_point_json(point))
+        future.add_errback(self._failed)
+
+    def _failed(self, error: BaseException) -> None:
+        self.failures += 1
+        log.error("price point delivery failed: %s", error)
 
     def close(self) -> None:
         self._producer.flush()
@@ -114,22 +119,35 @@ class HealthReporter(threading.Thread):
 
     UPSERT = """
         INSERT INTO producer_health (producer, source, pid, started_at, heartbeat_at, received, produced,
-                                     rejected, duplicates, delivery_failures, last_trade_time)
+                                     rejected, duplicates, delivery_failures, gaps, missing_ids, backfilled,
+                                     reconnects, prices, last_trade_time, last_price)
         VALUES (%(producer)s, %(source)s, %(pid)s, %(started_at)s, now(), %(received)s, %(produced)s,
-                %(rejected)s, %(duplicates)s, %(delivery_failures)s, %(last_trade_time)s)
+                %(rejected)s, %(duplicates)s, %(delivery_failures)s, %(gaps)s, %(missing_ids)s, %(backfilled)s,
+                %(reconnects)s, %(prices)s, %(last_trade_time)s, %(last_price)s)
         ON CONFLICT (producer) DO UPDATE SET
             source = EXCLUDED.source, pid = EXCLUDED.pid, started_at = EXCLUDED.started_at,
             heartbeat_at = EXCLUDED.heartbeat_at, received = EXCLUDED.received, produced = EXCLUDED.produced,
             rejected = EXCLUDED.rejected, duplicates = EXCLUDED.duplicates,
-            delivery_failures = EXCLUDED.delivery_failures, last_trade_time = EXCLUDED.last_trade_time
+            delivery_failures = EXCLUDED.delivery_failures, gaps = EXCLUDED.gaps,
+            missing_ids = EXCLUDED.missing_ids, backfilled = EXCLUDED.backfilled,
+            reconnects = EXCLUDED.reconnects, prices = EXCLUDED.prices,
+            last_trade_time = EXCLUDED.last_trade_time, last_price = EXCLUDED.last_price
     """
 
-    def __init__(self, settings: Settings, counters: Counters, producer: str, source: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        counters: Counters,
+        producer: str,
+        source: str,
+        also: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(name="health-reporter", daemon=True)
         self.settings = settings
         self.counters = counters
         self.producer = producer
         self.source = source
+        self.also = also  # more bookkeeping on the same beat (the ledger's trade-id positions)
         self.started_at = datetime.now(UTC)
         self.stopped = threading.Event()
 
@@ -138,17 +156,20 @@ class HealthReporter(threading.Thread):
 
         row = self.counters.snapshot()
         row["last_trade_time"] = json.dumps(row["last_trade_time"])
+        row["last_price"] = json.dumps(row["last_price"])
         row.update(producer=self.producer, source=self.source, pid=os.getpid(), started_at=self.started_at)
         with psycopg2.connect(self.settings.pg_dsn(), connect_timeout=3) as conn, conn.cursor() as cur:
             cur.execute(self.UPSERT, row)
         conn.close()
+        if self.also is not None:
+            self.also()
 
     def run(self) -> None:
         while not self.stopped.wait(self.settings.health_interval_s):
             try:
                 self.report()
             except Exception as exc:
-                log.warning("could not record producer health: %s", exc)
+                log.warning("could not record producer health: %s", str(exc).strip().splitlines()[0])
 
     def stop(self) -> None:
         self.stopped.set()
@@ -158,54 +179,241 @@ class HealthReporter(threading.Thread):
             log.warning("could not record final producer health: %s", exc)
 
 
-def run_simulator(
-    settings: Settings,
-    sink: TradeSink,
-    counters: Counters,
-    stop: threading.Event,
-    symbols: list[str],
-    rate: float,
-    seed: int,
-    limit: int | None = None,
-) -> int:
-    """Produce simulated trades in real time (trade time = now) until `stop` is set or `limit` reached."""
-    from candlelake.simulator import Simulator
+class SimulatorFeed:
+    """Simulated trades in real time (trade time = now), as a connector."""
 
-    now_us = time.time_ns() // 1000
-    # Ids continue upward across restarts (the base grows 1,000 per millisecond of wall time), so a
-    # restarted simulator never reuses an id that dedupe would then throw away.
-    sim = Simulator(symbols, rate, seed=seed, start_time_us=now_us, first_trade_id=now_us // 1000 * 1000)
-    sent = 0
-    next_at = time.monotonic()
-    while not stop.is_set() and (limit is None or sent < limit):
-        next_at += sim.next_gap_us() / 1e6
-        delay = next_at - time.monotonic()
-        if delay > 0 and stop.wait(delay):
-            break
-        stamp = time.time_ns() // 1000
-        trade = sim.next_trade(stamp, stamp)
-        with counters.lock:
-            counters.received += 1
-        sink.send(trade)
-        sent += 1
-    return sent
+    def __init__(self, symbols: list[str], rate: float, seed: int, limit: int | None = None) -> None:
+        from candlelake.simulator import Simulator
+
+        now_us = time.time_ns() // 1000
+        # Ids continue upward across restarts (the base grows 1,000 per millisecond of wall time), so a
+        # restarted simulator never reuses an id that dedupe would then throw away.
+        self.sim = Simulator(symbols, rate, seed=seed, start_time_us=now_us, first_trade_id=now_us // 1000 * 1000)
+        self.limit = limit
+        self.sent = 0
+
+    async def run(self, emit: Emit, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while not stop.is_set() and (self.limit is None or self.sent < self.limit):
+            next_at += self.sim.next_gap_us() / 1e6
+            delay = next_at - loop.time()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                    break
+                except TimeoutError:
+                    pass
+            stamp = time.time_ns() // 1000
+            emit(self.sim.next_trade(stamp, stamp))
+            self.sent += 1
+        stop.set()  # a limited run ends the producer
 
 
-def run(settings: Settings, source: str, symbols: list[str], rate: float, seed: int, limit: int | None = None) -> int:
-    """The producer process: install signal handlers, run the source, flush on the way out."""
-    if source != "simulator":
-        raise ValueError(f"unknown source {source!r}; available now: simulator")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    counters = Counters()
-    sink = KafkaTradeSink(settings, counters)
-    reporter = HealthReporter(settings, counters, producer=f"{source}@{socket.gethostname()}", source=source)
-    reporter.start()
-    log.info("producing %s trades at %.1f/s for %s into %s", source, rate, ",".join(symbols), settings.kafka_bootstrap)
+def _symbols(source: str, symbols: list[str] | None, settings: Settings) -> list[str]:
+    chosen = symbols or settings.producer_symbols or DEFAULT_SYMBOLS.get(source, [])
+    if source in ("binance", "binance-usdm", "binance-rest"):
+        from candlelake.sources.binance import normalize_symbol
+
+        return [normalize_symbol(s) for s in chosen]
+    if source == "coinbase":
+        return [s.strip().upper() for s in chosen]
+    return [s.strip().lower() for s in chosen]
+
+
+def exchange_of(source: str) -> str:
+    return "binance" if source == "binance-rest" else source
+
+
+def histories(settings: Settings, exchange: str) -> dict[str, TradeHistory]:
+    """The REST trade history that backfills an exchange's gaps."""
+    if exchange in ("binance", "binance-usdm"):
+        from candlelake.ingest.binance_rest import BinanceRest
+
+        url = settings.binance_rest_url if exchange == "binance" else settings.binance_usdm_rest_url
+        return {exchange: BinanceRest(exchange, url)}
+    if exchange == "coinbase":
+        from candlelake.ingest.coinbase_rest import CoinbaseRest
+
+        return {exchange: CoinbaseRest(settings.coinbase_rest_url)}
+    return {}
+
+
+def check_symbols(settings: Settings, source: str, symbols: list[str]) -> None:
+    """Refuse unknown symbols before connecting, with the exchange's own list as the judge.
+
+    When the exchange cannot be asked (offline), the feed starts anyway: messages for symbols it does
+    not carry never come, and the health counters show it.
+    """
+    from candlelake.ingest.http import ExchangeUnavailable
+
+    exchange = exchange_of(source)
     try:
-        return run_simulator(settings, sink, counters, stop, symbols, rate, seed, limit)
+        if exchange in ("binance", "binance-usdm"):
+            from candlelake.ingest.binance_rest import BinanceRest
+
+            url = settings.binance_rest_url if exchange == "binance" else settings.binance_usdm_rest_url
+            unknown = BinanceRest(exchange, url).unknown_symbols(symbols)
+        elif exchange == "coinbase":
+            from candlelake.ingest.coinbase_rest import CoinbaseRest
+
+            unknown = CoinbaseRest(settings.coinbase_rest_url).unknown_products(symbols)
+        else:
+            return
+    except ExchangeUnavailable as exc:
+        log.warning("could not check the symbols with %s (%s); starting anyway", exchange, exc)
+        return
+    if unknown:
+        raise ConfigError(f"{exchange} does not list {', '.join(unknown)}; check the spelling (e.g. BTCUSDT, BTC-USD)")
+
+
+def feed_settings(settings: Settings, watchdog_s: float) -> FeedSettings:
+    from candlelake.ingest.websocket_feed import FeedSettings
+
+    return FeedSettings(watchdog_s=watchdog_s, lifetime_s=settings.ws_lifetime_s, overlap_s=settings.ws_overlap_s)
+
+
+def connectors(
+    settings: Settings, source: str, symbols: list[str], rate: float, seed: int, limit: int | None
+) -> list[Connector]:
+    if source == "simulator":
+        return [SimulatorFeed(symbols, rate, seed, limit)]
+    if source in ("binance", "binance-usdm"):
+        from candlelake.ingest.binance_ws import BinanceTradeFeed
+
+        url = settings.binance_ws_url if source == "binance" else settings.binance_usdm_ws_url
+        market: Literal["binance", "binance-usdm"] = "binance" if source == "binance" else "binance-usdm"
+        return [
+            BinanceTradeFeed(market, symbols, base_url=url, settings=feed_settings(settings, settings.ws_watchdog_s))
+        ]
+    if source == "coinbase":
+        from candlelake.ingest.coinbase_ws import CoinbaseMatchesFeed
+
+        # Coinbase sends a heartbeat per product every second: ten silent seconds mean a dead feed.
+        watchdog = min(settings.ws_watchdog_s, 10.0)
+        return [CoinbaseMatchesFeed(symbols, url=settings.coinbase_ws_url, settings=feed_settings(settings, watchdog))]
+    if source == "binance-rest":
+        from candlelake.ingest.binance_rest import BinanceRest
+        from candlelake.ingest.pollers import PricePoller
+
+        rest = BinanceRest("binance", settings.binance_rest_url)
+        return [PricePoller(lambda: rest.prices(symbols), settings.poll_interval_s, name="binance-rest")]
+    if source == "coingecko":
+        from candlelake.ingest.pollers import CoinGeckoPrices, PricePoller
+
+        gecko = CoinGeckoPrices(settings.coingecko_url)
+        return [PricePoller(lambda: gecko.prices(symbols), settings.poll_interval_s, name="coingecko")]
+    raise ConfigError(
+        f"unknown source {source!r}; choose one of simulator, {', '.join(EXCHANGE_SOURCES + PRICE_SOURCES)}"
+    )
+
+
+def run(
+    settings: Settings, source: str, symbols: list[str] | None, rate: float, seed: int, limit: int | None = None
+) -> int:
+    """The producer process: run the source until a signal (or `limit`), flush, report; trades produced."""
+    from candlelake.dead_letter import DeadLetterSink
+    from candlelake.ingest.gaps import GapLedger
+
+    chosen = _symbols(source, symbols, settings)
+    if not chosen:
+        raise ConfigError(f"no symbols for {source}: give --symbols or CANDLELAKE_PRODUCER_SYMBOLS")
+    live = source in EXCHANGE_SOURCES
+    if source in EXCHANGE_SOURCES:
+        check_symbols(settings, source, chosen)
+    feeds = connectors(settings, source, chosen, rate, seed, limit)
+
+    counters = Counters()
+    ledger = GapLedger(settings.pg_dsn()) if live else None
+    dead_letters = DeadLetterSink(settings, client_id=f"candlelake-{source}-dead-letter")
+    prices = KafkaPriceSink(settings) if source in PRICE_SOURCES else None
+    pipeline = Pipeline(
+        counters,
+        dead_letters,
+        prices=prices,
+        ledger=ledger,
+        histories=histories(settings, source) if live and settings.auto_backfill else {},
+        grace_s=settings.gap_grace_s,
+        track_gaps=live,
+        source=f"{source}@{socket.gethostname()}",
+    )
+    pipeline.attach(make_trade_sink(settings, pipeline.delivered, pipeline.delivery_failed, f"candlelake-{source}"))
+    if ledger is not None:
+        try:
+            for symbol, last in ledger.positions(source).items():
+                if symbol in chosen:
+                    pipeline.tracker.seed(source, symbol, last)
+        except Exception as exc:
+            log.warning("could not read the last trade ids of the previous run (%s)", exc)
+
+    reporter = HealthReporter(
+        settings, counters, producer=f"{source}@{socket.gethostname()}", source=source, also=pipeline.save_positions
+    )
+    reporter.start()
+    log.info("producing %s for %s into %s", source, ",".join(chosen), settings.kafka_bootstrap)
+    try:
+        asyncio.run(_serve(pipeline, feeds))
     finally:
-        sink.close()  # flushes: every trade handed to the client is delivered or counted as failed
+        pipeline.trades.close()  # flushes: every trade handed to the client is delivered or recorded
+        dead_letters.close()
+        if prices is not None:
+            prices.close()
+        pipeline.maintain()  # the ledger rows of failures found while flushing
         reporter.stop()
+        if ledger is not None:
+            ledger.close_connection()
         log.info("producer stopped: %s", counters.snapshot())
+    return counters.produced
+
+
+async def _serve(pipeline: Pipeline, feeds: list[Connector]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(feed.run(pipeline.emit, stop)) for feed in feeds]
+    tasks.append(asyncio.create_task(_maintain(pipeline, stop)))
+    tasks.append(asyncio.create_task(_backfill(pipeline, stop)))
+    await stop.wait()
+    done, pending = await asyncio.wait(tasks, timeout=10)
+    for task in pending:
+        task.cancel()
+    for task in done:
+        if task.exception() is not None:
+            log.error("a producer task failed: %s", task.exception())
+
+
+async def _maintain(pipeline: Pipeline, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await asyncio.to_thread(pipeline.maintain)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def _backfill(pipeline: Pipeline, stop: asyncio.Event) -> None:
+    """Fill declared gaps one at a time; a failed attempt stays open in the ledger for a later run."""
+    while not stop.is_set():
+        gap = await asyncio.to_thread(pipeline.next_backfill, 0.5)
+        if gap is None:
+            continue
+        try:
+            sent, not_found = await asyncio.to_thread(pipeline.backfill, gap)
+        except Exception as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.warning(
+                "backfill of %s:%s %d..%d failed: %s", gap.exchange, gap.symbol, gap.first_id, gap.last_id, message
+            )
+            if pipeline.ledger is not None and gap.gap_id is not None:
+                await asyncio.to_thread(pipeline.ledger.note_attempt, gap.gap_id, f"backfill failed: {message}")
+            continue
+        log.info(
+            "backfilled %s:%s %d..%d: %d sent, %d not found",
+            gap.exchange,
+            gap.symbol,
+            gap.first_id,
+            gap.last_id,
+            sent,
+            not_found,
+        )
+        if pipeline.ledger is not None and gap.gap_id is not None:
+            await asyncio.to_thread(pipeline.ledger.close, gap.gap_id, sent, not_found)

@@ -12,9 +12,16 @@ float ever touches them between the exchange and PostgreSQL's NUMERIC.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from decimal import Decimal
+
+
+@functools.lru_cache(maxsize=4096)
+def _quoted(text: str) -> str:
+    """A JSON string literal (escaped as json.dumps does); a feed repeats a handful of names."""
+    return json.dumps(text)
 
 
 def decimal_text(value: Decimal) -> str:
@@ -52,7 +59,14 @@ class Trade:
         }
 
     def to_json_bytes(self) -> bytes:
-        return json.dumps(self.to_wire(), separators=(",", ":")).encode()
+        """`to_wire()` as compact JSON, byte for byte what json.dumps writes, built without the dict:
+        replays serialize tens of thousands of trades a second and json.dumps was a fifth of the cost."""
+        maker = "true" if self.is_buyer_maker else "false"
+        return (
+            f'{{"exchange":{_quoted(self.exchange)},"symbol":{_quoted(self.symbol)},"trade_id":{self.trade_id},'
+            f'"price":"{decimal_text(self.price)}","qty":"{decimal_text(self.qty)}","trade_time":{self.trade_time_us},'
+            f'"is_buyer_maker":{maker},"ingest_time":{self.ingest_time_us},"source":{_quoted(self.source)}}}'
+        ).encode()
 
     @classmethod
     def from_wire(cls, payload: dict[str, object]) -> Trade:

@@ -216,3 +216,15 @@ def test_seconds_are_not_mistaken_for_milliseconds() -> None:
     # 1.7e9 read as milliseconds is January 1970: validation then rejects it as before 2009.
     with pytest.raises(InvalidTrade, match="before 2009"):
         make_trade(**_valid(trade_time_us=epoch_us(1_700_000_000, "T")))
+
+
+@pytest.mark.parametrize("maker", [True, False])
+def test_wire_bytes_equal_json_dumps_of_the_wire_dict(maker: bool) -> None:
+    from decimal import Decimal
+
+    from candlelake.trade import Trade
+
+    odd_source = 'replay:"odd" \\ source'
+    trade = Trade("coinbase", "BTC-USD", 7, Decimal("0.00001000"), Decimal("12E-8"), 1, maker, 2, odd_source)
+    assert trade.to_json_bytes() == json.dumps(trade.to_wire(), separators=(",", ":")).encode()
+    assert Trade.from_wire(json.loads(trade.to_json_bytes())) == trade

@@ -331,6 +331,12 @@ class KafkaComponent(Component):
                 "replication_factor": 1,
                 "configs": {"retention.ms": str(DEAD_LETTER_RETENTION_MS)},
             },
+            # Price points from the REST pollers (no trades, no volume), kept like the trades.
+            s.prices_topic: {
+                "num_partitions": 1,
+                "replication_factor": 1,
+                "configs": {"retention.ms": str(s.topic_retention_ms)},
+            },
         }
 
     def is_formatted(self) -> bool:

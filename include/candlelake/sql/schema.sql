@@ -59,6 +59,54 @@ CREATE TABLE IF NOT EXISTS producer_health (
     last_trade_time  jsonb       NOT NULL DEFAULT '{}'::jsonb
 );
 
+-- Added with the live connectors: gaps found and filled, reconnects, price points, the last price seen.
+ALTER TABLE producer_health ADD COLUMN IF NOT EXISTS gaps bigint NOT NULL DEFAULT 0;
+ALTER TABLE producer_health ADD COLUMN IF NOT EXISTS missing_ids bigint NOT NULL DEFAULT 0;
+ALTER TABLE producer_health ADD COLUMN IF NOT EXISTS backfilled bigint NOT NULL DEFAULT 0;
+ALTER TABLE producer_health ADD COLUMN IF NOT EXISTS reconnects bigint NOT NULL DEFAULT 0;
+ALTER TABLE producer_health ADD COLUMN IF NOT EXISTS prices bigint NOT NULL DEFAULT 0;
+ALTER TABLE producer_health ADD COLUMN IF NOT EXISTS last_price jsonb NOT NULL DEFAULT '{}'::jsonb;
+
+-- The gap ledger (include/candlelake/ingest/gaps.py): every trade-id discontinuity per market and every
+-- interval a feed had no connection, with its cause. Id gaps stay 'open' until the backfill has fetched
+-- them from the exchange ('filled'), or found that some ids do not exist there ('unfillable', with how
+-- many in not_found); disconnect intervals are 'recorded' as they happen.
+CREATE TABLE IF NOT EXISTS trade_gaps (
+    gap_id          bigserial   PRIMARY KEY,
+    exchange        text        NOT NULL,
+    symbol          text        NOT NULL,
+    kind            text        NOT NULL CHECK (kind IN ('trade_ids', 'delivery', 'disconnect')),
+    first_id        bigint,
+    last_id         bigint,
+    started_at      timestamptz,
+    ended_at        timestamptz,
+    cause           text        NOT NULL,
+    source          text        NOT NULL,
+    status          text        NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'filled', 'unfillable', 'recorded')),
+    detected_at     timestamptz NOT NULL DEFAULT now(),
+    closed_at       timestamptz,
+    filled          bigint,
+    not_found       bigint,
+    attempts        integer     NOT NULL DEFAULT 0,
+    last_attempt_at timestamptz,
+    note            text,
+    CHECK ((kind = 'disconnect') = (first_id IS NULL)),
+    CHECK (first_id IS NULL OR last_id >= first_id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS trade_gaps_range ON trade_gaps (exchange, symbol, kind, first_id, last_id)
+    WHERE first_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS trade_gaps_open ON trade_gaps (detected_at) WHERE status = 'open';
+
+-- The highest trade id a live producer has sent per market, so a restarted producer knows which ids it
+-- missed while it was down.
+CREATE TABLE IF NOT EXISTS ingest_positions (
+    exchange      text        NOT NULL,
+    symbol        text        NOT NULL,
+    last_trade_id bigint      NOT NULL,
+    updated_at    timestamptz NOT NULL,
+    PRIMARY KEY (exchange, symbol)
+);
+
 -- Every health check the platform_health DAG (and later the supervisor) runs.
 CREATE TABLE IF NOT EXISTS health_checks (
     id          bigserial   PRIMARY KEY,

@@ -1,0 +1,334 @@
+"""The producer pipeline: every connector's events pass here on their way to Kafka.
+
+    connector --emit(event)--> Pipeline --> trades topic          (new trades, once each)
+                                        --> dead-letter topic     (rejections, with the reason)
+                                        --> prices topic          (price points)
+                                        --> gap ledger            (holes, disconnects, failed deliveries)
+                                        --> Backfill              (declared gaps, fetched by id over REST)
+
+`emit` is thread-safe and does no network I/O of its own beyond handing records to the Kafka client,
+so a WebSocket receive loop can call it for every message. Ledger writes and backfills happen on the
+maintenance thread (`maintain`, every second), which never blocks a feed; a ledger that cannot be
+written (PostgreSQL down) keeps its rows queued and retries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from candlelake.ingest.events import Disconnect, Event, PricePoint, Reconnected, TradeIdMark
+from candlelake.ingest.gaps import DELIVERY, Gap, GapLedger, GapTracker
+from candlelake.sources.validate import Rejection
+from candlelake.trade import Trade, decimal_text
+
+log = logging.getLogger(__name__)
+
+# A hole found within this long after a disconnect ended is blamed on that disconnect.
+DISCONNECT_BLAME_S = 120.0
+
+
+class RejectionSink(Protocol):
+    def send(self, rejection: Rejection) -> None: ...
+
+
+class PriceSink(Protocol):
+    def send(self, point: PricePoint) -> None: ...
+
+
+class TradeHistory(Protocol):
+    """An exchange's REST trade history (candlelake.ingest.binance_rest / coinbase_rest)."""
+
+    def trades_between(self, symbol: str, first_id: int, last_id: int) -> Iterator[Trade | Rejection]: ...
+
+
+@dataclass
+class Counters:
+    """What the producer has done; read by the health reporter from another thread."""
+
+    received: int = 0
+    produced: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    delivery_failures: int = 0
+    gaps: int = 0
+    backfilled: int = 0
+    reconnects: int = 0
+    prices: int = 0
+    missing_ids: int = 0
+    last_trade_time_us: dict[str, int] = field(default_factory=dict)
+    last_price: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "received": self.received,
+                "produced": self.produced,
+                "rejected": self.rejected,
+                "duplicates": self.duplicates,
+                "delivery_failures": self.delivery_failures,
+                "gaps": self.gaps,
+                "missing_ids": self.missing_ids,
+                "backfilled": self.backfilled,
+                "reconnects": self.reconnects,
+                "prices": self.prices,
+                "last_trade_time": {
+                    k: datetime.fromtimestamp(v / 1e6, UTC).isoformat() for k, v in self.last_trade_time_us.items()
+                },
+                "last_price": dict(self.last_price),
+            }
+
+
+class Pipeline:
+    """Dedupe, gap tracking and routing of connector events; see the module docstring.
+
+    `ledger` None runs without PostgreSQL (tests, replay): gaps are still tracked and counted.
+    `histories` maps an exchange to its REST trade history, used to backfill its gaps automatically.
+    """
+
+    def __init__(
+        self,
+        counters: Counters,
+        dead_letters: RejectionSink,
+        prices: PriceSink | None = None,
+        ledger: GapLedger | None = None,
+        histories: dict[str, TradeHistory] | None = None,
+        grace_s: float = 5.0,
+        track_gaps: bool = True,
+        source: str = "producer",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.counters = counters
+        self.dead_letters = dead_letters
+        self.prices = prices
+        self.ledger = ledger
+        self.histories = histories or {}
+        self.tracker = GapTracker(grace_s)
+        self.track_gaps = track_gaps
+        self.source = source
+        self.clock = clock
+        self.trades: Any = None  # the TradeSink, set by attach(): it needs our delivery callbacks first
+        self._lock = threading.Lock()
+        self._ledger_queue: deque[Callable[[GapLedger], None]] = deque()
+        self._backfills: queue.Queue[Gap] = queue.Queue()
+        self._last_disconnect: dict[str, tuple[float, str]] = {}
+        self.declared: list[Gap] = []  # every gap declared in this run (tests and summaries read it)
+
+    def attach(self, sink: Any) -> None:
+        self.trades = sink
+
+    # --- the feed side: called by connectors, any thread -------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, Trade):
+            self._trade(event)
+        elif isinstance(event, Rejection):
+            with self.counters.lock:
+                self.counters.rejected += 1
+            self.dead_letters.send(event)
+        elif isinstance(event, TradeIdMark):
+            if self.track_gaps:
+                with self._lock:
+                    cause = self._cause(event.exchange, "a heartbeat named trades that never arrived")
+                    self.tracker.mark(event.exchange, event.symbol, event.last_trade_id, self.clock(), cause)
+        elif isinstance(event, Disconnect):
+            self._disconnect(event)
+        elif isinstance(event, Reconnected):
+            if not event.first:
+                with self.counters.lock:
+                    self.counters.reconnects += 1
+        elif isinstance(event, PricePoint):
+            with self.counters.lock:
+                self.counters.prices += 1
+                self.counters.last_price[event.key] = decimal_text(event.price)
+            if self.prices is not None:
+                self.prices.send(event)
+
+    def _trade(self, trade: Trade) -> None:
+        with self.counters.lock:
+            self.counters.received += 1
+        if self.track_gaps:
+            with self._lock:
+                cause = self._cause(trade.exchange, "trade ids skipped by the exchange stream")
+                new = self.tracker.observe(trade.exchange, trade.symbol, trade.trade_id, self.clock(), cause)
+            if not new:
+                with self.counters.lock:
+                    self.counters.duplicates += 1
+                return
+        self.trades.send(trade)
+
+    def _cause(self, exchange: str, default: str) -> str:
+        last = self._last_disconnect.get(exchange)
+        if last is not None and self.clock() - last[0] <= DISCONNECT_BLAME_S:
+            return f"missed during a disconnect: {last[1]}"
+        return default
+
+    def _disconnect(self, event: Disconnect) -> None:
+        with self._lock:
+            self._last_disconnect[event.exchange] = (self.clock(), event.cause)
+        source = self.source
+
+        def write(ledger: GapLedger) -> None:
+            ledger.record_disconnect(
+                event.exchange, event.symbols, event.started_us, event.ended_us, event.cause, source
+            )
+
+        self._ledger_queue.append(write)
+
+    # --- delivery callbacks: the Kafka client's thread ---------------------------------------------
+
+    def delivered(self, trade: Trade) -> None:
+        with self.counters.lock:
+            self.counters.produced += 1
+            previous = self.counters.last_trade_time_us.get(trade.key, 0)
+            self.counters.last_trade_time_us[trade.key] = max(previous, trade.trade_time_us)
+
+    def delivery_failed(self, trade: Trade, error: str) -> None:
+        with self.counters.lock:
+            self.counters.delivery_failures += 1
+        log.error("Kafka did not take %s trade %s: %s; recorded as a gap", trade.key, trade.trade_id, error)
+        source = self.source
+
+        def write(ledger: GapLedger) -> None:
+            gap_id = ledger.record_ids(
+                trade.exchange,
+                trade.symbol,
+                trade.trade_id,
+                trade.trade_id,
+                f"Kafka delivery failed: {error}",
+                source,
+                DELIVERY,
+            )
+            if trade.exchange in self.histories:
+                self._backfills.put(
+                    Gap(trade.exchange, trade.symbol, trade.trade_id, trade.trade_id, error, gap_id, DELIVERY)
+                )
+
+        self._ledger_queue.append(write)
+
+    # --- maintenance: one thread, every second ----------------------------------------------------
+
+    def maintain(self) -> None:
+        """Declare overdue holes as gaps, write the ledger, queue backfills. Never raises."""
+        now = self.clock()
+        with self._lock:
+            due = self.tracker.due(now)
+            for _, _, hole in due:
+                hole.gap_id = -1  # declared; the ledger id follows
+            missing = self.tracker.missing_ids()
+        with self.counters.lock:
+            self.counters.gaps += len(due)
+            self.counters.missing_ids = missing
+        for exchange, symbol, hole in due:
+            gap = Gap(exchange, symbol, hole.first, hole.last, hole.cause)
+            log.warning(
+                "gap: %s:%s trade ids %d..%d (%d) missing: %s",
+                exchange,
+                symbol,
+                gap.first_id,
+                gap.last_id,
+                gap.size,
+                gap.cause,
+            )
+            self.declared.append(gap)
+            self._ledger_queue.append(self._declare(gap))
+        self._flush_ledger()
+
+    def _declare(self, gap: Gap) -> Callable[[GapLedger], None]:
+        source = self.source
+
+        def write(ledger: GapLedger) -> None:
+            gap_id = ledger.record_ids(gap.exchange, gap.symbol, gap.first_id, gap.last_id, gap.cause, source)
+            if gap.exchange in self.histories:
+                self._backfills.put(Gap(gap.exchange, gap.symbol, gap.first_id, gap.last_id, gap.cause, gap_id))
+
+        if self.ledger is None and gap.exchange in self.histories:
+            self._backfills.put(gap)
+        return write
+
+    def _flush_ledger(self) -> None:
+        if self.ledger is None:
+            self._ledger_queue.clear()
+            return
+        while self._ledger_queue:
+            write = self._ledger_queue[0]
+            try:
+                write(self.ledger)
+            except Exception as exc:
+                log.warning(
+                    "could not write the gap ledger (%s); retrying in a second", str(exc).strip().splitlines()[0]
+                )
+                self.ledger.close_connection()
+                return
+            self._ledger_queue.popleft()
+
+    def save_positions(self) -> None:
+        if self.ledger is not None and self.track_gaps:
+            with self._lock:
+                highs = self.tracker.highs()
+            self.ledger.save_positions(highs)
+
+    # --- backfill ---------------------------------------------------------------------------------
+
+    def next_backfill(self, timeout: float) -> Gap | None:
+        try:
+            return self._backfills.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def backfill(self, gap: Gap) -> tuple[int, int]:
+        """Fetch a gap's ids from the exchange and send the ones still missing; (sent, not found).
+
+        Ids that arrived from the stream meanwhile are skipped (the tracker knows), so nothing is sent
+        twice; ids the exchange does not return are counted as not found. A failed delivery's trade
+        passed the tracker when it first came, so its gap is sent whole.
+        """
+        resend = gap.kind == DELIVERY or not self.track_gaps
+        history = self.histories[gap.exchange]
+        sent = 0
+        returned: set[int] = set()
+        for item in history.trades_between(gap.symbol, gap.first_id, gap.last_id):
+            if isinstance(item, Rejection):
+                self.emit(item)
+                continue
+            if not gap.first_id <= item.trade_id <= gap.last_id:
+                continue
+            returned.add(item.trade_id)
+            with self._lock:
+                wanted = resend or self.tracker.is_missing(item.exchange, item.symbol, item.trade_id)
+                if wanted and not resend:
+                    self.tracker.observe(item.exchange, item.symbol, item.trade_id, self.clock())
+            if wanted:
+                self.trades.send(item)
+                sent += 1
+        if not resend:
+            with self._lock:
+                # Ids the exchange does not have will never come: stop waiting for them.
+                self.tracker.forget(gap.exchange, gap.symbol, gap.first_id, gap.last_id)
+        not_found = gap.size - len(returned)
+        with self.counters.lock:
+            self.counters.backfilled += sent
+        return sent, not_found
+
+
+def price_point_json(point: PricePoint) -> bytes:
+    """Wire format of the `prices` topic (key `exchange:symbol`): no volume, ever."""
+    return json.dumps(
+        {
+            "exchange": point.exchange,
+            "symbol": point.symbol,
+            "price": decimal_text(point.price),
+            "time": point.time_us,
+            "source": point.source,
+        },
+        separators=(",", ":"),
+    ).encode()
