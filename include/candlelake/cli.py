@@ -227,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # kafka-python narrates every connection at INFO; its warnings and errors are what a user needs.
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    # httpx logs every request at INFO; a backfill or a poller makes thousands.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings = load_settings()
         return int(args.func(settings, args))

@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
 
@@ -65,3 +66,62 @@ def test_streaming_driver_killed_mid_run_recovers_exactly(platform: Settings) ->
     )
     assert len(rows) == N
     assert {(r["symbol"], r["trade_id"]) for r in rows} == {(t.symbol, t.trade_id) for t in trades}
+
+
+def test_kafka_broker_killed_during_production_loses_and_doubles_nothing(platform: Settings) -> None:
+    """Kill -9 the broker while the producer streams Coinbase matches, start it again: every trade the
+    producer had (or later got) acknowledged is in the topic, and the candles count each trade once."""
+    from tests.e2e.ingest_support import (
+        end_offsets,
+        expected_trades,
+        forget_markets,
+        health_row,
+        live,
+        market_candles,
+        producer,
+        producer_log,
+        trades_in_kafka,
+        wait_until,
+        window,
+    )
+    from tests.fakes.coinbase_rest import FakeCoinbaseRest
+    from tests.fakes.coinbase_ws import FakeCoinbaseWs
+    from tests.fakes.recording import COINBASE
+
+    replay = live(window(COINBASE, 40.0), lead_s=12.0)
+    expected = expected_trades(replay, "coinbase")
+    products = sorted({t.symbol for t in expected})
+    forget_markets(platform, "coinbase", products)
+    since = end_offsets(platform, platform.trades_topic)
+    with FakeCoinbaseWs(replay) as ws, FakeCoinbaseRest(replay) as rest:
+        env = {"CANDLELAKE_COINBASE_WS_URL": ws.url, "CANDLELAKE_COINBASE_REST_URL": rest.url}
+        with producer(platform, "coinbase", products, env, "kafka-restart") as proc:
+            wait_until(replay.start + timedelta(seconds=12))
+            pid = runtime.running_pid(platform, "kafka")
+            assert pid, "Kafka must be running before the kill"
+            os.killpg(pid, signal.SIGKILL)
+            wait_for("the killed broker to be gone", lambda: not runtime.pid_alive(pid), timeout=30, every=0.2)
+            time.sleep(5)  # the producer keeps receiving matches with nowhere to send them
+            restarted = run_cli("up", "--only", "kafka,stream")
+            assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+            wait_until(replay.end + timedelta(seconds=3))
+            assert proc.poll() is None, producer_log("kafka-restart")
+        assert proc.returncode == 0, producer_log("kafka-restart")
+    health = health_row(platform, "coinbase")
+    assert health is not None
+    assert health["delivery_failures"] == 0, producer_log("kafka-restart")
+    assert health["produced"] == len(expected)  # every trade acknowledged, after the client's own retries
+    got = trades_in_kafka(platform, since, {f"coinbase:{p}" for p in products})
+    assert {(t.symbol, t.trade_id) for t in got} == {(t.symbol, t.trade_id) for t in expected}
+    for product in products:
+        mine = [t for t in expected if t.symbol == product]
+        truth = reference_candles(mine)
+        wait_for(
+            f"the candles of coinbase:{product} to count each trade once",
+            lambda mine=mine, truth=truth, product=product: (
+                not differences(truth, market_candles(platform, "coinbase", product, mine))
+            ),
+            timeout=180,
+        )
+    # Leave the platform as the other tests expect it.
+    assert run_cli("up").returncode == 0
