@@ -79,7 +79,10 @@ def run_once(settings: Settings, path: Path, client: str | None) -> dict[str, ob
         summary = replay(recording, DropSink(), DropSink())
         delivered = summary.accepted
     else:
-        sink = KafkaTradeSink(dataclasses.replace(settings, kafka_client=client), counters, client_id=f"bench-{client}")
+        # As `candlelake replay` builds it: successes counted at close where the client allows it.
+        sink = KafkaTradeSink(
+            dataclasses.replace(settings, kafka_client=client), counters, client_id=f"bench-{client}", per_trade=False
+        )
         summary = replay(recording, sink, DropSink())
         sink.close()  # returns when every trade is acknowledged (or failed)
         delivered = counters.produced

@@ -58,11 +58,23 @@ class Connector(Protocol):
 
 
 class KafkaTradeSink:
-    """A Kafka trade sink that counts deliveries into `counters` (replay, tests and benchmarks)."""
+    """A Kafka trade sink that counts deliveries into `counters` (replay, backfill, tests, benchmarks).
 
-    def __init__(self, settings: Settings, counters: Counters, client_id: str = "candlelake-producer") -> None:
+    With `per_trade=False` (replay) successes are counted in bulk when the sink closes, not one report
+    per trade; failures are still reported one by one.
+    """
+
+    def __init__(
+        self, settings: Settings, counters: Counters, client_id: str = "candlelake-producer", per_trade: bool = True
+    ) -> None:
         self.counters = counters
-        self._sink = make_trade_sink(settings, self._delivered, self._failed, client_id)
+        self.per_trade = per_trade or settings.kafka_client != "confluent"
+        if self.per_trade:
+            self._sink = make_trade_sink(settings, self._delivered, self._failed, client_id)
+        else:
+            from candlelake.ingest.kafka_sinks import ConfluentSink
+
+            self._sink = ConfluentSink(settings, self._delivered, self._failed, client_id, report_successes=False)
 
     def _delivered(self, trade: Trade) -> None:
         with self.counters.lock:
@@ -82,7 +94,10 @@ class KafkaTradeSink:
         self._sink.flush(timeout)
 
     def close(self) -> None:
-        self._sink.close()
+        self._sink.close()  # flushes: afterwards every trade is delivered or reported as failed
+        if not self.per_trade:
+            with self.counters.lock:
+                self.counters.produced = self._sink.sent - self.counters.delivery_failures  # type: ignore[attr-defined]
 
 
 class KafkaPriceSink:

@@ -469,7 +469,7 @@ def run(
         raise ReplayError(f"--rate {rate}: give a positive number of trades per second")
     recording = open_recording(path, exchange, symbol)
     counters = Counters()
-    trades = KafkaTradeSink(settings, counters, client_id="candlelake-replay")
+    trades = KafkaTradeSink(settings, counters, client_id="candlelake-replay", per_trade=False)
     try:
         dead_letters = DeadLetterSink(settings, client_id="candlelake-replay-dead-letter")
     except BaseException:
