@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import psycopg2
 import pytest
 
 from candlelake.config import Settings
@@ -274,3 +275,48 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_valid_trades_all_arr
     assert "not a finite number" in reasons[MALFORMED[1]]
     assert "negative" in reasons[MALFORMED[2]]
     check_candles(platform, "binance-usdm", symbol, expected)
+
+
+def test_backfill_command_fills_the_open_gaps_of_the_ledger(platform: Settings) -> None:
+    """`candlelake backfill` on gaps no producer filled: exact ids sent, gaps closed, failures kept open."""
+    from candlelake.ingest.gaps import GapLedger
+    from tests.e2e.conftest import run_cli
+    from tests.fakes.recording import LiveReplay
+
+    symbol = "DOTUSDT"
+    recording = window(BINANCE_SPOT, SECONDS, {symbol})
+    replay = LiveReplay(recording, start=datetime.now(UTC) - timedelta(seconds=90))  # all has happened
+    ids = [t.trade_id for t in expected_trades(replay, "binance")]
+    started = datetime.now(UTC)
+    ledger = GapLedger(platform.pg_dsn())
+    try:
+        # Clear earlier runs' rows for these exact ranges, then record two gaps as a producer would.
+        inside = (ids[3], ids[12])  # ten ids the exchange has
+        past_end = (ids[-2], ids[-1] + 5)  # two it has, five it has not (yet)
+        with psycopg2.connect(platform.pg_dsn()) as conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM trade_gaps WHERE exchange = 'binance' AND symbol = %s", (symbol,))
+        conn.close()
+        gap_ids = [
+            ledger.record_ids("binance", symbol, a, b, "test: a gap left open", "e2e") for a, b in (inside, past_end)
+        ]
+    finally:
+        ledger.close_connection()
+    since = end_offsets(platform, platform.trades_topic)
+    with FakeBinanceRest(replay, "binance") as rest:
+        env = {"CANDLELAKE_BINANCE_REST_URL": rest.url}
+        rest.fail_next(20)  # the exchange is down: both gaps stay open, with a note
+        down = run_cli("backfill", "--exchange", "binance", "--symbol", symbol, env=env, timeout=300)
+        assert down.returncode == 1, down.stdout + down.stderr
+        assert "2 still open" in down.stdout, down.stdout
+        rest.clear_faults()
+        result = run_cli("backfill", "--exchange", "binance", "--symbol", symbol, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 filled, 1 unfillable, 0 still open" in result.stdout, result.stdout
+    rows = {r["gap_id"]: r for r in ledger_rows(platform, "binance", [symbol], started - timedelta(minutes=1))}
+    assert rows[gap_ids[0]]["status"] == "filled" and rows[gap_ids[0]]["filled"] == 10
+    assert rows[gap_ids[1]]["status"] == "unfillable" and rows[gap_ids[1]]["not_found"] == 5
+    assert rows[gap_ids[0]]["attempts"] == 1 and "backfill failed" in rows[gap_ids[0]]["note"]
+    sent = sorted(t.trade_id for t in trades_in_kafka(platform, since, {f"binance:{symbol}"}))
+    assert sent == sorted([*ids[3:13], ids[-2], ids[-1]])
+    listed = run_cli("gaps")
+    assert listed.returncode == 0 and "unfillable" in listed.stdout

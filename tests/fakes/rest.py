@@ -82,6 +82,11 @@ class FakeRestServer:
         """The next `n` requests get a server error."""
         self._queue(n, json_reply(self.fail_body(), status))
 
+    def clear_faults(self) -> None:
+        """Drop the faults queued and not used up yet: the exchange is healthy again."""
+        with self._lock:
+            self._faults.clear()
+
     @property
     def requests(self) -> list[LoggedRequest]:
         """Every request so far, oldest first."""

@@ -186,7 +186,8 @@ _INSERT_DISCONNECT = """
     VALUES (%s, %s, 'disconnect', %s, %s, %s, %s, 'recorded', now())
 """
 _CLOSE = """
-    UPDATE trade_gaps SET status = %s, filled = coalesce(filled, 0) + %s, not_found = %s, note = %s,
+    UPDATE trade_gaps SET status = %s, filled = coalesce(filled, 0) + %s, not_found = %s,
+                          note = coalesce(%s, note),  -- an earlier failed attempt's note stays
                           closed_at = now()
      WHERE gap_id = %s
 """

@@ -1,4 +1,4 @@
-"""The producer as a platform part: `jobs/produce.py` on the configured source, detached."""
+"""The producer as a platform part: `jobs/produce.py` on CANDLELAKE_PRODUCER_SOURCE, detached."""
 
 from __future__ import annotations
 
@@ -23,18 +23,12 @@ class ProducerComponent(Component):
 
     def start(self) -> int:
         s = self.settings
-        argv = [
-            sys.executable,
-            str(s.project_root / "jobs" / "produce.py"),
-            "--source",
-            s.producer_source,
-            "--symbols",
-            ",".join(s.simulator_symbols),
-            "--rate",
-            str(s.simulator_rate),
-            "--seed",
-            str(s.simulator_seed),
-        ]
+        argv = [sys.executable, str(s.project_root / "jobs" / "produce.py"), "--source", s.producer_source]
+        if s.producer_source == "simulator":
+            argv += ["--symbols", ",".join(s.simulator_symbols)]
+            argv += ["--rate", str(s.simulator_rate), "--seed", str(s.simulator_seed)]
+        elif s.producer_symbols:  # otherwise the source's own defaults (candlelake.producer.DEFAULT_SYMBOLS)
+            argv += ["--symbols", ",".join(s.producer_symbols)]
         return runtime.spawn(s, self.name, argv)
 
     def healthy(self) -> bool:
