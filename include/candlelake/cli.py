@@ -92,8 +92,9 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     from candlelake import producer
 
+    source = args.source or settings.producer_source
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
-    if args.source == "simulator" and symbols is None:
+    if source == "simulator" and symbols is None:
         symbols = settings.simulator_symbols
     rate = args.rate if args.rate is not None else settings.simulator_rate
     if not rate > 0:
@@ -102,7 +103,7 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit {args.limit}: give a positive number of trades")
     sent = producer.run(
         settings,
-        args.source,
+        source,
         symbols,
         rate,
         args.seed if args.seed is not None else settings.simulator_seed,
@@ -178,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     install.set_defaults(func=cmd_install)
 
     produce = sub.add_parser("produce", help="stream trades from a source into Kafka until stopped")
-    produce.add_argument("--source", default="simulator", choices=list(PRODUCER_SOURCES))
+    produce.add_argument(
+        "--source", choices=list(PRODUCER_SOURCES), help="default: CANDLELAKE_PRODUCER_SOURCE (simulator)"
+    )
     produce.add_argument(
         "--symbols",
         help="comma-separated: BTCUSDT,ETHUSDT (binance, binance-usdm, binance-rest), BTC-USD (coinbase), "
