@@ -2,7 +2,7 @@
 
 The running producer backfills each gap as soon as it declares it; this is for what is left: gaps whose
 backfill failed (exchange unreachable, rate limited past the producer's patience), failed Kafka
-deliveries, and gaps found while no producer was running. The Airflow backfill DAG calls `run` too.
+deliveries, and gaps found while no producer was running. An Airflow backfill DAG is to call `run` too.
 
 Only ids inside a gap's range are sent, each once; Spark's dedupe on (exchange, symbol, trade_id) makes a
 repeat harmless anyway. A gap is closed 'filled' when the exchange returned every id, 'unfillable' when
