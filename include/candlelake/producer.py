@@ -70,17 +70,13 @@ class KafkaTradeSink:
         self.counters = counters
         self.per_trade = per_trade or settings.kafka_client != "confluent"
         if self.per_trade:
-            self._sink = make_trade_sink(settings, self._delivered, self._failed, client_id)
+            self._sink = make_trade_sink(settings, self.counters.count_delivered, self._failed, client_id)
         else:
             from candlelake.ingest.kafka_sinks import ConfluentSink
 
-            self._sink = ConfluentSink(settings, self._delivered, self._failed, client_id, report_successes=False)
-
-    def _delivered(self, trade: Trade) -> None:
-        with self.counters.lock:
-            self.counters.produced += 1
-            previous = self.counters.last_trade_time_us.get(trade.key, 0)
-            self.counters.last_trade_time_us[trade.key] = max(previous, trade.trade_time_us)
+            self._sink = ConfluentSink(
+                settings, self.counters.count_delivered, self._failed, client_id, report_successes=False
+            )
 
     def _failed(self, trade: Trade, error: str) -> None:
         with self.counters.lock:

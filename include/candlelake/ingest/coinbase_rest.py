@@ -27,7 +27,8 @@ from typing import Any
 from urllib.parse import quote
 
 from candlelake.ingest.http import ExchangeRequestError, ExchangeUnavailable, RestClient, json_array_items
-from candlelake.sources.validate import InvalidTrade, Rejection, iso_us, make_trade, require, text_field
+from candlelake.sources import coinbase
+from candlelake.sources.validate import InvalidTrade, Rejection
 from candlelake.trade import Trade
 
 COINBASE_URL = "https://api.exchange.coinbase.com"
@@ -38,21 +39,9 @@ NOT_FOUND = (400, 404)  # 404 {"message": "NotFound"}; a malformed id is a 400
 
 
 def parse_rest_trade(record: Mapping[str, object], *, product_id: str, source: str) -> Trade:
-    """One `/products/{id}/trades` record as a `Trade`; `side` is the maker's side (see the module doc)."""
-    data = dict(record)
-    side = text_field(require(data, "side"), "side")
-    if side not in ("buy", "sell"):
-        raise InvalidTrade("wrong-type", f"side must be 'buy' or 'sell', got {side!r}")
-    return make_trade(
-        exchange="coinbase",
-        symbol=product_id,
-        trade_id=require(data, "trade_id"),
-        price=require(data, "price"),
-        qty=require(data, "size"),
-        trade_time_us=iso_us(require(data, "time"), "time"),
-        is_buyer_maker=side == "buy",
-        source=source,
-    )
+    """One `/products/{id}/trades` record as a `Trade`: a `match` without the product id (see the module
+    doc on `side`), so the WebSocket's own parser reads it."""
+    return coinbase.parse_match({**record, "product_id": product_id}, source=source)
 
 
 class CoinbaseRest:

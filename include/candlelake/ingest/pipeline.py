@@ -68,6 +68,13 @@ class Counters:
     last_price: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def count_delivered(self, trade: Trade) -> None:
+        """Kafka acknowledged `trade`: one more produced, and its market's last trade time."""
+        with self.lock:
+            self.produced += 1
+            previous = self.last_trade_time_us.get(trade.key, 0)
+            self.last_trade_time_us[trade.key] = max(previous, trade.trade_time_us)
+
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {
@@ -187,10 +194,7 @@ class Pipeline:
     # --- delivery callbacks: the Kafka client's thread ---------------------------------------------
 
     def delivered(self, trade: Trade) -> None:
-        with self.counters.lock:
-            self.counters.produced += 1
-            previous = self.counters.last_trade_time_us.get(trade.key, 0)
-            self.counters.last_trade_time_us[trade.key] = max(previous, trade.trade_time_us)
+        self.counters.count_delivered(trade)
 
     def delivery_failed(self, trade: Trade, error: str) -> None:
         with self.counters.lock:
