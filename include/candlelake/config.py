@@ -174,6 +174,15 @@ class Settings:
     # Dashboard
     dashboard_port: int
 
+    # Nightly batch and supervision (Airflow DAGs)
+    curated_dir: Path
+    reports_dir: Path
+    compaction_target_mb: int
+    bronze_retention_days: int
+    supervisor_producer_max_age_s: float
+    supervisor_batch_max_age_s: float
+    reconcile_max_mismatch_rate: float
+
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -296,4 +305,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         gap_grace_s=e.number("CANDLELAKE_GAP_GRACE_S", 5.0, 0.0),
         auto_backfill=e.choice("CANDLELAKE_AUTO_BACKFILL", "on", ("on", "off")) == "on",
         dashboard_port=e.integer("CANDLELAKE_DASHBOARD_PORT", 8501, 1),
+        curated_dir=e.path("CANDLELAKE_CURATED_DIR", e.path("CANDLELAKE_LAKE_DIR", runtime_dir / "lake") / "curated"),
+        reports_dir=e.path("CANDLELAKE_REPORTS_DIR", runtime_dir / "reports"),
+        compaction_target_mb=e.integer("CANDLELAKE_COMPACTION_TARGET_MB", 128, 1),
+        bronze_retention_days=e.integer("CANDLELAKE_BRONZE_RETENTION_DAYS", 7, 0),
+        supervisor_producer_max_age_s=e.number("CANDLELAKE_SUPERVISOR_PRODUCER_MAX_AGE_S", 60.0, 1.0),
+        supervisor_batch_max_age_s=e.number("CANDLELAKE_SUPERVISOR_BATCH_MAX_AGE_S", 180.0, 1.0),
+        reconcile_max_mismatch_rate=e.number("CANDLELAKE_RECONCILE_MAX_MISMATCH_RATE", 0.0, 0.0),
     )

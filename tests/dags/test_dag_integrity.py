@@ -54,13 +54,28 @@ for path in files:
     seconds[path] = time.monotonic() - started
     found[path] = [d.dag_id for d in dags]
 
+def operator(task):
+    kwargs = getattr(task, "partial_kwargs", None) or {}
+    return {
+        "class": getattr(task, "operator_name", None) or type(task).__name__,
+        "conn_id": kwargs.get("conn_id") or getattr(task, "_conn_id", None),
+        "outlets": sorted(getattr(a, "name", str(a)) for a in (task.outlets or [])),
+        "upstream": sorted(task.upstream_task_ids),
+    }
+
 def describe(dag):
+    condition = getattr(dag.timetable, "asset_condition", None)
     return {
         "fileloc": dag.fileloc,
         "tags": sorted(dag.tags or []),
         "doc_md": dag.doc_md or "",
         "retries": {t.task_id: t.retries for t in dag.tasks},
         "tasks": len(dag.tasks),
+        "operators": {t.task_id: operator(t) for t in dag.tasks},
+        "timetable": type(dag.timetable).__name__,
+        "schedule_assets": sorted(getattr(a, "name", str(a)) for a in getattr(condition, "objects", ())),
+        "max_active_runs": dag.max_active_runs,
+        "params": {k: dag.params[k] for k in dag.params},
     }
 
 print(json.dumps({
@@ -170,3 +185,52 @@ def test_platform_health_dag_shape(parsed: dict[str, Any]) -> None:
     assert info is not None, f"platform_health not found; DAGs: {sorted(parsed['dags'])}"
     assert set(info["retries"]) == {"check_postgres", "check_kafka", "check_producer", "check_stream", "record_checks"}
     assert {"candlelake", "health"} <= set(info["tags"])
+
+
+NIGHTLY_CHAIN = {
+    # dag_id: (assets it is scheduled on, the asset its last task emits)
+    "data_quality": (["candlelake.curated_trades"], "candlelake.validated_candles"),
+    "load_curated_candles": (["candlelake.validated_candles"], "candlelake.curated_candles"),
+    "reconcile_klines": (["candlelake.curated_candles"], None),
+}
+
+
+def test_nightly_chain_is_linked_by_assets(parsed: dict[str, Any]) -> None:
+    dags = parsed["dags"]
+    compaction = dags["lake_compaction"]
+    assert compaction["timetable"] == "CronDataIntervalTimetable"
+    assert compaction["operators"]["record_compaction"]["outlets"] == ["candlelake.curated_trades"]
+    for dag_id, (scheduled_on, emits) in NIGHTLY_CHAIN.items():
+        info = dags[dag_id]
+        assert info["schedule_assets"] == scheduled_on, dag_id
+        emitted = sorted(a for op in info["operators"].values() for a in op["outlets"])
+        assert emitted == ([emits] if emits else []), dag_id
+
+
+def test_spark_tasks_submit_through_the_platform_connection(parsed: dict[str, Any]) -> None:
+    spark = {
+        (dag_id, task_id): op
+        for dag_id, info in parsed["dags"].items()
+        for task_id, op in info["operators"].items()
+        if op["class"] == "SparkSubmitOperator"
+    }
+    assert {key[1] for key in spark} == {"compact_partition", "recompute_candles"}
+    assert all(op["conn_id"] == "candlelake_spark" for op in spark.values()), spark
+
+
+def test_validation_gates_the_load(parsed: dict[str, Any]) -> None:
+    # write -> audit -> publish: the asset that starts the load comes after validation, never beside it.
+    ops = parsed["dags"]["data_quality"]["operators"]
+    assert "recompute_candles" in ops["validate_day"]["upstream"]
+    assert "validate_day" in ops["publish_report"]["upstream"]
+
+
+def test_supervision_and_manual_dags(parsed: dict[str, Any]) -> None:
+    dags = parsed["dags"]
+    assert dags["stream_supervisor"]["max_active_runs"] == 1
+    assert set(dags["stream_supervisor"]["retries"]) == {"supervise_producer", "supervise_stream"}
+    for dag_id in ("start_stream", "stop_stream", "backfill"):
+        assert dags[dag_id]["timetable"] == "NullTimetable", f"{dag_id} must be manual only"
+    assert dags["start_stream"]["params"] == {"source": "simulator", "symbols": []}
+    assert set(dags["backfill"]["params"]) == {"exchange", "symbols", "start", "end", "source", "files"}
+    assert {"exchange", "trade_date", "source", "files_dir", "max_mismatch_rate"} <= set(dags["reconcile_klines"]["params"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 
 from candlelake.config import ConfigError, Settings
 from candlelake.ingest.gaps import Gap, GapLedger
@@ -37,6 +38,8 @@ class BackfillSummary:
     not_found: int = 0
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
+    # The UTC days of the trades sent: the days whose curated candles must be recomputed.
+    trade_days: set[date] = field(default_factory=set)
 
     def text(self) -> str:
         lines = [
@@ -115,6 +118,7 @@ def _fill(
             elif gap.first_id <= item.trade_id <= gap.last_id and item.trade_id not in returned:
                 returned.add(item.trade_id)
                 trades.send(item)
+                summary.trade_days.add(datetime.fromtimestamp(item.trade_time_us / 1e6, UTC).date())
                 sent += 1
     except ExchangeError as exc:
         summary.failed += 1

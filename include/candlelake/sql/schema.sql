@@ -306,3 +306,122 @@ END
 $fn$;
 CREATE OR REPLACE TRIGGER candles_rollups_truncate AFTER TRUNCATE ON candles
     FOR EACH STATEMENT EXECUTE FUNCTION candle_rollups_clear();
+
+-- ==== The nightly chain and the supervisor (Airflow DAGs; docs/orchestration.md) ====================
+
+-- One row per compaction of one exchange's UTC day (include/candlelake/lake/compaction.py): the
+-- streaming job's small files (bronze) rewritten into the curated area at a target file size.
+-- status: running (started, or killed before it finished), switched (the new manifest is in place),
+-- skipped (nothing new since the last switch), failed (a check failed; the old manifest stays).
+CREATE TABLE IF NOT EXISTS lake_compactions (
+    compaction_id      bigserial   PRIMARY KEY,
+    run_id             text        NOT NULL,
+    exchange           text        NOT NULL,
+    trade_date         date        NOT NULL,
+    status             text        NOT NULL CHECK (status IN ('running', 'switched', 'skipped', 'failed')),
+    started_at         timestamptz NOT NULL DEFAULT now(),
+    finished_at        timestamptz,
+    files_before       integer,
+    bytes_before       bigint,
+    rows_before        bigint,
+    duplicates_dropped bigint,
+    files_after        integer,
+    bytes_after        bigint,
+    rows_after         bigint,
+    checksum           text,
+    covered_batch      bigint,
+    seconds            double precision,
+    note               text
+);
+CREATE INDEX IF NOT EXISTS lake_compactions_day ON lake_compactions (exchange, trade_date, started_at DESC);
+
+-- Every Great Expectations validation (include/candlelake/quality/): one row per suite and day.
+-- fingerprint identifies the data validated (the staged candles' checksum), so the load publishes
+-- exactly what passed.
+CREATE TABLE IF NOT EXISTS quality_runs (
+    quality_id     bigserial   PRIMARY KEY,
+    run_id         text        NOT NULL,
+    exchange       text        NOT NULL,
+    trade_date     date        NOT NULL,
+    suite          text        NOT NULL,
+    success        boolean     NOT NULL,
+    evaluated      integer     NOT NULL,
+    failed         integer     NOT NULL,
+    rows_validated bigint,
+    fingerprint    text,
+    failures       jsonb       NOT NULL DEFAULT '[]'::jsonb,
+    docs_path      text,
+    validated_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS quality_runs_day ON quality_runs (exchange, trade_date, suite, validated_at DESC);
+
+-- Every publish of curated candles (include/candlelake/curated_load.py) and what it changed: candles
+-- whose values differ from what PostgreSQL held before are the late-data corrections.
+CREATE TABLE IF NOT EXISTS curated_loads (
+    load_id      bigserial   PRIMARY KEY,
+    run_id       text        NOT NULL,
+    exchange     text        NOT NULL,
+    trade_date   date        NOT NULL,
+    fingerprint  text        NOT NULL,
+    candles      bigint      NOT NULL,
+    inserted     bigint      NOT NULL,
+    changed      bigint      NOT NULL,
+    unchanged    bigint      NOT NULL,
+    loaded_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS curated_loads_day ON curated_loads (exchange, trade_date, loaded_at DESC);
+CREATE TABLE IF NOT EXISTS candle_corrections (
+    load_id    bigint      NOT NULL REFERENCES curated_loads (load_id) ON DELETE CASCADE,
+    exchange   text        NOT NULL,
+    symbol     text        NOT NULL,
+    open_time  timestamptz NOT NULL,
+    was_state  text        NOT NULL,
+    before     jsonb       NOT NULL,
+    after      jsonb       NOT NULL,
+    PRIMARY KEY (load_id, exchange, symbol, open_time)
+);
+
+-- Curated 1m candles compared with the exchange's own klines, per market and day.
+CREATE TABLE IF NOT EXISTS kline_reconciliations (
+    reconcile_id     bigserial   PRIMARY KEY,
+    run_id           text        NOT NULL,
+    exchange         text        NOT NULL,
+    symbol           text        NOT NULL,
+    trade_date       date        NOT NULL,
+    source           text        NOT NULL,
+    klines           integer     NOT NULL,
+    candles          integer     NOT NULL,
+    matched          integer     NOT NULL,
+    mismatched       integer     NOT NULL,
+    missing_candles  integer     NOT NULL,
+    missing_klines   integer     NOT NULL,
+    match_rate       double precision NOT NULL,
+    examples         jsonb       NOT NULL DEFAULT '[]'::jsonb,
+    checked_at       timestamptz NOT NULL DEFAULT now()
+);
+
+-- What the user asked for (start_stream / stop_stream): the supervisor restarts only what should run.
+CREATE TABLE IF NOT EXISTS stream_control (
+    component   text        PRIMARY KEY CHECK (component IN ('producer', 'stream')),
+    desired     text        NOT NULL CHECK (desired IN ('running', 'stopped')),
+    options     jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    changed_by  text,
+    changed_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Every check of the stream_supervisor DAG: what it saw and what it did.
+CREATE TABLE IF NOT EXISTS supervisor_checks (
+    check_id    bigserial   PRIMARY KEY,
+    run_id      text        NOT NULL,
+    component   text        NOT NULL CHECK (component IN ('producer', 'stream')),
+    state       text        NOT NULL CHECK (state IN ('healthy', 'dead', 'stuck', 'stopped')),
+    action      text        NOT NULL CHECK (action IN ('none', 'restarted', 'restart_failed')),
+    detail      text        NOT NULL,
+    metrics     jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    checked_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS supervisor_checks_recent ON supervisor_checks (component, checked_at DESC);
+
+-- Added with the supervisor: the Kafka offsets a micro-batch read up to ({"topic": {"partition": offset}}),
+-- so the lag behind the topic's end is known without asking Spark.
+ALTER TABLE stream_progress ADD COLUMN IF NOT EXISTS end_offsets jsonb;

@@ -1,0 +1,136 @@
+"""
+### lake_compaction
+
+Every night, rewrites yesterday's small Parquet files into the curated area, one exchange at a time.
+
+The streaming job lands a file per partition per micro-batch: thousands of small files a day. This DAG
+compacts one UTC day (the run's data interval, or `trade_date` in the form) into a few files of about
+`CANDLELAKE_COMPACTION_TARGET_MB`, sorted by symbol and trade time, with duplicate trade ids removed.
+
+| task | what |
+|---|---|
+| `wait_for_lake` | waits until the streaming job's lake query has reported after the day's end plus `settle_minutes`, so late trades are in |
+| `plan_compaction` | the exchanges with trades that day (or the form's) |
+| `compact_partition` | `spark-submit jobs/compact_lake.py`, one mapped task per exchange |
+| `record_compaction` | logs files, bytes and rows before and after; emits the `curated_trades` asset for `data_quality` |
+
+Compaction reads only committed data (the lake query's commit log and its batch records, never a file
+listing), never touches the streaming job's checkpoint, verifies row counts and a checksum before it
+switches the day's manifest, and may be killed at any moment and rerun: a rerun with nothing new is
+`skipped`. Every attempt is recorded in the table `lake_compactions`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, PokeReturnValue, dag, get_current_context, task
+
+from candlelake.orchestration import CURATED_TRADES, SPARK_CONN_ID, spark_env
+
+JOBS = Path(__file__).resolve().parents[1] / "jobs"
+
+
+@dag(
+    dag_id="lake_compaction",
+    # The interval [day 00:00, next day 00:00) UTC: each run compacts the day its data interval covers.
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+    tags=["candlelake", "lake", "nightly"],
+    doc_md=__doc__,
+    params={
+        "trade_date": Param(
+            "",
+            type="string",
+            description="UTC day to compact, YYYY-MM-DD. Blank: the run's data interval (yesterday for the nightly run).",
+        ),
+        "exchanges": Param(
+            [], type="array", description="Exchanges to compact. Empty: every exchange with trades that day."
+        ),
+        "settle_minutes": Param(
+            15, type="integer", minimum=0, description="Minutes after the day's end before its lake is taken as complete."
+        ),
+    },
+)
+def lake_compaction() -> None:
+    @task.sensor(poke_interval=60, timeout=3 * 3600, mode="reschedule")
+    def wait_for_lake() -> PokeReturnValue:
+        from candlelake.config import load_settings
+        from candlelake.orchestration import day_bounds, lake_settled, resolve_day
+
+        context = get_current_context()
+        params = context["params"]
+        day = resolve_day(params["trade_date"], context.get("data_interval_start"))
+        _, end = day_bounds(day)
+        done, detail = lake_settled(load_settings(), end + timedelta(minutes=int(params["settle_minutes"])))
+        print(detail)
+        return PokeReturnValue(is_done=done, xcom_value=day.isoformat())
+
+    @task
+    def plan_compaction(day: str) -> list[list[str]]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from candlelake.config import load_settings
+        from candlelake.orchestration import bronze_exchanges, parse_day
+
+        context = get_current_context()
+        wanted = [str(e).strip() for e in context["params"]["exchanges"] if str(e).strip()]
+        exchanges = wanted or bronze_exchanges(load_settings(), parse_day(day))
+        if not exchanges:
+            raise AirflowSkipException(f"no exchange landed trades on {day}: nothing to compact")
+        run_id = context["run_id"]
+        print(f"compacting {day} for {', '.join(exchanges)}")
+        return [["--date", day, "--exchange", e, "--run-id", run_id] for e in exchanges]
+
+    compact_partition = SparkSubmitOperator.partial(
+        task_id="compact_partition",
+        application=str(JOBS / "compact_lake.py"),
+        conn_id=SPARK_CONN_ID,
+        name="candlelake-compaction",
+        driver_memory="2g",
+        env_vars=spark_env(),
+        execution_timeout=timedelta(hours=2),
+    )
+
+    @task(outlets=[Asset(CURATED_TRADES)])
+    def record_compaction() -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from candlelake.config import load_settings
+        from candlelake.orchestration import DayKey, compaction_report, event_extra, fmt_bytes
+
+        context = get_current_context()
+        run_id = context["run_id"]
+        rows = compaction_report(load_settings(), run_id)
+        for r in rows:
+            print(
+                f"{r['exchange']} {r['trade_date']}: {r['status']}; files {r['files_before']} -> {r['files_after']}, "
+                f"{fmt_bytes(r['bytes_before'])} -> {fmt_bytes(r['bytes_after'])}, rows {r['rows_before']} -> "
+                f"{r['rows_after']} ({r['duplicates_dropped'] or 0} duplicates dropped)"
+                + (f"; {r['note']}" if r["note"] else "")
+            )
+        bad = [r for r in rows if r["status"] not in ("switched", "skipped")]
+        if bad or not rows:
+            raise AirflowFailException(
+                "compaction did not finish for " + (", ".join(f"{r['exchange']} {r['trade_date']}" for r in bad) or "any day")
+            )
+        days = [DayKey(r["exchange"], r["trade_date"]) for r in rows]
+        context["outlet_events"][Asset(CURATED_TRADES)].extra = event_extra(days, run_id)
+        return {"days": [str(d) for d in days]}
+
+    day = wait_for_lake()
+    compacted = compact_partition.expand(application_args=plan_compaction(day))
+    compacted >> record_compaction()
+
+
+lake_compaction_dag = lake_compaction()
+
+if __name__ == "__main__":
+    lake_compaction_dag.test()

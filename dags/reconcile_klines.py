@@ -1,0 +1,128 @@
+"""
+### reconcile_klines
+
+Compares the curated 1m candles with the exchange's own klines and reports the match rate per symbol
+and day: the proof that candlelake's candles are the exchange's, digit for digit.
+
+Runs when `load_curated_candles` updates the `curated_candles` asset, for the days it loaded; trigger it
+by hand to check any day.
+
+| task | what |
+|---|---|
+| `plan_days` | the (exchange, day) pairs of the triggering asset events, or the form's |
+| `reconcile_day` | one mapped task per day: fetch the klines (exchange REST API, or kline files in data.binance.vision format) and compare open, high, low, close, volume (and quote and taker-buy volumes where the kline has them) with the curated candles |
+| `check_match_rate` | fails when a symbol's share of mismatching minutes is above `max_mismatch_rate` |
+
+Every comparison is kept in `kline_reconciliations` (match rate, counts, up to 10 examples of what
+differed). Exchanges without klines (the simulator) are reported as such and not failed.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from candlelake.orchestration import CURATED_CANDLES
+
+
+@dag(
+    dag_id="reconcile_klines",
+    schedule=[Asset(CURATED_CANDLES)],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+    tags=["candlelake", "quality", "nightly"],
+    doc_md=__doc__,
+    params={
+        "exchange": Param("", type="string", description="Manual runs: the exchange, e.g. binance."),
+        "trade_date": Param("", type="string", description="Manual runs: the UTC day, YYYY-MM-DD."),
+        "symbols": Param([], type="array", description="Symbols to compare. Empty: every curated symbol of the day."),
+        "source": Param(
+            "rest", type="string", enum=["rest", "files"], description="Klines from the exchange's REST API or from files."
+        ),
+        "files_dir": Param(
+            "",
+            type="string",
+            description="For source=files: a folder of data.binance.vision kline files (CSV or zip), e.g. BTCUSDT-1m-2026-11-30.zip.",
+        ),
+        "max_mismatch_rate": Param(
+            -1.0,
+            type="number",
+            description="Largest share of mismatching minutes per symbol (0..1). -1: CANDLELAKE_RECONCILE_MAX_MISMATCH_RATE.",
+        ),
+    },
+)
+def reconcile_klines() -> None:
+    @task
+    def plan_days() -> list[dict[str, str]]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from candlelake.config import load_settings
+        from candlelake.orchestration import curated_exchanges, days_from_events, days_from_params, parse_day
+
+        context = get_current_context()
+        events = context["triggering_asset_events"]
+        extras = [e.extra for asset in events for e in events[asset]] if events else []
+        params = context["params"]
+        if params["trade_date"]:
+            known = curated_exchanges(load_settings(), parse_day(params["trade_date"]))
+            days = days_from_params(params["exchange"], params["trade_date"], known)
+        else:
+            days = days_from_events(extras)
+        if not days:
+            raise AirflowSkipException("no day to reconcile: trigger with exchange and trade_date in the form")
+        return [d.as_dict() for d in days]
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def reconcile_day(day: dict[str, str]) -> list[dict[str, Any]]:
+        from pathlib import Path
+
+        from candlelake.config import load_settings
+        from candlelake.orchestration import DayKey
+        from candlelake.reconcile import reconcile_day as reconcile
+
+        context = get_current_context()
+        params = context["params"]
+        key = DayKey.from_dict(day)
+        files = Path(params["files_dir"]) if params["files_dir"] else None
+        results = reconcile(
+            load_settings(),
+            key.exchange,
+            key.trade_date,
+            symbols=[str(s).upper() for s in params["symbols"]] or None,
+            source=params["source"],
+            files_dir=files,
+            run_id=context["run_id"],
+        )
+        for result in results:
+            print(result.text())
+        return [r.as_dict() for r in results]
+
+    @task
+    def check_match_rate(per_day: list[list[dict[str, Any]]]) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from candlelake.config import load_settings
+        from candlelake.reconcile import ReconcileFailed, ReconcileResult, check_threshold
+
+        limit = float(get_current_context()["params"]["max_mismatch_rate"])
+        if limit < 0:
+            limit = load_settings().reconcile_max_mismatch_rate
+        results = [ReconcileResult.from_dict(r) for day in per_day for r in day]
+        try:
+            check_threshold(results, limit)
+        except ReconcileFailed as exc:
+            raise AirflowFailException(str(exc)) from None
+        return {"checked": len(results), "max_mismatch_rate": limit}
+
+    check_match_rate(reconcile_day.expand(day=plan_days()))
+
+
+reconcile_klines_dag = reconcile_klines()
+
+if __name__ == "__main__":
+    reconcile_klines_dag.test()
