@@ -4,11 +4,12 @@
 Fills missing trades and brings the affected days' curated candles up to date. Trigger it by hand
 from the form.
 
-| task | what |
-|---|---|
-| `fill_trades` | `source=rest`: the gap ledger's open id gaps of the exchange (and symbols), fetched from the exchange's REST API; `source=files`: trades in data.binance.vision files (a file or a folder on the worker) inside `start` .. `end`. Progress is in the task log |
-| `wait_for_lake` | waits until the streaming job's lake query has read every backfilled trade from Kafka |
-| `recompute_days` | runs `lake_compaction` for each day the trades belong to and waits for it; `data_quality`, `load_curated_candles` and `reconcile_klines` follow through the assets |
+- `fill_trades`: `source=rest`: the gap ledger's open id gaps of the exchange (and symbols), fetched
+  from the exchange's REST API; `source=files`: trades in data.binance.vision files (a file or a folder
+  on the worker) inside `start` .. `end`. Progress is in the task log
+- `wait_for_lake`: waits until the streaming job's lake query has read every backfilled trade from Kafka
+- `recompute_days`: runs `lake_compaction` for each day the trades belong to and waits for it;
+  `data_quality`, `load_curated_candles` and `reconcile_klines` follow through the assets
 
 Backfilled trades travel the live path (Kafka, the streaming job's dedupe, the lake), so a trade
 that was already there is not counted twice. Gaps the exchange could not serve stay open in the
@@ -37,7 +38,9 @@ from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
     params={
         "exchange": Param("binance", type="string", enum=["binance", "binance-usdm", "coinbase"]),
         "symbols": Param([], type="array", description="Symbols, e.g. BTCUSDT. Empty: every symbol with open gaps."),
-        "start": Param("", type="string", description="Start (UTC), e.g. 2026-11-30 or 2026-11-30T12:00Z. Needed for files."),
+        "start": Param(
+            "", type="string", description="Start (UTC), e.g. 2026-11-30 or 2026-11-30T12:00Z. Needed for files."
+        ),
         "end": Param("", type="string", description="End (UTC, exclusive). Needed for files."),
         "source": Param(
             "rest",
@@ -45,7 +48,9 @@ from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
             enum=["rest", "files"],
             description="rest: the gap ledger's open gaps from the exchange's API; files: data.binance.vision files.",
         ),
-        "files": Param("", type="string", description="For source=files: a file or folder of trades/aggTrades CSV or zip."),
+        "files": Param(
+            "", type="string", description="For source=files: a file or folder of trades/aggTrades CSV or zip."
+        ),
     },
 )
 def backfill() -> None:

@@ -7,12 +7,16 @@ Expectations before anything is published: write, audit, publish.
 Runs when `lake_compaction` updates the `curated_trades` asset, for the days that compaction covered;
 trigger it by hand with `exchange` and `trade_date` to re-check one day.
 
-| task | what |
-|---|---|
-| `plan_days` | the (exchange, day) pairs of the triggering asset events, or the form's |
-| `recompute_candles` | **write**: `spark-submit jobs/batch_candles.py --stage`: the day's 1m candles from the lake's trades (late trades included, empty minutes filled), staged beside the lake |
-| `validate_day` | **audit**: `spark-submit jobs/validate_day.py`: the trades suite (no nulls, price and quantity positive, unique trade ids, times inside the day) and the candles suite (low <= open, close <= high, volumes and counts not negative, unique keys, no missing minute, equal to a recomputation from the trades) |
-| `publish_report` | emits the `validated_candles` asset, which starts `load_curated_candles` (**publish**) |
+- `plan_days`: the (exchange, day) pairs of the triggering asset events, or the form's, grouped by
+  exchange (one Spark job per exchange)
+- `recompute_candles`: **write**: `spark-submit jobs/batch_candles.py --stage`: the day's 1m candles
+  from the lake's trades (late trades included, empty minutes filled), staged beside the lake
+- `validate_day`: **audit**: `spark-submit jobs/validate_day.py`: the trades suite (no nulls, price and
+  quantity positive, unique trade ids, times inside the day) and the candles suite (low <= open, close
+  <= high, volumes and counts not negative, unique keys, no missing minute, equal to a recomputation
+  from the trades)
+- `publish_report`: emits the `validated_candles` asset, which starts `load_curated_candles`
+  (**publish**)
 
 A failed expectation fails `validate_day` without a retry, its log lists what failed, and the load
 never starts: the staged candles stay unpublished. Every validation is kept (table `quality_runs` and
@@ -52,6 +56,7 @@ JOBS = Path(__file__).resolve().parents[1] / "jobs"
 def data_quality() -> None:
     @task
     def plan_days() -> list[dict[str, Any]]:
+        """The days to check, one entry per exchange with the Spark jobs' arguments."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         from candlelake.config import load_settings
@@ -70,12 +75,17 @@ def data_quality() -> None:
             raise AirflowSkipException("no day to check: trigger with trade_date (and exchange) in the form")
         run_id = context["run_id"]
         print("checking " + ", ".join(str(d) for d in days))
+        # One spark-submit per exchange for all of its days: a JVM start each, not one per day.
+        by_exchange: dict[str, list[str]] = {}
+        for d in days:
+            by_exchange.setdefault(d.exchange, []).append(d.trade_date.isoformat())
         return [
             {
-                **d.as_dict(),
-                "args": ["--exchange", d.exchange, "--date", d.trade_date.isoformat(), "--run-id", run_id],
+                "exchange": exchange,
+                "days": dates,
+                "args": ["--exchange", exchange, *[a for day in dates for a in ("--date", day)], "--run-id", run_id],
             }
-            for d in days
+            for exchange, dates in by_exchange.items()
         ]
 
     recompute_candles = SparkSubmitOperator.partial(
@@ -89,48 +99,50 @@ def data_quality() -> None:
     )
 
     @task(execution_timeout=timedelta(hours=2))
-    def validate_day(day: dict[str, Any]) -> dict[str, Any]:
-        """spark-submit the validation; an expectation that failed fails at once (a retry cannot fix data)."""
+    def validate_day(batch: dict[str, Any]) -> dict[str, Any]:
+        """spark-submit the validation of one exchange's days; a failed expectation fails at once (no retry)."""
         from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
         from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
         from candlelake.config import load_settings
-        from candlelake.orchestration import DayKey, describe_failures, failed_validations
+        from candlelake.orchestration import DayKey, describe_failures, failed_validations, parse_day
 
         context = get_current_context()
-        key = DayKey.from_dict(day)
+        keys = [DayKey(batch["exchange"], parse_day(d)) for d in batch["days"]]
         hook = SparkSubmitHook(
             conn_id=SPARK_CONN_ID,
             name="candlelake-validate",
             driver_memory="2g",
             env_vars=spark_env(),
-            application_args=list(day["args"]),
+            application_args=list(batch["args"]),
         )
         try:
             hook.submit(str(JOBS / "validate_day.py"))
         except AirflowException:
-            failed = failed_validations(load_settings(), key, context["run_id"])
-            if failed:
-                raise AirflowFailException(f"{key}: validation failed\n{describe_failures(failed)}") from None
+            settings = load_settings()
+            failed = {key: failed_validations(settings, key, context["run_id"]) for key in keys}
+            if any(failed.values()):
+                text = "\n".join(f"{key}: validation failed\n{describe_failures(f)}" for key, f in failed.items() if f)
+                raise AirflowFailException(text) from None
             raise  # the job itself broke (no result recorded): worth the retry
-        return {"day": str(key), "valid": True}
+        return {"days": [str(k) for k in keys], "valid": True}
 
     @task(outlets=[Asset(VALIDATED_CANDLES)])
-    def publish_report(days: list[dict[str, Any]]) -> dict[str, Any]:
+    def publish_report(batches: list[dict[str, Any]]) -> dict[str, Any]:
         from candlelake.config import load_settings
-        from candlelake.orchestration import DayKey, event_extra
+        from candlelake.orchestration import DayKey, event_extra, parse_day
 
         context = get_current_context()
-        keys = [DayKey.from_dict(d) for d in days]
+        keys = [DayKey(b["exchange"], parse_day(d)) for b in batches for d in b["days"]]
         docs = load_settings().reports_dir / "data_docs" / "index.html"
         print(f"validated {', '.join(str(k) for k in keys)}; Data Docs: {docs}")
         context["outlet_events"][Asset(VALIDATED_CANDLES)].extra = event_extra(keys, context["run_id"])
         return {"days": [str(k) for k in keys], "data_docs": str(docs)}
 
-    days = plan_days()
-    staged = recompute_candles.expand(application_args=days.map(lambda d: [*d["args"], "--stage"]))
-    validated = validate_day.expand(day=days)
-    staged >> validated >> publish_report(days)
+    batches = plan_days()
+    staged = recompute_candles.expand(application_args=batches.map(lambda b: [*b["args"], "--stage"]))
+    validated = validate_day.expand(batch=batches)
+    staged >> validated >> publish_report(batches)
 
 
 data_quality_dag = data_quality()

@@ -7,12 +7,14 @@ The streaming job lands a file per partition per micro-batch: thousands of small
 compacts one UTC day (the run's data interval, or `trade_date` in the form) into a few files of about
 `CANDLELAKE_COMPACTION_TARGET_MB`, sorted by symbol and trade time, with duplicate trade ids removed.
 
-| task | what |
-|---|---|
-| `wait_for_lake` | waits until the streaming job's lake query has reported after the day's end plus `settle_minutes`, so late trades are in |
-| `plan_compaction` | the exchanges with trades that day (or the form's) |
-| `compact_partition` | `spark-submit jobs/compact_lake.py`, one mapped task per exchange |
-| `record_compaction` | logs files, bytes and rows before and after; emits the `curated_trades` asset for `data_quality` |
+- `wait_for_lake`: waits until the streaming job's lake query has reported after the day's end plus
+  `settle_minutes`, so late trades are in
+- `plan_compaction`: the days (`trade_date` .. `through_date` to catch up several) and the exchanges
+  with trades on them (or the form's)
+- `compact_partition`: `spark-submit jobs/compact_lake.py`, one mapped task per exchange, all of the
+  run's days in one job
+- `record_compaction`: logs files, bytes and rows before and after; emits the `curated_trades` asset for
+  `data_quality`
 
 Compaction reads only committed data (the lake query's commit log and its batch records, never a file
 listing), never touches the streaming job's checkpoint, verifies row counts and a checksum before it
@@ -49,13 +51,19 @@ JOBS = Path(__file__).resolve().parents[1] / "jobs"
         "trade_date": Param(
             "",
             type="string",
-            description="UTC day to compact, YYYY-MM-DD. Blank: the run's data interval (yesterday for the nightly run).",
+            description="UTC day to compact, YYYY-MM-DD. Blank: the data interval's day (yesterday, nightly).",
+        ),
+        "through_date": Param(
+            "", type="string", description="Optional last day (inclusive) to compact several days in one run."
         ),
         "exchanges": Param(
-            [], type="array", description="Exchanges to compact. Empty: every exchange with trades that day."
+            [], type="array", description="Exchanges to compact. Empty: every exchange with trades on those days."
+        ),
+        "wait_for_lake": Param(
+            True, type="boolean", description="Wait until the streaming job has landed the last day's late trades."
         ),
         "settle_minutes": Param(
-            15, type="integer", minimum=0, description="Minutes after the day's end before its lake is taken as complete."
+            15, type="integer", minimum=0, description="Minutes after the last day's end before its lake is complete."
         ),
     },
 )
@@ -63,31 +71,37 @@ def lake_compaction() -> None:
     @task.sensor(poke_interval=60, timeout=3 * 3600, mode="reschedule")
     def wait_for_lake() -> PokeReturnValue:
         from candlelake.config import load_settings
-        from candlelake.orchestration import day_bounds, lake_settled, resolve_day
+        from candlelake.orchestration import day_bounds, lake_settled, run_days
 
         context = get_current_context()
         params = context["params"]
-        day = resolve_day(params["trade_date"], context.get("data_interval_start"))
-        _, end = day_bounds(day)
+        if not params["wait_for_lake"]:
+            return PokeReturnValue(is_done=True)
+        last = run_days(params["trade_date"], params["through_date"], context.get("data_interval_start"))[-1]
+        _, end = day_bounds(last)
         done, detail = lake_settled(load_settings(), end + timedelta(minutes=int(params["settle_minutes"])))
         print(detail)
-        return PokeReturnValue(is_done=done, xcom_value=day.isoformat())
+        return PokeReturnValue(is_done=done)
 
     @task
-    def plan_compaction(day: str) -> list[list[str]]:
+    def plan_compaction() -> list[list[str]]:
+        """One spark-submit per exchange, for every day of the run (one JVM start per exchange, not per day)."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         from candlelake.config import load_settings
-        from candlelake.orchestration import bronze_exchanges, parse_day
+        from candlelake.orchestration import bronze_exchanges, run_days
 
         context = get_current_context()
-        wanted = [str(e).strip() for e in context["params"]["exchanges"] if str(e).strip()]
-        exchanges = wanted or bronze_exchanges(load_settings(), parse_day(day))
+        params = context["params"]
+        days = run_days(params["trade_date"], params["through_date"], context.get("data_interval_start"))
+        wanted = [str(e).strip() for e in params["exchanges"] if str(e).strip()]
+        settings = load_settings()
+        exchanges = wanted or sorted({e for day in days for e in bronze_exchanges(settings, day)})
         if not exchanges:
-            raise AirflowSkipException(f"no exchange landed trades on {day}: nothing to compact")
-        run_id = context["run_id"]
-        print(f"compacting {day} for {', '.join(exchanges)}")
-        return [["--date", day, "--exchange", e, "--run-id", run_id] for e in exchanges]
+            raise AirflowSkipException(f"no exchange landed trades on {', '.join(map(str, days))}: nothing to compact")
+        print(f"compacting {', '.join(map(str, days))} for {', '.join(exchanges)}")
+        dates = [arg for day in days for arg in ("--date", day.isoformat())]
+        return [["--exchange", e, *dates, "--run-id", context["run_id"]] for e in exchanges]
 
     compact_partition = SparkSubmitOperator.partial(
         task_id="compact_partition",
@@ -119,15 +133,16 @@ def lake_compaction() -> None:
         bad = [r for r in rows if r["status"] not in ("switched", "skipped")]
         if bad or not rows:
             raise AirflowFailException(
-                "compaction did not finish for " + (", ".join(f"{r['exchange']} {r['trade_date']}" for r in bad) or "any day")
+                "compaction did not finish for "
+                + (", ".join(f"{r['exchange']} {r['trade_date']}" for r in bad) or "any day")
             )
         days = [DayKey(r["exchange"], r["trade_date"]) for r in rows]
         context["outlet_events"][Asset(CURATED_TRADES)].extra = event_extra(days, run_id)
         return {"days": [str(d) for d in days]}
 
-    day = wait_for_lake()
-    compacted = compact_partition.expand(application_args=plan_compaction(day))
-    compacted >> record_compaction()
+    plan = plan_compaction()
+    wait_for_lake() >> plan
+    compact_partition.expand(application_args=plan) >> record_compaction()
 
 
 lake_compaction_dag = lake_compaction()

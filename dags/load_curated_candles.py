@@ -6,11 +6,11 @@ Publishes the validated candles of each day into PostgreSQL as **curated**: the 
 Runs when `data_quality` updates the `validated_candles` asset, for the days it validated; trigger it
 by hand with `exchange` and `trade_date` to publish one staged day again.
 
-| task | what |
-|---|---|
-| `plan_days` | the (exchange, day) pairs of the triggering asset events, or the form's |
-| `load_candles` | one mapped task per day: COPY the staged candles into a staging table, compare with what PostgreSQL holds, upsert them as `curated` in one transaction |
-| `report_load` | logs how many candles each day inserted and changed; emits the `curated_candles` asset for `reconcile_klines` |
+- `plan_days`: the (exchange, day) pairs of the triggering asset events, or the form's
+- `load_candles`: one mapped task per day: COPY the staged candles into a staging table, compare with
+  what PostgreSQL holds, upsert them as `curated` in one transaction
+- `report_load`: logs how many candles each day inserted and changed; emits the `curated_candles` asset
+  for `reconcile_klines`
 
 A day is loaded only when its staged candles are exactly the ones Great Expectations passed (same
 fingerprint in `quality_runs`); otherwise the task fails without a retry and says so. Candles whose

@@ -7,11 +7,11 @@ and day: the proof that candlelake's candles are the exchange's, digit for digit
 Runs when `load_curated_candles` updates the `curated_candles` asset, for the days it loaded; trigger it
 by hand to check any day.
 
-| task | what |
-|---|---|
-| `plan_days` | the (exchange, day) pairs of the triggering asset events, or the form's |
-| `reconcile_day` | one mapped task per day: fetch the klines (exchange REST API, or kline files in data.binance.vision format) and compare open, high, low, close, volume (and quote and taker-buy volumes where the kline has them) with the curated candles |
-| `check_match_rate` | fails when a symbol's share of mismatching minutes is above `max_mismatch_rate` |
+- `plan_days`: the (exchange, day) pairs of the triggering asset events, or the form's
+- `reconcile_day`: one mapped task per day: fetch the klines (exchange REST API, or kline files in
+  data.binance.vision format) and compare open, high, low, close, volume (and quote and taker-buy
+  volumes where the kline has them) with the curated candles
+- `check_match_rate`: fails when a symbol's share of mismatching minutes is above `max_mismatch_rate`
 
 Every comparison is kept in `kline_reconciliations` (match rate, counts, up to 10 examples of what
 differed). Exchanges without klines (the simulator) are reported as such and not failed.
@@ -42,17 +42,20 @@ from candlelake.orchestration import CURATED_CANDLES
         "trade_date": Param("", type="string", description="Manual runs: the UTC day, YYYY-MM-DD."),
         "symbols": Param([], type="array", description="Symbols to compare. Empty: every curated symbol of the day."),
         "source": Param(
-            "rest", type="string", enum=["rest", "files"], description="Klines from the exchange's REST API or from files."
+            "rest",
+            type="string",
+            enum=["rest", "files"],
+            description="Klines from the exchange's REST API or from files.",
         ),
         "files_dir": Param(
             "",
             type="string",
-            description="For source=files: a folder of data.binance.vision kline files (CSV or zip), e.g. BTCUSDT-1m-2026-11-30.zip.",
+            description="For source=files: a folder of data.binance.vision kline files (BTCUSDT-1m-2026-11-30.zip).",
         ),
         "max_mismatch_rate": Param(
             -1.0,
             type="number",
-            description="Largest share of mismatching minutes per symbol (0..1). -1: CANDLELAKE_RECONCILE_MAX_MISMATCH_RATE.",
+            description="Largest share of differing minutes per symbol; -1: CANDLELAKE_RECONCILE_MAX_MISMATCH_RATE.",
         ),
     },
 )

@@ -3,9 +3,8 @@
 
 Starts the live path: the producer on the source and symbols of the form, and the Spark streaming job.
 
-| task | what |
-|---|---|
-| `start_components` | records in `stream_control` that both should run, with these options; starts what is not running, restarts the producer when its source or symbols changed, waits until each is healthy |
+- `start_components`: records in `stream_control` that both should run, with these options; starts what
+  is not running, restarts the producer when its source or symbols changed, waits until each is healthy
 
 From then on `stream_supervisor` keeps them running with these options. The streaming job is launched
 with the apache-spark provider's SparkSubmitHook, detached from the task: it keeps running after the

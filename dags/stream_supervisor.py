@@ -4,10 +4,11 @@
 Every two minutes: is the producer alive and sending, is the streaming job alive and keeping up? A
 dead or stuck one is restarted, and every check is kept.
 
-| task | what it looks at | restarts when |
-|---|---|---|
-| `supervise_producer` | the producer's process and its heartbeat and counters in `producer_health` | no process, or no heartbeat for `CANDLELAKE_SUPERVISOR_PRODUCER_MAX_AGE_S` |
-| `supervise_stream` | the streaming job's process; per query the last batch time, input vs processing rate, rows dropped by the watermark, and how far its Kafka offsets trail the topic's end | no process, or no batch or idle report for `CANDLELAKE_SUPERVISOR_BATCH_MAX_AGE_S` |
+- `supervise_producer`: the producer's process and its heartbeat and counters in `producer_health`;
+  restarts when no process, or no heartbeat for `CANDLELAKE_SUPERVISOR_PRODUCER_MAX_AGE_S`
+- `supervise_stream`: the streaming job's process; per query the last batch time, input vs processing
+  rate, rows dropped by the watermark, and how far its Kafka offsets trail the topic's end; restarts
+  when no process, or no batch or idle report for `CANDLELAKE_SUPERVISOR_BATCH_MAX_AGE_S`
 
 The streaming job is relaunched with the apache-spark provider's SparkSubmitHook (connection
 `candlelake_spark`), detached from the task, under the same pid file and log as `candlelake up`

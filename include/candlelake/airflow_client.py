@@ -212,6 +212,14 @@ class AirflowClient:
         path = f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}"
         return DagRunInfo.from_api(self._request("GET", path))
 
+    def dag_runs(self, dag_id: str, run_type: str | None = None) -> list[DagRunInfo]:
+        """Every run of a DAG, oldest first (optionally only one run type: manual, scheduled, asset_triggered)."""
+        params = {"order_by": "start_date"}
+        if run_type:
+            params["run_type"] = run_type
+        path = f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns"
+        return [DagRunInfo.from_api(d) for d in self._pages(path, "dag_runs", params)]
+
     def task_instances(self, dag_id: str, run_id: str) -> list[TaskInstanceInfo]:
         path = f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}/taskInstances"
         return [

@@ -33,6 +33,8 @@ CURATED_CANDLES = "candlelake.curated_candles"
 SPARK_CONN_ID = "candlelake_spark"
 
 LAKE_QUERY = "lake_trades"
+# One run compacts, validates and loads at most this many days (a month): a bigger catch-up is split.
+MAX_RUN_DAYS = 31
 
 
 class OrchestrationError(ValueError):
@@ -71,6 +73,17 @@ def resolve_day(param: str | None, interval_start: datetime | None) -> date:
     if interval_start is None:
         raise OrchestrationError("this run has no data interval: give trade_date (YYYY-MM-DD) in the form")
     return interval_start.astimezone(UTC).date()
+
+
+def run_days(trade_date: str | None, through_date: str | None, interval_start: datetime | None) -> list[date]:
+    """Every day of a compaction run: `trade_date` (or the data interval's day) through `through_date`."""
+    first = resolve_day(trade_date, interval_start)
+    last = parse_day(through_date) if through_date else first
+    if last < first:
+        raise OrchestrationError(f"through_date {last.isoformat()} is before trade_date {first.isoformat()}")
+    if (last - first).days >= MAX_RUN_DAYS:
+        raise OrchestrationError(f"{(last - first).days + 1} days in one run: at most {MAX_RUN_DAYS}; split the range")
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:
@@ -186,10 +199,20 @@ def compaction_report(settings: Settings, run_id: str) -> list[dict[str, Any]]:
         "FROM lake_compactions WHERE run_id = %s ORDER BY exchange, trade_date, started_at DESC",
         (run_id,),
     )
-    keys = (
-        "exchange trade_date status files_before bytes_before rows_before duplicates_dropped "
-        "files_after bytes_after rows_after seconds note"
-    ).split()
+    keys = [
+        "exchange",
+        "trade_date",
+        "status",
+        "files_before",
+        "bytes_before",
+        "rows_before",
+        "duplicates_dropped",
+        "files_after",
+        "bytes_after",
+        "rows_after",
+        "seconds",
+        "note",
+    ]
     return [dict(zip(keys, row, strict=True)) for row in rows]
 
 

@@ -18,6 +18,9 @@ import pytest
 from candlelake.config import Settings, load_settings
 
 CLI = str(Path(sys.executable).parent / "candlelake")
+# The platform's Binance REST base during the e2e tier: a fake exchange the tests serve there when
+# they need it (reconcile_klines and the backfill DAG run inside Airflow, which takes its URL from `up`).
+FAKE_BINANCE_REST_PORT = 18931
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
@@ -31,7 +34,7 @@ def run_cli(*args: str, timeout: float = 900, env: dict[str, str] | None = None)
 def platform() -> Iterator[Settings]:
     was_up = run_cli("status").returncode == 0
     started = time.monotonic()
-    result = run_cli("up")
+    result = run_cli("up", env={"CANDLELAKE_BINANCE_REST_URL": f"http://127.0.0.1:{FAKE_BINANCE_REST_PORT}"})
     took = time.monotonic() - started
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "candlelake-up.txt").write_text(f"{result.stdout}\n{result.stderr}\ntook {took:.1f}s\n")

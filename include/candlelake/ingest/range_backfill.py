@@ -75,7 +75,9 @@ def _moment(text: str, name: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"{name} {text!r} is not a date or date-time: write e.g. 2026-11-30 or 2026-11-30T12:00Z") from None
+        raise ConfigError(
+            f"{name} {text!r} is not a date or date-time: write e.g. 2026-11-30 or 2026-11-30T12:00Z"
+        ) from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
@@ -128,7 +130,9 @@ def run_request(settings: Settings, request: BackfillRequest, say: Callable[[str
     return outcome
 
 
-def _from_ledger(settings: Settings, request: BackfillRequest, outcome: BackfillOutcome, say: Callable[[str], None]) -> None:
+def _from_ledger(
+    settings: Settings, request: BackfillRequest, outcome: BackfillOutcome, say: Callable[[str], None]
+) -> None:
     from candlelake.ingest import backfill
 
     for symbol in request.symbols or (None,):
@@ -141,7 +145,9 @@ def _from_ledger(settings: Settings, request: BackfillRequest, outcome: Backfill
         outcome.days |= summary.trade_days
 
 
-def _from_files(settings: Settings, request: BackfillRequest, outcome: BackfillOutcome, say: Callable[[str], None]) -> None:
+def _from_files(
+    settings: Settings, request: BackfillRequest, outcome: BackfillOutcome, say: Callable[[str], None]
+) -> None:
     from candlelake.dead_letter import DeadLetterSink
     from candlelake.producer import Counters, KafkaTradeSink
     from candlelake.replay import SeenIds, open_recording, read
@@ -175,7 +181,7 @@ def _from_files(settings: Settings, request: BackfillRequest, outcome: BackfillO
         dead_letters.close()
     if counters.delivery_failures or dead_letters.failures:
         outcome.errors.append(
-            f"{counters.delivery_failures + dead_letters.failures} records were not taken by Kafka; run the backfill again"
+            f"{counters.delivery_failures + dead_letters.failures} records were not taken by Kafka; run it again"
         )
 
 

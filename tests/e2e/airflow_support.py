@@ -1,0 +1,103 @@
+"""Running the platform's DAGs from tests: through the scheduler (REST API) or in-process (`airflow dags test`).
+
+A triggered run goes through the real scheduler, executor and asset events, exactly as in production;
+`airflow dags test` runs one DAG's tasks in a child process against the same metadata database and
+configuration, with an environment the test can extend (a fake exchange's URL) and tasks it can mark
+as done (`--mark-success-pattern`). Every child's output is kept in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from candlelake.airflow_client import AirflowClient, DagRunInfo
+from candlelake.config import Settings
+from candlelake.platform.airflow import airflow_bin, airflow_env
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def dags_test(
+    settings: Settings,
+    dag_id: str,
+    conf: Mapping[str, Any],
+    *,
+    mark_success: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 900,
+) -> subprocess.CompletedProcess[str]:
+    """`airflow dags test DAG --conf ...` in a child process; its output is saved as an artifact."""
+    argv = [str(airflow_bin()), "dags", "test", dag_id, "--conf", json.dumps(dict(conf))]
+    if mark_success:
+        argv += ["--mark-success-pattern", mark_success]
+    started = time.monotonic()
+    result = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**airflow_env(settings, os.environ), **(env or {})},
+        cwd=str(settings.project_root),
+        check=False,
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%H%M%S")
+    (ARTIFACTS / f"dags-test-{dag_id}-{stamp}.log").write_text(
+        f"$ {' '.join(argv)}\n# exit {result.returncode} after {time.monotonic() - started:.1f}s\n"
+        f"{result.stdout}\n--- stderr ---\n{result.stderr}"
+    )
+    return result
+
+
+def client(settings: Settings) -> AirflowClient:
+    return AirflowClient.from_settings(settings, timeout=30)
+
+
+def trigger(settings: Settings, dag_id: str, conf: Mapping[str, Any], timeout: float = 900) -> DagRunInfo:
+    """Trigger a run through the API server and wait until it finishes."""
+    with client(settings) as api:
+        api.wait_for_dag(dag_id, timeout=120)
+        run = api.trigger_dag(dag_id, conf=conf)
+        return api.wait_for_run(dag_id, run.run_id, timeout=timeout, poll=3)
+
+
+def next_run(settings: Settings, dag_id: str, after: datetime, timeout: float = 900) -> DagRunInfo:
+    """Wait for the first run of `dag_id` started after `after` (an asset-triggered one) to finish."""
+    deadline = time.monotonic() + timeout
+    with client(settings) as api:
+        while time.monotonic() < deadline:
+            runs = [r for r in api.dag_runs(dag_id) if r.start_date and datetime.fromisoformat(r.start_date) > after]
+            if runs:
+                return api.wait_for_run(dag_id, runs[0].run_id, timeout=deadline - time.monotonic(), poll=3)
+            time.sleep(3)
+    raise TimeoutError(f"no run of {dag_id} started after {after.isoformat()} within {timeout:.0f}s")
+
+
+def failed_task_logs(settings: Settings, run: DagRunInfo) -> str:
+    """The logs of a run's failed tasks, for an assertion message."""
+    with client(settings) as api:
+        parts = []
+        for ti in api.task_instances(run.dag_id, run.run_id):
+            if ti.state in ("failed", "upstream_failed"):
+                try:
+                    parts.append(f"--- {ti.task_id}\n{api.task_log(run.dag_id, run.run_id, ti.task_id, ti.try_number)}")
+                except Exception as exc:  # a log is a help, not the test
+                    parts.append(f"--- {ti.task_id}: log unavailable ({exc})")
+        return "\n".join(parts)[-6000:]
+
+
+def rows(settings: Settings, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with psycopg2.connect(settings.pg_dsn()) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        result = list(cur.fetchall())
+    conn.close()
+    return result

@@ -1,0 +1,217 @@
+"""The nightly chain, run by Airflow on real Binance trades: its curated candles are Binance's klines.
+
+tests/fixtures/binance-spot-xrpeth-2019-10 (provenance in its README): 12,477 XRP/ETH aggTrades and
+Binance's 1m and 5m klines for the same 2.5 days, 1,091 of whose minutes had no trade. The trades go
+through `candlelake replay` into Kafka and the streaming job lands them in the lake (they are years
+older than the live watermark, so only the lake takes them). Then one triggered `lake_compaction` run
+sets off the whole chain through the scheduler and its assets: compaction, `data_quality` (recompute
+to staging, Great Expectations), `load_curated_candles` (COPY and upsert as curated) and
+`reconcile_klines` against a fake Binance REST API serving the recorded klines on the port the
+platform's CANDLELAKE_BINANCE_REST_URL names (tests/e2e/conftest.py). `candlelake candles` then serves
+the curated candles, which must equal Binance's klines digit for digit at 1m and 5m.
+
+Afterwards a candle is corrupted in the staged output: validation must fail, say why (task log,
+`quality_runs`, Data Docs), and the load must refuse to publish it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from candlelake.config import Settings
+from candlelake.staging import stage_dir, staged_files
+from tests.e2e.airflow_support import dags_test, failed_task_logs, next_run, rows, trigger
+from tests.e2e.conftest import FAKE_BINANCE_REST_PORT, run_cli
+from tests.e2e.test_pipeline import lake_rows, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "fixtures" / "binance-spot-xrpeth-2019-10"
+KLINE_FILES = ROOT / "tests" / "fixtures" / "klines"
+TRADES = 12_477
+DAYS = [date(2019, 10, 11), date(2019, 10, 12), date(2019, 10, 13)]
+
+
+def klines(name: str) -> list[list[float]]:
+    return json.loads((DATA / name).read_text())
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.fixture(scope="module")
+def kline_server() -> Any:
+    """The recorded klines behind Binance's REST API, on the port the platform was told to use."""
+    from tests.fakes.binance_rest import FakeBinanceRest, klines_from_csv
+
+    files = sorted(KLINE_FILES.glob("XRPETH-1m-*.csv"))
+    recorded = {"XRPETH": [row for path in files for row in klines_from_csv(path)]}
+    with FakeBinanceRest(None, "binance", klines=recorded, port=FAKE_BINANCE_REST_PORT) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def chain(platform: Settings, kline_server: Any) -> dict[str, Any]:
+    replay = run_cli("replay", str(DATA / "aggtrades.json.gz"), "--exchange", "binance", "--symbol", "XRPETH")
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    wait_for(
+        "every replayed trade in the lake",
+        lambda: len({r["trade_id"] for r in lake_rows(platform, "binance") if r["symbol"] == "XRPETH"}) >= TRADES,
+        timeout=180,
+    )
+    started = datetime.now(UTC)
+    runs = {
+        "lake_compaction": trigger(
+            platform,
+            "lake_compaction",
+            {
+                "trade_date": DAYS[0].isoformat(),
+                "through_date": DAYS[-1].isoformat(),
+                "exchanges": ["binance"],
+                "settle_minutes": 0,
+            },
+        )
+    }
+    for dag_id in ("data_quality", "load_curated_candles", "reconcile_klines"):
+        runs[dag_id] = next_run(platform, dag_id, started)
+    for dag_id, run in runs.items():
+        assert run.state == "success", f"{dag_id} {run.state}:\n{failed_task_logs(platform, run)}"
+    return runs
+
+
+def served(interval: str, first_ms: int, end_ms: int) -> list[dict[str, str]]:
+    result = run_cli(
+        "candles",
+        "--exchange",
+        "binance",
+        "--symbol",
+        "XRPETH",
+        "--interval",
+        interval,
+        "--start",
+        iso(first_ms),
+        "--end",
+        iso(end_ms),
+    )
+    assert result.returncode == 0, result.stderr
+    return list(csv.DictReader(io.StringIO(result.stdout)))
+
+
+@pytest.mark.parametrize(
+    ("interval", "file", "step_ms"), [("1m", "klines-1m.json", 60_000), ("5m", "klines-5m.json", 300_000)]
+)
+def test_curated_candles_equal_binance_klines_for_every_interval(chain, interval, file, step_ms) -> None:
+    expected = klines(file)
+    result = served(interval, expected[0][0], expected[-1][0] + step_ms)
+    assert [r["open_time"] for r in result] == [iso(k[0]) for k in expected]
+    mismatches = []
+    for row, kline in zip(result, expected, strict=True):
+        for name, value in zip(("open", "high", "low", "close", "volume"), kline[1:6], strict=True):
+            if Decimal(row[name]) != Decimal(repr(value)):
+                mismatches.append(f"{row['open_time']} {name}: ours {row[name]}, Binance {value!r}")
+    assert mismatches == [], f"{len(mismatches)} mismatches, first: {mismatches[:5]}"
+    empty = sum(1 for r in result if r["trades"] == "0")
+    assert empty == sum(1 for k in expected if k[5] == 0)
+    assert empty > 0
+    assert {r["state"] for r in result} == {"curated"}
+
+
+def test_compaction_cut_the_files_and_kept_every_trade(platform: Settings, chain) -> None:
+    found = rows(
+        platform,
+        "SELECT trade_date, status, files_before, files_after, rows_before, duplicates_dropped, rows_after "
+        "FROM lake_compactions WHERE run_id = %s AND exchange = 'binance' ORDER BY trade_date",
+        (chain["lake_compaction"].run_id,),
+    )
+    assert [r[0] for r in found] == DAYS
+    assert {r[1] for r in found} == {"switched"}
+    assert sum(r[6] for r in found) == TRADES  # every distinct trade once, over the three days
+    for day, _, before, after, rows_before, dropped, rows_after in found:
+        assert after < before, f"{day}: {before} files became {after}"
+        assert rows_after == rows_before - dropped
+
+
+def test_quality_and_reconciliation_are_recorded(platform: Settings, chain) -> None:
+    suites = rows(
+        platform,
+        "SELECT trade_date, suite, success FROM quality_runs WHERE run_id = %s AND exchange = 'binance'",
+        (chain["data_quality"].run_id,),
+    )
+    assert sorted(suites) == sorted((d, s, True) for d in DAYS for s in ("candles", "trades"))
+    assert (platform.reports_dir / "data_docs" / "index.html").is_file()
+    loaded = rows(
+        platform,
+        "SELECT trade_date, candles FROM curated_loads WHERE run_id = %s AND exchange = 'binance' ORDER BY 1",
+        (chain["load_curated_candles"].run_id,),
+    )
+    assert [d for d, _ in loaded] == DAYS
+    assert all(n == 1440 for _, n in loaded)  # every minute of each day: filled ones included
+    matched = rows(
+        platform,
+        "SELECT trade_date, klines, matched, mismatched, match_rate FROM kline_reconciliations "
+        "WHERE run_id = %s AND symbol = 'XRPETH' ORDER BY 1",
+        (chain["reconcile_klines"].run_id,),
+    )
+    assert [r[0] for r in matched] == DAYS
+    assert sum(r[1] for r in matched) == len(klines("klines-1m.json"))
+    assert all(r[3] == 0 and r[4] == 1.0 for r in matched), matched
+
+
+def test_a_corrupted_candle_fails_validation_and_is_not_loaded(platform: Settings, chain) -> None:
+    day = DAYS[0]
+    before = rows(
+        platform,
+        "SELECT open_time, high, close FROM candles WHERE exchange = 'binance' AND symbol = 'XRPETH' "
+        "AND open_time >= %s AND open_time < %s + interval '1 day' ORDER BY open_time",
+        (day, day),
+    )
+    # Corrupt the staged candles the way a bad transform would: one minute's high below its close.
+    [path] = staged_files(platform.lake_dir, "binance", day)
+    table = pq.read_table(path)
+    trading = [i for i, n in enumerate(table.column("trades").to_pylist()) if n > 0]
+    victim = trading[len(trading) // 2]
+    highs = table.column("high").to_pylist()
+    lows = table.column("low").to_pylist()
+    highs[victim] = lows[victim] - Decimal("0.00000001")
+    field = table.schema.field("high")
+    table = table.set_column(table.schema.get_field_index("high"), field, pa.array(highs, type=field.type))
+    pq.write_table(table, path)
+    conf = {"exchange": "binance", "trade_date": day.isoformat()}
+
+    audit = dags_test(platform, "data_quality", conf, mark_success="recompute_candles")
+    assert audit.returncode != 0, "validation passed a candle whose high is below its low"
+    log = audit.stdout + audit.stderr
+    assert "validation failed" in log and "high" in log, log[-3000:]
+    failures = rows(
+        platform,
+        "SELECT suite, failures::text FROM quality_runs WHERE exchange = 'binance' AND trade_date = %s "
+        "AND NOT success ORDER BY validated_at DESC LIMIT 1",
+        (day,),
+    )
+    assert failures and failures[0][0] == "candles" and "high" in failures[0][1]
+    docs = (platform.reports_dir / "data_docs").rglob("*.html")
+    assert any("high" in p.read_text(errors="replace") and "candles" in p.name for p in docs)
+
+    publish = dags_test(platform, "load_curated_candles", conf)
+    assert publish.returncode != 0, "the load published candles that failed validation"
+    assert "not loaded" in publish.stdout + publish.stderr
+    after = rows(
+        platform,
+        "SELECT open_time, high, close FROM candles WHERE exchange = 'binance' AND symbol = 'XRPETH' "
+        "AND open_time >= %s AND open_time < %s + interval '1 day' ORDER BY open_time",
+        (day, day),
+    )
+    assert after == before
+    assert stage_dir(platform.lake_dir, "binance", day).is_dir()

@@ -1,0 +1,181 @@
+"""The supervisor, compaction under kill -9 and the backfill DAG, run by Airflow against the platform.
+
+- `stream_supervisor` finds the streaming job and the producer killed with -9, relaunches both (the
+  stream through the apache-spark provider's hook, detached) and records what it saw and did.
+- `lake_compaction` killed with -9 (Airflow's process, spark-submit and the JVM at once) in the middle of
+  compacting a day, then run again, ends with every trade exactly once and no stray file.
+- `backfill` fills a gap recorded in the ledger from a fake Binance USD-M REST API, waits for the lake,
+  runs the compaction of the day, and the chain's assets bring the curated candles up to date.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from candlelake.config import Settings
+from candlelake.platform.airflow import airflow_bin, airflow_env
+from candlelake.platform.producer import ProducerComponent
+from candlelake.platform.runtime import pid_alive
+from candlelake.platform.stream import StreamComponent
+from candlelake.simulator import Simulator
+from candlelake.trade import Trade
+from tests.e2e.airflow_support import ARTIFACTS, dags_test, failed_task_logs, next_run, rows
+from tests.e2e.conftest import run_cli
+from tests.e2e.test_pipeline import differences, lake_rows, pg_candles, produce, wait_for
+from tests.fakes.recording import BINANCE_USDM, LiveReplay, Recording
+from tests.support.reference_candles import reference_candles
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
+
+
+def test_supervisor_restarts_a_killed_streaming_job_and_producer(platform: Settings) -> None:
+    stream, producer = StreamComponent(platform), ProducerComponent(platform)
+    stream_pid, producer_pid = stream.pid(), producer.pid()
+    assert stream_pid and producer_pid, "the platform's stream and producer should be running"
+    since = datetime.now(UTC)
+    os.killpg(stream_pid, signal.SIGKILL)
+    os.kill(producer_pid, signal.SIGKILL)
+    wait_for("both processes gone", lambda: not pid_alive(stream_pid) and not pid_alive(producer_pid), timeout=30)
+
+    result = dags_test(platform, "stream_supervisor", {})
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    checks = rows(
+        platform,
+        "SELECT component, state, action, detail FROM supervisor_checks WHERE checked_at >= %s ORDER BY component",
+        (since,),
+    )
+    assert [(c, s, a) for c, s, a, _ in checks] == [("producer", "dead", "restarted"), ("stream", "dead", "restarted")]
+    assert stream.pid() not in (None, stream_pid) and producer.pid() not in (None, producer_pid)
+    assert stream.healthy() and producer.healthy()
+
+
+def _compacting(settings: Settings, exchange: str) -> bool:
+    return bool(
+        rows(settings, "SELECT 1 FROM lake_compactions WHERE exchange = %s AND status = 'running'", (exchange,))
+    )
+
+
+def test_compaction_killed_mid_run_and_rerun_ends_consistent(platform: Settings) -> None:
+    exchange = f"kill{uuid.uuid4().hex[:8]}"
+    day = date(2026, 1, 5)
+    start_us = int(datetime(2026, 1, 5, 9, 0, tzinfo=UTC).timestamp() * 1e6)
+    trades: list[Trade] = []
+    for wave in range(3):  # three micro-batches of the lake query: three small files to compact
+        batch = Simulator(
+            ["KILLUSDT", "KILLETH"],
+            rate=5,
+            seed=wave,
+            start_time_us=start_us + wave * 3_600_000_000,
+            exchange=exchange,
+            first_trade_id=1 + wave * 10_000,
+        ).take(400)
+        produce(platform, batch)
+        trades += batch
+        wait_for(f"wave {wave} in the lake", lambda n=len(trades): len(lake_rows(platform, exchange)) == n, timeout=120)
+    conf = {"trade_date": day.isoformat(), "exchanges": [exchange], "wait_for_lake": False}
+
+    argv = [str(airflow_bin()), "dags", "test", "lake_compaction", "--conf", json.dumps(conf)]
+    log = ARTIFACTS / f"dags-test-lake_compaction-killed-{exchange}.log"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=airflow_env(platform, os.environ),
+            cwd=str(platform.project_root),
+            start_new_session=True,
+        )
+        try:
+            wait_for("the compaction to start", lambda: _compacting(platform, exchange), timeout=300)
+            time.sleep(random.uniform(0.0, 4.0))  # somewhere in reading, writing, checking or switching
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+    rerun = dags_test(platform, "lake_compaction", conf)
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
+    attempts = rows(
+        platform, "SELECT status FROM lake_compactions WHERE exchange = %s ORDER BY started_at", (exchange,)
+    )
+    assert attempts[0][0] == "running" and attempts[-1][0] in ("switched", "skipped"), attempts
+
+    partition = platform.curated_dir / "trades" / f"exchange={exchange}" / f"trade_date={day.isoformat()}"
+    manifest = json.loads((partition / "_manifest.json").read_text())
+    named = {Path(f["path"]).name for f in manifest["files"]}
+    on_disk = {p.name for p in partition.glob("*.parquet")}
+    assert on_disk == named, f"files no manifest names: {sorted(on_disk - named)}; missing: {sorted(named - on_disk)}"
+    curated = [r for name in sorted(named) for r in pq.read_table(partition / name).to_pylist()]
+    ids = sorted((r["symbol"], r["trade_id"]) for r in curated)
+    assert ids == sorted((t.symbol, t.trade_id) for t in trades), "a trade lost or doubled by the kill"
+    leftovers = [p for p in platform.curated_dir.rglob("*") if p.is_dir() and "staging" in p.name.lower()]
+    assert all(not any(p.iterdir()) for p in leftovers), leftovers
+
+
+def test_backfill_dag_fills_a_recorded_gap_and_brings_the_day_up_to_date(platform: Settings) -> None:
+    from candlelake.ingest.gaps import GapLedger
+    from candlelake.sources import binance
+    from tests.fakes.binance_rest import FakeBinanceRest
+
+    exchange, symbol = "binance-usdm", "CHRUSDT"
+    lines = [line for line in BINANCE_USDM.read_text().splitlines() if f'"{symbol.lower()}@aggTrade"' in line]
+    trades = [binance.parse_trade(json.loads(line)["data"], exchange=exchange, source="test") for line in lines]
+    ids = [t.trade_id for t in trades]
+    gap = ids[20:30]
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as handle:
+        handle.write("\n".join(line for line, t in zip(lines, trades, strict=True) if t.trade_id not in gap) + "\n")
+    replay = run_cli("replay", handle.name, "--exchange", exchange)
+    os.unlink(handle.name)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+
+    def landed() -> set[int]:
+        return {r["trade_id"] for r in lake_rows(platform, exchange) if r["symbol"] == symbol}
+
+    wait_for("the trades around the gap in the lake", lambda: landed() >= set(ids) - set(gap), timeout=120)
+    assert not landed() & set(gap)
+    rows(platform, "DELETE FROM trade_gaps WHERE exchange = %s AND symbol = %s RETURNING 1", (exchange, symbol))
+    ledger = GapLedger(platform.pg_dsn())
+    gap_id = ledger.record_ids(exchange, symbol, gap[0], gap[-1], "test: ten ids never received", "e2e")
+    ledger.close_connection()
+
+    recording = Recording.load(BINANCE_USDM)
+    # Start the market at its recorded time: every trade has happened, and none is moved in time.
+    market = LiveReplay(recording, start=datetime.fromtimestamp(recording.first_time_us / 1e6, UTC))
+    started = datetime.now(UTC)
+    with FakeBinanceRest(market, exchange) as rest:
+        result = dags_test(
+            platform,
+            "backfill",
+            {"exchange": exchange, "symbols": [symbol], "source": "rest"},
+            env={"CANDLELAKE_BINANCE_USDM_REST_URL": rest.url},
+        )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "10 sent, 0 not found" in result.stdout + result.stderr
+    [(status, filled)] = rows(platform, "SELECT status, filled FROM trade_gaps WHERE gap_id = %s", (gap_id,))
+    assert (status, filled) == ("filled", 10)
+    assert landed() == set(ids)
+
+    day = datetime.fromtimestamp(trades[0].trade_time_us / 1e6, UTC).date()
+    for dag_id in ("data_quality", "load_curated_candles"):
+        run = next_run(platform, dag_id, started)
+        assert run.state == "success", f"{dag_id}: {failed_task_logs(platform, run)}"
+    curated = {k: v for k, v in pg_candles(platform, exchange).items() if k[1] == symbol and v["trades"] > 0}
+    assert differences(reference_candles(trades), curated) == []
+    assert {v["state"] for v in curated.values()} == {"curated"}
+    assert rows(
+        platform,
+        "SELECT status FROM lake_compactions WHERE exchange = %s AND trade_date = %s ORDER BY started_at DESC LIMIT 1",
+        (exchange, day),
+    ) == [("switched",)]
