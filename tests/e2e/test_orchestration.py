@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -61,6 +62,10 @@ def test_supervisor_restarts_a_killed_streaming_job_and_producer(platform: Setti
     assert stream.healthy() and producer.healthy()
 
 
+def _landed(settings: Settings, exchange: str, count: int) -> bool:
+    return len(lake_rows(settings, exchange)) == count
+
+
 def _compacting(settings: Settings, exchange: str) -> bool:
     return bool(
         rows(settings, "SELECT 1 FROM lake_compactions WHERE exchange = %s AND status = 'running'", (exchange,))
@@ -83,7 +88,7 @@ def test_compaction_killed_mid_run_and_rerun_ends_consistent(platform: Settings)
         ).take(400)
         produce(platform, batch)
         trades += batch
-        wait_for(f"wave {wave} in the lake", lambda n=len(trades): len(lake_rows(platform, exchange)) == n, timeout=120)
+        wait_for(f"wave {wave} in the lake", functools.partial(_landed, platform, exchange, len(trades)), timeout=120)
     conf = {"trade_date": day.isoformat(), "exchanges": [exchange], "wait_for_lake": False}
 
     argv = [str(airflow_bin()), "dags", "test", "lake_compaction", "--conf", json.dumps(conf)]
