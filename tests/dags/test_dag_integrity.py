@@ -233,4 +233,6 @@ def test_supervision_and_manual_dags(parsed: dict[str, Any]) -> None:
         assert dags[dag_id]["timetable"] == "NullTimetable", f"{dag_id} must be manual only"
     assert dags["start_stream"]["params"] == {"source": "simulator", "symbols": []}
     assert set(dags["backfill"]["params"]) == {"exchange", "symbols", "start", "end", "source", "files"}
-    assert {"exchange", "trade_date", "source", "files_dir", "max_mismatch_rate"} <= set(dags["reconcile_klines"]["params"])
+    assert {"exchange", "trade_date", "source", "files_dir", "max_mismatch_rate"} <= set(
+        dags["reconcile_klines"]["params"]
+    )
