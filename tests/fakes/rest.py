@@ -43,11 +43,12 @@ class LoggedRequest:
 class FakeRestServer:
     """Base of the fake exchanges: a context manager serving `route` at `.url` until closed."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        """Serve on 127.0.0.1:`port` (0: any free port, the usual; a fixed one when a URL is configured ahead)."""
         self._lock = threading.Lock()
         self._faults: deque[Reply] = deque()
         self._log: list[LoggedRequest] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         # A short poll interval: `close` waits up to one interval for the serving loop to notice.
         serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
         self._thread = threading.Thread(target=serve, name=type(self).__name__, daemon=True)

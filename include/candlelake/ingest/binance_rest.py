@@ -10,16 +10,22 @@ WebSocket `aggTrade` event without `e`, `E` and `s`::
 continuing after the last id of each page. A spot `/api/v3/ticker/price` entry is
 `{"symbol": "BTCUSDT", "price": "58001.03000000"}` (no time: the answer's arrival time is used); USD-M's
 `/fapi/v1/ticker/price` adds `"time": 1617647797485` (epoch ms).
+
+`/api/v3/klines` (USD-M `/fapi/v1/klines`) answers arrays of 12 fields (candlelake.klines shows one),
+ascending by open time; `startTime` and `endTime` bound the open time, both inclusive, so a range is
+read by asking from its start and continuing 1 ms after the last open time of each page.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from candlelake.ingest.events import PricePoint
 from candlelake.ingest.http import ExchangeRequestError, ExchangeUnavailable, RestClient, json_array_items
+from candlelake.klines import Kline, KlineFormatError, check_interval, parse_kline
 from candlelake.sources.binance import normalize_symbol, parse_trade
 from candlelake.sources.validate import InvalidTrade, Rejection, decimal_field, epoch_us
 from candlelake.trade import Trade
@@ -89,6 +95,40 @@ class BinanceRest:
                 return  # the exchange has nothing more yet (or sent no usable id to continue from)
             next_id = highest + 1
 
+    def klines(self, symbol: str, interval: str, start: datetime, end: datetime) -> Iterator[Kline]:
+        """The klines of `symbol` at `interval` whose open time lies in [start, end), ascending."""
+        symbol = normalize_symbol(symbol)
+        check_interval(interval)
+        next_ms, end_ms = _epoch_ms(start), _epoch_ms(end)
+        while next_ms < end_ms:
+            page = self.client.get_json(
+                f"{self._prefix}/klines",
+                {
+                    "symbol": symbol,
+                    "interval": interval,
+                    "startTime": next_ms,
+                    "endTime": end_ms - 1,
+                    "limit": self.page_limit,
+                },
+            )
+            if not isinstance(page, list):
+                raise ExchangeUnavailable(f"{self.exchange} answered klines with {str(page)[:200]}, not a list")
+            last_ms = next_ms - 1
+            for values in page:
+                try:
+                    if not isinstance(values, list):
+                        raise KlineFormatError("a kline is a JSON array")
+                    kline = parse_kline(values)
+                except KlineFormatError as error:
+                    raise ExchangeUnavailable(f"{self.exchange} sent an unusable kline {values!r}: {error}") from None
+                opened = _epoch_ms(kline.open_time)
+                if next_ms <= opened < end_ms:
+                    last_ms = max(last_ms, opened)
+                    yield kline
+            if len(page) < self.page_limit or last_ms < next_ms:
+                return  # the last page (or nothing usable to continue after)
+            next_ms = last_ms + 1
+
     def unknown_symbols(self, symbols: Iterable[str]) -> list[str]:
         """The symbols this market does not list, in the order given (normalized: `btc/usdt` -> `BTCUSDT`)."""
         wanted = list(dict.fromkeys(normalize_symbol(s) for s in symbols))
@@ -147,6 +187,12 @@ class BinanceRest:
             return parse_trade(record, exchange=self.exchange, source=BACKFILL_SOURCE, symbol=symbol)
         except InvalidTrade as error:
             return Rejection(raw=raw, code=error.code, reason=str(error), source=BACKFILL_SOURCE)
+
+
+def _epoch_ms(moment: datetime) -> int:
+    """Epoch milliseconds of an aware datetime (a naive one is taken as UTC), exactly."""
+    aware = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    return (aware - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
 def _json_list(symbols: list[str]) -> str:
