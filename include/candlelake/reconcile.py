@@ -8,7 +8,9 @@ open time:
 - matched: open, high, low, close and volume equal as exact decimals, and so do the quote volume and
   the taker-buy base and quote volumes when the kline carries them;
 - mismatched: a pair differs in any of those (up to 10 examples are kept: time, field, ours, theirs);
-- missing_candles: a kline without a curated candle; missing_klines: a curated candle without a kline.
+- missing_candles: a kline without a curated candle; missing_klines: a curated candle without a kline
+  between the first and the last kline; candles outside that span are counted as uncovered, not judged
+  (a kline source may end before the day does).
 
 match_rate = matched / klines. The threshold check uses the mismatch rate over every minute either
 side has, (mismatched + missing_candles + missing_klines) / (klines + missing_klines), so a candle the
@@ -91,6 +93,7 @@ class ReconcileResult:
     mismatched: int = 0
     missing_candles: int = 0
     missing_klines: int = 0
+    uncovered: int = 0  # candles outside the span the kline source covers: not compared
     examples: tuple[dict[str, str | None], ...] = ()
     note: str | None = None  # why nothing was compared (no kline source for the exchange)
     reconcile_id: int | None = None
@@ -121,6 +124,7 @@ class ReconcileResult:
             f"{where} ({self.source}): {self.matched} of {self.klines} klines matched ({self.match_rate:.2%}), "
             f"{self.mismatched} mismatched, {self.missing_candles} without a candle, "
             f"{self.missing_klines} candles without a kline"
+            + (f", {self.uncovered} candles outside the klines' span not compared" if self.uncovered else "")
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -177,9 +181,15 @@ def compare(
                 {"open_time": f"{at:%Y-%m-%dT%H:%M:%SZ}", "field": field, "ours": _text(mine), "theirs": _text(other)}
             )
 
+    # Candles outside the klines' own span are not judged: a kline source may end before the day does
+    # (a file or an API range published up to some minute), which says nothing about our candles.
+    first, last = (min(theirs), max(theirs)) if theirs else (None, None)
+    uncovered = 0
     for at in sorted(ours.keys() | theirs.keys()):
         candle, kline = ours.get(at), theirs.get(at)
-        if candle is None:
+        if kline is None and (first is None or at < first or at > last):
+            uncovered += 1
+        elif candle is None:
             missing_candles += 1
             example(at, "candle", None, "kline present")
         elif kline is None:
@@ -202,6 +212,7 @@ def compare(
         mismatched=mismatched,
         missing_candles=missing_candles,
         missing_klines=missing_klines,
+        uncovered=uncovered,
         examples=tuple(examples),
     )
 

@@ -259,12 +259,14 @@ def test_tampered_missing_and_extra_candles_are_counted_with_examples(klines) ->
     candles[5] = replace(candles[5], close=candles[5].close + Decimal("0.00000001"))
     candles[7] = replace(candles[7], volume=candles[7].volume + 1, taker_buy_volume=candles[7].taker_buy_volume + 1)
     del candles[9]  # a kline without a candle
-    extra = replace(candles[-1], open_time=DAY_START + timedelta(days=1))  # a candle the exchange lacks
-    result = compare("binance", "XRPETH", DAY, "files", [*candles, extra], klines)
-    assert (result.klines, result.candles) == (1440, 1440)
-    assert (result.matched, result.mismatched, result.missing_candles, result.missing_klines) == (1437, 2, 1, 1)
-    assert result.match_rate == pytest.approx(1437 / 1440)
-    assert result.mismatch_rate == pytest.approx(4 / 1441)
+    served = [k for i, k in enumerate(klines) if i != 11]  # a candle the exchange lacks, inside its span
+    beyond = replace(candles[-1], open_time=DAY_START + timedelta(days=1))  # after the source's last kline
+    result = compare("binance", "XRPETH", DAY, "files", [*candles, beyond], served)
+    assert (result.klines, result.candles) == (1439, 1440)
+    assert (result.matched, result.mismatched, result.missing_candles, result.missing_klines) == (1436, 2, 1, 1)
+    assert result.uncovered == 1
+    assert result.match_rate == pytest.approx(1436 / 1439)
+    assert result.mismatch_rate == pytest.approx(4 / 1440)
     assert result.examples[0] == {
         "open_time": "2019-10-11T00:05:00Z",
         "field": "close",
@@ -276,7 +278,7 @@ def test_tampered_missing_and_extra_candles_are_counted_with_examples(klines) ->
         ("00:07", "volume"),
         ("00:07", "taker_buy_volume"),
         ("00:09", "candle"),
-        ("00:00", "kline"),
+        ("00:11", "kline"),
     ]
 
 
