@@ -54,7 +54,7 @@ def start_stream() -> None:
             outcome = start_stream(load_settings(), params["source"], symbols, changed_by=context["run_id"])
         except StreamControlError as exc:
             raise AirflowFailException(str(exc)) from None
-        print(outcome.text())
+        print(outcome.summary())
         result: dict[str, Any] = outcome.as_dict()
         return result
 

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 
 
 @dag(
@@ -26,14 +26,6 @@ from airflow.sdk import Param, dag, get_current_context, task
     default_args={"retries": 1, "retry_delay": timedelta(seconds=20), "execution_timeout": timedelta(minutes=5)},
     tags=["candlelake", "stream"],
     doc_md=__doc__,
-    params={
-        "components": Param(
-            ["producer", "stream"],
-            type="array",
-            items={"type": "string", "enum": ["producer", "stream"]},
-            description="What to stop.",
-        ),
-    },
 )
 def stop_stream() -> None:
     @task
@@ -45,10 +37,10 @@ def stop_stream() -> None:
 
         context = get_current_context()
         try:
-            outcome = stop_stream(load_settings(), list(context["params"]["components"]), changed_by=context["run_id"])
+            outcome = stop_stream(load_settings(), changed_by=context["run_id"])
         except StreamControlError as exc:
             raise AirflowFailException(str(exc)) from None
-        print(outcome.text())
+        print(outcome.summary())
         result: dict[str, Any] = outcome.as_dict()
         return result
 

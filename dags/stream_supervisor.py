@@ -4,11 +4,15 @@
 Every two minutes: is the producer alive and sending, is the streaming job alive and keeping up? A
 dead or stuck one is restarted, and every check is kept.
 
-- `supervise_producer`: the producer's process and its heartbeat and counters in `producer_health`;
-  restarts when no process, or no heartbeat for `CANDLELAKE_SUPERVISOR_PRODUCER_MAX_AGE_S`
-- `supervise_stream`: the streaming job's process; per query the last batch time, input vs processing
-  rate, rows dropped by the watermark, and how far its Kafka offsets trail the topic's end; restarts
-  when no process, or no batch or idle report for `CANDLELAKE_SUPERVISOR_BATCH_MAX_AGE_S`
+One task, `supervise_components`, checks both in turn (under a lock that `start_stream` and
+`stop_stream` share, so a stop pressed during a restart waits and then wins):
+
+- the producer: its process and its heartbeat and counters in `producer_health`; restarted when there
+  is no process, or no heartbeat for `CANDLELAKE_SUPERVISOR_PRODUCER_MAX_AGE_S`;
+- the streaming job: its process; per query the last batch time, input vs processing rate, rows
+  dropped by the watermark, and how far its Kafka offsets trail the topic's end; restarted when there
+  is no process, or no batch or idle report for `CANDLELAKE_SUPERVISOR_BATCH_MAX_AGE_S`. Falling behind
+  (processing slower than input while trailing the topic) is reported, not restarted.
 
 The streaming job is relaunched with the apache-spark provider's SparkSubmitHook (connection
 `candlelake_spark`), detached from the task, under the same pid file and log as `candlelake up`
@@ -42,32 +46,23 @@ from airflow.sdk import dag, get_current_context, task
 )
 def stream_supervisor() -> None:
     @task
-    def supervise_producer() -> dict[str, Any]:
+    def supervise_components() -> list[dict[str, Any]]:
+        """Observe, decide, restart and record, the producer first; fail (no retry) when a restart failed."""
+        from airflow.sdk.exceptions import AirflowFailException
+
         from candlelake.config import load_settings
-        from candlelake.supervisor import supervise
+        from candlelake.supervisor import summarize, supervise
 
-        return _report(supervise(load_settings(), "producer", get_current_context()["run_id"]))
+        checks = supervise(load_settings(), get_current_context()["run_id"])
+        for check in checks:
+            print(f"{check.component}: {check.state}, {check.action}: {check.detail}")
+        failed = [c for c in checks if c.action == "restart_failed"]
+        if failed:
+            raise AirflowFailException("; ".join(f"{c.component}: {c.detail}" for c in failed))
+        print(summarize(checks))
+        return [c.as_dict() for c in checks]
 
-    @task
-    def supervise_stream() -> dict[str, Any]:
-        from candlelake.config import load_settings
-        from candlelake.supervisor import supervise
-
-        return _report(supervise(load_settings(), "stream", get_current_context()["run_id"]))
-
-    supervise_producer()
-    supervise_stream()
-
-
-def _report(check: Any) -> dict[str, Any]:
-    """Log the check; fail the task (no retry) when a restart did not bring the component back."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    print(check.text())
-    if check.action == "restart_failed":
-        raise AirflowFailException(check.text())
-    result: dict[str, Any] = check.as_dict()
-    return result
+    supervise_components()
 
 
 stream_supervisor_dag = stream_supervisor()

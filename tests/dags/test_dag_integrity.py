@@ -228,7 +228,7 @@ def test_validation_gates_the_load(parsed: dict[str, Any]) -> None:
 def test_supervision_and_manual_dags(parsed: dict[str, Any]) -> None:
     dags = parsed["dags"]
     assert dags["stream_supervisor"]["max_active_runs"] == 1
-    assert set(dags["stream_supervisor"]["retries"]) == {"supervise_producer", "supervise_stream"}
+    assert set(dags["stream_supervisor"]["retries"]) == {"supervise_components"}
     for dag_id in ("start_stream", "stop_stream", "backfill"):
         assert dags[dag_id]["timetable"] == "NullTimetable", f"{dag_id} must be manual only"
     assert dags["start_stream"]["params"] == {"source": "simulator", "symbols": []}

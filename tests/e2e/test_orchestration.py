@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from candlelake.config import Settings
+from candlelake.lake import compaction
 from candlelake.platform.airflow import airflow_bin, airflow_env
 from candlelake.platform.producer import ProducerComponent
 from candlelake.platform.runtime import pid_alive
@@ -58,6 +59,16 @@ def test_supervisor_restarts_a_killed_streaming_job_and_producer(platform: Setti
         (since,),
     )
     assert [(c, s, a) for c, s, a, _ in checks] == [("producer", "dead", "restarted"), ("stream", "dead", "restarted")]
+    # The next run finds both healthy and measures how far the restarted job trails the topic.
+    again = dags_test(platform, "stream_supervisor", {})
+    assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+    latest = rows(
+        platform,
+        "SELECT DISTINCT ON (component) component, state, action, metrics FROM supervisor_checks "
+        "ORDER BY component, checked_at DESC",
+    )
+    assert [(c, s, a) for c, s, a, _ in latest] == [("producer", "healthy", "none"), ("stream", "healthy", "none")]
+    assert "lake_trades" in json.dumps(latest[1][3]), latest[1][3]
     assert stream.pid() not in (None, stream_pid) and producer.pid() not in (None, producer_pid)
     assert stream.healthy() and producer.healthy()
 
@@ -125,8 +136,8 @@ def test_compaction_killed_mid_run_and_rerun_ends_consistent(platform: Settings)
     curated = [r for name in sorted(named) for r in pq.read_table(partition / name).to_pylist()]
     ids = sorted((r["symbol"], r["trade_id"]) for r in curated)
     assert ids == sorted((t.symbol, t.trade_id) for t in trades), "a trade lost or doubled by the kill"
-    leftovers = [p for p in platform.curated_dir.rglob("*") if p.is_dir() and "staging" in p.name.lower()]
-    assert all(not any(p.iterdir()) for p in leftovers), leftovers
+    staging = compaction.staging_dir(platform.curated_dir, exchange, day)
+    assert not staging.exists() or not any(staging.iterdir()), f"the killed run's staging is left: {staging}"
 
 
 def test_backfill_dag_fills_a_recorded_gap_and_brings_the_day_up_to_date(platform: Settings) -> None:

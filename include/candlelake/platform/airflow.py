@@ -44,6 +44,7 @@ from candlelake.config import Settings
 from candlelake.platform import runtime
 from candlelake.platform.base import Component, Port
 from candlelake.platform.runtime import ComponentError
+from candlelake.platform.stream import SPARK_CONN_ID
 
 # How long one `airflow db migrate` may take: the first run creates ~60 tables on a 2-core machine.
 MIGRATE_TIMEOUT_S = 900.0
@@ -123,6 +124,20 @@ def write_passwords_file(settings: Settings) -> Path:
     return path
 
 
+def spark_connection(settings: Settings) -> dict[str, str]:
+    """The Airflow connection the streaming job is submitted with, as its `AIRFLOW_CONN_<ID>` variable.
+
+    JSON form: the master is the connection's host (local[2], spark://host:7077, ...); the provider's
+    SparkSubmitHook only runs a binary of its allowed names, found on PATH (airflow_env puts ours first).
+    """
+    connection = {
+        "conn_type": "spark",
+        "host": settings.spark_master,
+        "extra": {"deploy-mode": "client", "spark-binary": "spark-submit"},
+    }
+    return {f"AIRFLOW_CONN_{SPARK_CONN_ID.upper()}": json.dumps(connection)}
+
+
 def airflow_config(settings: Settings) -> dict[str, str]:
     """Every Airflow setting we choose, as `AIRFLOW__SECTION__KEY` variables (secrets included)."""
     s = settings
@@ -130,6 +145,7 @@ def airflow_config(settings: Settings) -> dict[str, str]:
     api_url = s.airflow_url
     return {
         "AIRFLOW_HOME": str(airflow_home(s)),
+        **spark_connection(s),
         # --- core
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder(s)),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
@@ -179,6 +195,9 @@ def airflow_env(settings: Settings, base: Mapping[str, str] | None = None) -> di
         env["PYTHONPATH"] = os.pathsep.join([include, *paths])
     # The runtime folder decides where secrets, logs and pids live: tasks must see the one we use.
     env["CANDLELAKE_RUNTIME_DIR"] = str(settings.runtime_dir)
+    # The venv's bin first: a task's SparkSubmitHook runs `spark-submit` from PATH, and it must be pyspark's.
+    venv_bin = str(airflow_bin().parent)
+    env["PATH"] = os.pathsep.join([venv_bin, *(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)])
     return env
 
 

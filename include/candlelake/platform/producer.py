@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg2
 
@@ -22,14 +24,34 @@ class ProducerComponent(Component):
         return []
 
     def start(self) -> int:
+        return self.start_with()
+
+    def argv(self, source: str | None = None, symbols: Sequence[str] | None = None) -> list[str]:
+        """The producer's command line; `source` and `symbols` default to the settings (CANDLELAKE_PRODUCER_*)."""
         s = self.settings
-        argv = [sys.executable, str(s.project_root / "jobs" / "produce.py"), "--source", s.producer_source]
-        if s.producer_source == "simulator":
-            argv += ["--symbols", ",".join(s.simulator_symbols)]
+        source = source or s.producer_source
+        argv = [sys.executable, str(s.project_root / "jobs" / "produce.py"), "--source", source]
+        if source == "simulator":
+            argv += ["--symbols", ",".join(symbols or s.simulator_symbols)]
             argv += ["--rate", str(s.simulator_rate), "--seed", str(s.simulator_seed)]
-        elif s.producer_symbols:  # otherwise the source's own defaults (candlelake.producer.DEFAULT_SYMBOLS)
-            argv += ["--symbols", ",".join(s.producer_symbols)]
-        return runtime.spawn(s, self.name, argv)
+        elif symbols or s.producer_symbols:  # otherwise the source's own defaults (candlelake.producer.DEFAULT_SYMBOLS)
+            argv += ["--symbols", ",".join(symbols or s.producer_symbols)]
+        return argv
+
+    def start_with(self, source: str | None = None, symbols: Sequence[str] | None = None) -> int:
+        """Spawn the producer on an explicit source and symbols (the start_stream DAG's form); no wait."""
+        return runtime.spawn(self.settings, self.name, self.argv(source, symbols))
+
+    def running_argv(self) -> list[str] | None:
+        """The command line of the running producer (from /proc), to tell whether its options changed."""
+        pid = self.pid()
+        if not pid:
+            return None
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
     def healthy(self) -> bool:
         """Alive, and its heartbeat in producer_health is fresh and comes from this very process."""

@@ -9,12 +9,18 @@ streaming queries recorded progress (a batch, or an idle report while no trades 
 `stream_progress` within the last HEALTH_MAX_AGE_S seconds, after this process started. The Spark UI
 answers long before that and keeps answering while a query is stuck on an unreachable Kafka or
 PostgreSQL, so it is shown as the part's URL but not used as its health.
+
+Two ways to launch it, one process: `start()` (what `candlelake up` runs, no Airflow needed) and
+`start_from_airflow()` (the stream supervisor and the start_stream DAG), whose command line the
+apache-spark provider's SparkSubmitHook builds from the Airflow connection `candlelake_spark`. Both
+spawn it detached under the same pid file and log, so `candlelake status` and `down` see one part.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import time
@@ -28,6 +34,10 @@ from candlelake.platform.base import Component, Port
 from candlelake.sinks.stream_progress import STREAM_QUERIES, fresh_queries
 
 HEALTH_MAX_AGE_S = 30.0
+# The Airflow connection the streaming job is submitted with (its master and deploy mode); the platform's
+# Airflow defines it from the settings (candlelake.platform.airflow.spark_connection).
+SPARK_CONN_ID = "candlelake_spark"
+APP_NAME = "candlelake-stream"
 # A progress row written just before the pid file (clock granularity) still counts as this run's.
 _START_SLACK_S = 2.0
 # How long the Python driver gets to stop its queries and Spark before the whole group is signalled.
@@ -62,6 +72,28 @@ class StreamComponent(Component):
     def ports(self) -> list[Port]:
         return [Port(self.settings.spark_ui_port, "CANDLELAKE_SPARK_UI_PORT")]
 
+    def spark_conf(self) -> dict[str, str]:
+        """The Spark settings both launch paths pass."""
+        return {
+            "spark.ui.port": str(self.settings.spark_ui_port),
+            # Fail instead of quietly moving the UI to the next free port, where nobody would look.
+            "spark.port.maxRetries": "0",
+        }
+
+    def submit_env(self) -> dict[str, str]:
+        """spark-submit's environment: ours, with this interpreter for Spark's Python and the venv first on PATH."""
+        env = dict(os.environ)
+        # Driver and workers run this very interpreter, with candlelake and its dependencies installed.
+        env["PYSPARK_PYTHON"] = sys.executable
+        env["PYSPARK_DRIVER_PYTHON"] = sys.executable
+        # The hook names the binary `spark-submit` and lets PATH find it: it must find pyspark's, ours.
+        venv_bin = str(Path(sys.executable).parent)
+        env["PATH"] = os.pathsep.join([venv_bin, *(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)])
+        if self.settings.spark_master.startswith("local"):
+            # Everything stays on this machine: bind the driver and its UI to the platform's host only.
+            env.setdefault("SPARK_LOCAL_IP", self.settings.host)
+        return env
+
     def start(self) -> int:
         s = self.settings
         argv = [
@@ -69,26 +101,53 @@ class StreamComponent(Component):
             "--master",
             s.spark_master,
             "--name",
-            "candlelake-stream",
+            APP_NAME,
             "--driver-memory",
             s.spark_driver_memory,
             "--jars",
             ",".join(str(j) for j in self.jars()),
-            "--conf",
-            f"spark.ui.port={s.spark_ui_port}",
-            # Fail instead of quietly moving the UI to the next free port, where nobody would look.
-            "--conf",
-            "spark.port.maxRetries=0",
-            str(self.job_path),
         ]
-        env = dict(os.environ)
-        # Driver and workers run this very interpreter, with candlelake and its dependencies installed.
-        env["PYSPARK_PYTHON"] = sys.executable
-        env["PYSPARK_DRIVER_PYTHON"] = sys.executable
-        if s.spark_master.startswith("local"):
-            # Everything stays on this machine: bind the driver and its UI to the platform's host only.
-            env.setdefault("SPARK_LOCAL_IP", s.host)
-        return runtime.spawn(s, self.name, argv, env=env)
+        for key, value in self.spark_conf().items():
+            argv += ["--conf", f"{key}={value}"]
+        argv.append(str(self.job_path))
+        return runtime.spawn(s, self.name, argv, env=self.submit_env())
+
+    def submit_argv_from_airflow(self, conn_id: str = SPARK_CONN_ID) -> list[str]:
+        """The spark-submit command line as the apache-spark provider's SparkSubmitHook builds it.
+
+        The connection gives the master and deploy mode; jars, memory and conf come from our settings.
+        The hook quietly falls back to YARN when the connection is missing, so that is checked first.
+        """
+        from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+
+        try:
+            SparkSubmitHook.get_connection(conn_id)
+        except Exception as exc:
+            raise runtime.ComponentError(
+                self.name,
+                f"the Airflow connection {conn_id!r} is not defined ({' '.join(str(exc).split())}); the platform's "
+                f"Airflow defines it as AIRFLOW_CONN_{conn_id.upper()} (candlelake up starts Airflow with it)",
+            ) from None
+        hook = SparkSubmitHook(
+            conn_id=conn_id,
+            conf=self.spark_conf(),
+            jars=",".join(str(j) for j in self.jars()),
+            driver_memory=self.settings.spark_driver_memory,
+            name=APP_NAME,
+        )
+        return hook._build_spark_submit_command(str(self.job_path))
+
+    def start_from_airflow(self, conn_id: str = SPARK_CONN_ID) -> int:
+        """Spawn the job detached (it outlives the Airflow task) with the hook-built command; no wait."""
+        argv = self.submit_argv_from_airflow(conn_id)
+        env = self.submit_env()
+        if not shutil.which(argv[0], path=env["PATH"]):
+            raise runtime.ComponentError(
+                self.name,
+                f"{argv[0]} (the Airflow connection's spark binary) is not on PATH; install the project's "
+                "requirements into this environment (make setup)",
+            )
+        return runtime.spawn(self.settings, self.name, argv, env=env)
 
     def _started_at(self) -> datetime | None:
         try:

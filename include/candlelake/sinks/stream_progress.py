@@ -50,7 +50,8 @@ _NO_WATERMARK = datetime(1970, 1, 1, tzinfo=UTC)
 INSERT_SQL = (
     "INSERT INTO stream_progress (query_name, run_id, batch_id, batch_time, num_input_rows, "
     "input_rows_per_second, processed_rows_per_second, rows_dropped_by_watermark, watermark, duration_ms, "
-    "durations, recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now() - make_interval(secs => %s)) "
+    "durations, end_offsets, recorded_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now() - make_interval(secs => %s)) "
     "ON CONFLICT (query_name, run_id, batch_id) DO UPDATE SET recorded_at = EXCLUDED.recorded_at"
 )
 TOUCH_SQL = (
@@ -79,6 +80,9 @@ class ProgressRow:
     duration_ms: int | None
     # Spark's durationMs breakdown as JSON text (addBatch, walCommit, ...): where a slow batch spent its time.
     durations: str | None = None
+    # The Kafka offsets the batch read up to, {"topic": {"partition": offset}} as JSON text (its sources'
+    # endOffset): the supervisor compares them with the topic's end to tell how far the query trails.
+    end_offsets: str | None = None
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -116,7 +120,30 @@ def progress_row(progress: Mapping[str, Any]) -> ProgressRow:
         watermark=None if watermark == _NO_WATERMARK else watermark,
         duration_ms=None if duration is None else int(duration),
         durations=json.dumps(progress["durationMs"], sort_keys=True) if progress.get("durationMs") else None,
+        end_offsets=end_offsets_json(progress),
     )
+
+
+def end_offsets_json(progress: Mapping[str, Any]) -> str | None:
+    """The batch's Kafka end offsets, merged over its sources, as `{"topic": {"partition": offset}}` JSON.
+
+    Spark renders a Kafka source's endOffset as a JSON object (a string when it could not parse it);
+    a source without offsets (a rate or memory source in tests) adds nothing. None when no source has any.
+    """
+    merged: dict[str, dict[str, int]] = {}
+    for source in progress.get("sources") or []:
+        end = source.get("endOffset")
+        if isinstance(end, str):
+            try:
+                end = json.loads(end)
+            except ValueError:
+                continue
+        if not isinstance(end, Mapping):
+            continue
+        for topic, partitions in end.items():
+            if isinstance(partitions, Mapping):
+                merged.setdefault(str(topic), {}).update({str(p): int(o) for p, o in partitions.items()})
+    return json.dumps(merged, sort_keys=True) if merged else None
 
 
 class ProgressRecorder:
