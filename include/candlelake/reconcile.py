@@ -187,7 +187,7 @@ def compare(
     uncovered = 0
     for at in sorted(ours.keys() | theirs.keys()):
         candle, kline = ours.get(at), theirs.get(at)
-        if kline is None and (first is None or at < first or at > last):
+        if kline is None and (first is None or last is None or at < first or at > last):
             uncovered += 1
         elif candle is None:
             missing_candles += 1
