@@ -7,8 +7,7 @@ Expectations before anything is published: write, audit, publish.
 Runs when `lake_compaction` updates the `curated_trades` asset, for the days that compaction covered;
 trigger it by hand with `exchange` and `trade_date` to re-check one day.
 
-- `plan_days`: the (exchange, day) pairs of the triggering asset events, or the form's, grouped by
-  exchange (one Spark job per exchange)
+- `plan_days`: the (exchange, day) pairs of the triggering asset events, or the form's
 - `recompute_candles`: **write**: `spark-submit jobs/batch_candles.py --stage`: the day's 1m candles
   from the lake's trades (late trades included, empty minutes filled), staged beside the lake
 - `validate_day`: **audit**: `spark-submit jobs/validate_day.py`: the trades suite (no nulls, price and
@@ -56,7 +55,7 @@ JOBS = Path(__file__).resolve().parents[1] / "jobs"
 def data_quality() -> None:
     @task
     def plan_days() -> list[dict[str, Any]]:
-        """The days to check, one entry per exchange with the Spark jobs' arguments."""
+        """The days to check, one entry per (exchange, day) with the Spark jobs' arguments."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         from candlelake.config import load_settings
@@ -75,17 +74,13 @@ def data_quality() -> None:
             raise AirflowSkipException("no day to check: trigger with trade_date (and exchange) in the form")
         run_id = context["run_id"]
         print("checking " + ", ".join(str(d) for d in days))
-        # One spark-submit per exchange for all of its days: a JVM start each, not one per day.
-        by_exchange: dict[str, list[str]] = {}
-        for d in days:
-            by_exchange.setdefault(d.exchange, []).append(d.trade_date.isoformat())
         return [
             {
-                "exchange": exchange,
-                "days": dates,
-                "args": ["--exchange", exchange, *[a for day in dates for a in ("--date", day)], "--run-id", run_id],
+                "exchange": d.exchange,
+                "days": [d.trade_date.isoformat()],
+                "args": ["--exchange", d.exchange, "--date", d.trade_date.isoformat(), "--run-id", run_id],
             }
-            for exchange, dates in by_exchange.items()
+            for d in days
         ]
 
     recompute_candles = SparkSubmitOperator.partial(
@@ -100,7 +95,7 @@ def data_quality() -> None:
 
     @task(execution_timeout=timedelta(hours=2))
     def validate_day(batch: dict[str, Any]) -> dict[str, Any]:
-        """spark-submit the validation of one exchange's days; a failed expectation fails at once (no retry)."""
+        """spark-submit the validation of one exchange's day; a failed expectation fails at once (no retry)."""
         from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
         from airflow.sdk.exceptions import AirflowException, AirflowFailException
 

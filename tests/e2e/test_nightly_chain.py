@@ -138,8 +138,10 @@ def test_compaction_cut_the_files_and_kept_every_trade(platform: Settings, chain
     assert [r[0] for r in found] == DAYS
     assert {r[1] for r in found} == {"switched"}
     assert sum(r[6] for r in found) == TRADES  # every distinct trade once, over the three days
+    # The replay lands a day in one or two lake batches; compaction leaves one file per day here.
+    assert sum(r[3] for r in found) < sum(r[2] for r in found)
     for day, _, before, after, rows_before, dropped, rows_after in found:
-        assert after < before, f"{day}: {before} files became {after}"
+        assert after <= before, f"{day}: {before} files became {after}"
         assert rows_after == rows_before - dropped
 
 

@@ -33,7 +33,7 @@ from candlelake.platform.runtime import pid_alive
 from candlelake.platform.stream import StreamComponent
 from candlelake.simulator import Simulator
 from candlelake.trade import Trade
-from tests.e2e.airflow_support import ARTIFACTS, dags_test, failed_task_logs, next_run, rows
+from tests.e2e.airflow_support import ARTIFACTS, client, dags_test, failed_task_logs, next_run, rows
 from tests.e2e.conftest import run_cli
 from tests.e2e.test_pipeline import differences, lake_rows, pg_candles, produce, wait_for
 from tests.fakes.recording import BINANCE_USDM, LiveReplay, Recording
@@ -43,6 +43,16 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 
 def test_supervisor_restarts_a_killed_streaming_job_and_producer(platform: Settings) -> None:
+    with client(platform) as api:  # the scheduled runs would race this test's own run to the restart
+        api.set_paused("stream_supervisor", True)
+    try:
+        _kill_and_supervise(platform)
+    finally:
+        with client(platform) as api:
+            api.set_paused("stream_supervisor", False)
+
+
+def _kill_and_supervise(platform: Settings) -> None:
     stream, producer = StreamComponent(platform), ProducerComponent(platform)
     stream_pid, producer_pid = stream.pid(), producer.pid()
     assert stream_pid and producer_pid, "the platform's stream and producer should be running"
