@@ -33,6 +33,7 @@ import pyarrow.dataset as ds
 
 from candlelake import batch
 from candlelake.config import load_settings
+from candlelake.lake import catalog
 from candlelake.simulator import Simulator
 from candlelake.spark_session import build_session
 
@@ -117,6 +118,9 @@ def write_lake(lake: Path, n: int, duplicates: float) -> tuple[int, datetime]:
         rows += len(part)
         copy += 1
         print(f"  wrote {rows:,} trades (+{rows_dup:,} late copies in block {copy})", file=sys.stderr)
+    # Readers take a partition's files from its batch records (candlelake.lake.catalog): one for all.
+    for folder in table.glob("exchange=*/trade_date=*"):
+        catalog.write_batch_record(folder, 0, sorted(folder.glob("*.parquet")))
     end_us = int(DAY_START.timestamp()) * 1_000_000 + copy * span_us
     return rows, DAY_START + timedelta(microseconds=end_us - int(DAY_START.timestamp()) * 1_000_000)
 

@@ -5,7 +5,10 @@ jobs/stream_candles.py through candlelake.sinks.parquet_lake) may hold a trade t
 copy arrived after the stream's dedupe window, so the recompute dedupes again on
 (exchange, symbol, trade_id) before aggregating with the same `candles()` the stream uses.
 
-Only the partitions whose trade_date overlaps [start, end) are listed and read; rows are then cut to
+A day's trades are the files candlelake.lake.catalog names, never a folder listing: the curated
+manifest's files (when a curated area is given) plus the committed bronze batches above the manifest's
+covered batch (committed per the lake query's checkpoint when given; without one, every recorded
+batch). Only the days that overlap [start, end) are read; rows are then cut to
 start <= trade_time < end. The close before `start` (for buckets at the start of the range without
 trades) is the price of each market's last trade in the `lookback` before `start`.
 """
@@ -23,6 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DateType, StructField, StructType
 
 from candlelake import transforms
+from candlelake.lake import catalog
 
 TRADES_TABLE = "trades"
 LAKE_PARTITIONS = ("exchange", "trade_date")
@@ -54,18 +58,25 @@ def read_lake_trades(
     symbols: Sequence[str] | None,
     start: datetime,
     end: datetime,
+    *,
+    curated: Path | None = None,
+    checkpoint: Path | None = None,
 ) -> DataFrame:
-    """Trades of `exchange` (and `symbols`, all when None) with start <= trade_time < end, duplicates kept."""
+    """Trades of `exchange` (and `symbols`, all when None) with start <= trade_time < end, duplicates kept.
+
+    `curated`: the curated area (settings.curated_dir) whose manifests replace compacted bronze;
+    `checkpoint`: the lake query's checkpoint (catalog.lake_checkpoint(settings)), so that a batch the
+    stream has not committed is not read. Production callers pass both.
+    """
     start, end = utc(start), utc(end)
     if end <= start:
         raise ValueError(f"the range is empty: end {end.isoformat()} is not after start {start.isoformat()}")
-    table = lake / TRADES_TABLE
-    folders = [table / f"exchange={exchange}" / f"trade_date={d.isoformat()}" for d in _dates(start, end)]
-    existing = [str(p) for p in folders if p.is_dir()]
-    if existing:
-        raw = spark.read.schema(LAKE_SCHEMA).option("basePath", str(table)).parquet(*existing)
-    else:
-        raw = spark.createDataFrame([], LAKE_SCHEMA)
+    files = [
+        path
+        for d in _dates(start, end)
+        for path in catalog.day_files(lake, exchange, d, curated=curated, checkpoint=checkpoint).files
+    ]
+    raw = catalog.read_trades(spark, files, exchange)
     trades = raw.where((F.col("trade_time") >= F.lit(start)) & (F.col("trade_time") < F.lit(end)))
     if symbols:
         trades = trades.where(F.col("symbol").isin(list(symbols)))
@@ -79,10 +90,15 @@ def previous_closes(
     symbols: Sequence[str] | None,
     start: datetime,
     lookback: timedelta = DEFAULT_LOOKBACK,
+    *,
+    curated: Path | None = None,
+    checkpoint: Path | None = None,
 ) -> DataFrame:
     """(exchange, symbol, close): each market's last trade price in [start - lookback, start)."""
     start = utc(start)
-    trades = read_lake_trades(spark, lake, exchange, symbols, start - lookback, start)
+    trades = read_lake_trades(
+        spark, lake, exchange, symbols, start - lookback, start, curated=curated, checkpoint=checkpoint
+    )
     order = F.struct(F.col("trade_time"), F.col("trade_id"))
     return trades.groupBy(*transforms.MARKET_KEY).agg(F.max_by(F.col("price"), order).alias("close"))
 
@@ -96,18 +112,23 @@ def recompute(
     end: datetime,
     interval: str = "1 minute",
     lookback: timedelta = DEFAULT_LOOKBACK,
+    *,
+    curated: Path | None = None,
+    checkpoint: Path | None = None,
 ) -> DataFrame:
     """Curated candles for [start, end): lake trades, deduplicated, aggregated, every empty bucket filled.
 
     Buckets are filled up to `end` for every market with a trade in range or in the `lookback` before
     it; a market's buckets before its first known trade stay empty. The candles before filling are
-    cached (persisted) for the query's lifetime in the session: a day of them is small.
+    cached (persisted) for the query's lifetime in the session: a day of them is small. `curated` and
+    `checkpoint` as in read_lake_trades.
     """
-    trades = transforms.dedupe_trades(read_lake_trades(spark, lake, exchange, symbols, start, end))
+    where = {"curated": curated, "checkpoint": checkpoint}
+    trades = transforms.dedupe_trades(read_lake_trades(spark, lake, exchange, symbols, start, end, **where))
     # fill_empty_intervals reads the candles three times (bounds, closes, the union); caching them
     # keeps that to one pass over the trades. The cache goes with the session (or spark.catalog.clearCache()).
     built = transforms.candles(trades, interval).persist()
-    previous = previous_closes(spark, lake, exchange, symbols, start, lookback) if lookback else None
+    previous = previous_closes(spark, lake, exchange, symbols, start, lookback, **where) if lookback else None
     return transforms.fill_empty_intervals(built, interval, start=utc(start), end=utc(end), previous=previous)
 
 

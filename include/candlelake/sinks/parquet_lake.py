@@ -11,6 +11,10 @@ replayed batch (same id, same rows: Spark re-runs it with the same offsets and s
 the same names, so every file exists once; a batch cut short between renames is completed by its
 replay. Rename is atomic within one file system, so the table and its staging folder must share one
 (both live under the lake folder). Names starting with `_` are skipped by Spark and pyarrow readers.
+
+Each partition folder a batch wrote to also gets `_batches/<batch id>.json` (candlelake.lake.catalog),
+written last and atomically: the files the batch placed there with their rows and bytes. Readers take
+a day's files from these records of committed batches instead of listing the folder.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from candlelake.lake import catalog
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -53,13 +59,18 @@ def publish(staging: Path, table: Path, batch_id: int) -> int:
     for folder, files in sorted(by_folder.items()):
         target = table / folder
         target.mkdir(parents=True, exist_ok=True)
+        names = []
         for index, path in enumerate(sorted(files)):
-            os.replace(path, target / batch_file_name(batch_id, index))
+            names.append(target / batch_file_name(batch_id, index))
+            os.replace(path, names[-1])
             placed += 1
         # An earlier attempt of this batch that wrote more files must not leave the extra ones behind.
         for stale in target.glob(f"batch-{batch_id:012d}-*.parquet"):
             if int(stale.stem.rsplit("-", 1)[1]) >= len(files):
                 stale.unlink()
+        # Last, once the files are in place: readers take a batch's files from this record only (and
+        # only once Spark committed the batch, which it does after this function returns).
+        catalog.write_batch_record(target, batch_id, names)
     shutil.rmtree(staging, ignore_errors=True)
     return placed
 
