@@ -15,6 +15,8 @@ compacts one UTC day (the run's data interval, or `trade_date` in the form) into
   run's days in one job
 - `record_compaction`: logs files, bytes and rows before and after; emits the `curated_trades` asset for
   `data_quality`
+- `expire_bronze`: deletes the stream's files of days older than `CANDLELAKE_BRONZE_RETENTION_DAYS`
+  whose curated manifest covers every batch
 
 Compaction reads only committed data (the lake query's commit log and its batch records, never a file
 listing), never touches the streaming job's checkpoint, verifies row counts and a checksum before it
@@ -140,9 +142,27 @@ def lake_compaction() -> None:
         context["outlet_events"][Asset(CURATED_TRADES)].extra = event_extra(days, run_id)
         return {"days": [str(d) for d in days]}
 
+    @task
+    def expire_bronze() -> list[str]:
+        """Delete the stream's small files of days compacted more than CANDLELAKE_BRONZE_RETENTION_DAYS ago."""
+        from datetime import timedelta
+
+        from candlelake.config import load_settings
+        from candlelake.lake.compaction import expire_bronze as expire
+        from candlelake.orchestration import run_days
+
+        context = get_current_context()
+        params = context["params"]
+        # Keyed by the run's days, not the clock: retention counts from the day after the last one.
+        today = run_days(params["trade_date"], params["through_date"], context.get("data_interval_start"))[-1]
+        done = expire(load_settings(), today + timedelta(days=1))
+        for e in done:
+            print(f"{e.exchange} {e.trade_date}: {e.action} ({e.reason}; {e.files} files, {e.bytes} bytes)")
+        return [f"{e.exchange} {e.trade_date} {e.action}" for e in done]
+
     plan = plan_compaction()
     wait_for_lake() >> plan
-    compact_partition.expand(application_args=plan) >> record_compaction()
+    compact_partition.expand(application_args=plan) >> record_compaction() >> expire_bronze()
 
 
 lake_compaction_dag = lake_compaction()

@@ -1,0 +1,134 @@
+"""Audit one exchange's UTC day before it is published: Great Expectations on its trades and staged candles.
+
+Run with spark-submit or plain python, after `jobs/batch_candles.py --stage` staged the day:
+
+    python jobs/validate_day.py --exchange binance --date 2026-11-20 --run-id manual
+
+Reads the day's trades as the batch does (curated files plus late bronze), the staged candles
+(`<lake>/staging/candles/...`) and a fresh recomputation of them from the same trades, and runs the
+trades and candles suites (candlelake.quality). Every result is kept under CANDLELAKE_REPORTS_DIR,
+the Data Docs site there is rebuilt (data_docs/index.html) and `quality_runs` gets one row per suite.
+
+Prints one JSON summary line on stdout. Exit 0 when both suites pass; 1 when an expectation failed
+(each failed expectation in plain words on stderr: the load must not run); 2 on bad arguments;
+3 when the validation could not run (e.g. PostgreSQL down: nothing was recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from datetime import UTC, date, datetime, time, timedelta
+
+from candlelake import batch, staging, transforms
+from candlelake.config import ConfigError, load_settings
+from candlelake.lake import catalog
+from candlelake.quality import validate
+from candlelake.spark_session import build_session
+
+log = logging.getLogger("candlelake.validate_day")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BROKEN = 0, 1, 2, 3
+
+
+def _day(text: str) -> date:
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):  # fromisoformat also takes 20261120, 2026-W47-5
+            raise ValueError(text)
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
+
+
+def _name(text: str) -> str:
+    value = text.strip()
+    if not value or "/" in value or "=" in value or value.startswith(("_", ".")):
+        raise argparse.ArgumentTypeError(f"not an exchange name: {text!r}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Validate one exchange's UTC day of trades and staged candles.")
+    parser.add_argument("--exchange", required=True, type=_name)
+    parser.add_argument("--date", required=True, type=_day, help="the UTC day, YYYY-MM-DD")
+    parser.add_argument("--run-id", default="manual", help="the Airflow run (recorded with the results)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Validate, record, print the summary; return the exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:  # argparse printed the usage and the error
+        return EXIT_USAGE if exc.code else EXIT_OK
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"validate_day: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    day: date = args.date
+    start = datetime.combine(day, time(0), tzinfo=UTC)
+    end = start + timedelta(days=1)
+    # The same trades the nightly recompute reads: the curated files and the bronze batches after them.
+    curated, checkpoint = settings.curated_dir, catalog.lake_checkpoint(settings)
+    spark = build_session(settings, "candlelake-validate")
+    spark.sparkContext.setLogLevel("WARN")
+    try:
+        trades = batch.read_lake_trades(
+            spark, settings.lake_dir, args.exchange, None, start, end, curated=curated, checkpoint=checkpoint
+        )
+        recomputed = batch.recompute(
+            spark,
+            settings.lake_dir,
+            args.exchange,
+            None,
+            start,
+            end,
+            settings.candle_interval,
+            curated=curated,
+            checkpoint=checkpoint,
+        )
+        stage = staging.read_stage_info(settings.lake_dir, args.exchange, day)
+        staged = None
+        if stage is not None:
+            files = [str(p) for p in staging.staged_files(settings.lake_dir, args.exchange, day)]
+            reader = spark.read.schema(transforms.CANDLE_SCHEMA)
+            staged = reader.parquet(*files) if files else spark.createDataFrame([], transforms.CANDLE_SCHEMA)
+        outcome = validate.validate_day(
+            settings,
+            args.exchange,
+            day,
+            args.run_id,
+            trades=trades,
+            staged=staged,
+            recomputed=recomputed,
+            stage=stage,
+            interval=settings.candle_interval,
+        )
+        spark.catalog.clearCache()
+    except Exception as exc:
+        import psycopg2
+
+        # Exit 3, never 1: 1 means "the data failed an expectation", and nothing was recorded here.
+        if not isinstance(exc, psycopg2.OperationalError | OSError | catalog.CatalogError):
+            log.exception("%s %s: the validation broke", args.exchange, day)
+        print(f"validate_day: {args.exchange} {day}: could not validate: {exc}".strip(), file=sys.stderr)
+        return EXIT_BROKEN
+    finally:
+        spark.stop()
+    print(validate.summary_json(outcome))
+    if outcome.success:
+        log.info("%s %s: every expectation passed; Data Docs: %s", args.exchange, day, outcome.docs_index)
+        return EXIT_OK
+    lines = [f"{args.exchange} {day}: validation failed (the staged candles must not be loaded):"]
+    lines += [f"  - {line}" for line in outcome.failure_lines()]
+    lines += [f"  Data Docs: {s.docs_path or outcome.docs_index}" for s in outcome.suites if not s.success]
+    print("\n".join(lines), file=sys.stderr)
+    return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
