@@ -45,6 +45,8 @@ DAY = date(2026, 11, 20)
 START = datetime(2026, 11, 20, tzinfo=UTC)
 T0 = START + timedelta(hours=12)
 MINUTE = timedelta(minutes=1)
+# A day of a few dozen trades: one partition is plenty.
+TEST_CONF = {"spark.sql.shuffle.partitions": "1", "spark.default.parallelism": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,7 @@ def spark(settings: Settings) -> Iterator[Any]:
     from candlelake.spark_session import build_session
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = build_session(settings, "candlelake-quality-tests", {"spark.sql.shuffle.partitions": "2"})
+    session = build_session(settings, "candlelake-quality-tests", TEST_CONF)
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()

@@ -10,7 +10,9 @@ row passed with the stage's fingerprint.
 
 Cost on a large day: the trades are read once and cached; the recomputation reuses that cache (Spark
 matches the same read plan), and Great Expectations then runs its per-expectation Spark jobs on
-cached data. Identical copies of a trade are collapsed before the trades suite (a trade stored twice
+local checkpoints of the two frames it validates (kept by the executors, with a plan of one step).
+Expectations are first only counted; their unexpected rows are collected only for a suite that fails
+(see `run_suite`). Identical copies of a trade are collapsed before the trades suite (a trade stored twice
 is expected in the lake and deduplicated by the batch; two different rows under one id are not).
 
 Concurrent validations (two exchanges at once) take turns on the context's files through a lock;
@@ -537,53 +539,49 @@ def validate_day(
                     unexpected_count=None,
                 )
             )
-        candles_frame = checked_candles(staged, recomputed, interval).persist()
-        candles_frame.count()
-    distinct = distinct_trades(trades).persist()
+        # Checkpointed, not only cached: Great Expectations plans a few dozen queries on each frame,
+        # and Spark would analyse the whole recomputation's plan for every one of them.
+        candles_frame = checked_candles(staged, recomputed, interval).localCheckpoint(eager=True)
+    distinct = distinct_trades(trades).localCheckpoint(eager=True)
     distinct_rows = distinct.count()
     trades.unpersist()
     prepared = time.monotonic()
 
     run_name = _run_name(exchange, day, run_id)
     reports = settings.reports_dir
-    try:
-        with _locked(reports):
-            context = open_context(reports)
-            t0 = time.monotonic()
-            trades_result, trades_id = run_suite(
-                context,
-                suites.trades_suite(),
-                distinct,
-                index_columns=suites.TRADES_INDEX,
-                run_name=run_name,
-                parameters=suites.day_parameters(day),
-            )
-            trades_seconds = time.monotonic() - t0
-            identifiers = [trades_id]
-            candles_result = None
-            candles_seconds = 0.0
-            if candles_frame is not None:
-                t0 = time.monotonic()
-                candles_result, candles_id = run_suite(
-                    context,
-                    suites.candles_suite(),
-                    candles_frame,
-                    index_columns=suites.CANDLES_INDEX,
-                    run_name=run_name,
-                )
-                candles_seconds = time.monotonic() - t0
-                identifiers.append(candles_id)
-            t0 = time.monotonic()
-            context.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=identifiers)
-            docs_seconds = time.monotonic() - t0
-            trades_docs = _docs_page(context, trades_id)
-            candles_docs = _docs_page(context, identifiers[1]) if candles_result is not None else None
-            pages = [docs_index(reports), *(Path(p) for p in (trades_docs, candles_docs) if p)]
-            localize_logo(reports / DOCS_DIR, pages)
-    finally:
-        distinct.unpersist()
+    with _locked(reports):
+        context = open_context(reports)
+        t0 = time.monotonic()
+        trades_result, trades_id = run_suite(
+            context,
+            suites.trades_suite(),
+            distinct,
+            index_columns=suites.TRADES_INDEX,
+            run_name=run_name,
+            parameters=suites.day_parameters(day),
+        )
+        trades_seconds = time.monotonic() - t0
+        identifiers = [trades_id]
+        candles_result = None
+        candles_seconds = 0.0
         if candles_frame is not None:
-            candles_frame.unpersist()
+            t0 = time.monotonic()
+            candles_result, candles_id = run_suite(
+                context,
+                suites.candles_suite(),
+                candles_frame,
+                index_columns=suites.CANDLES_INDEX,
+                run_name=run_name,
+            )
+            candles_seconds = time.monotonic() - t0
+            identifiers.append(candles_id)
+        t0 = time.monotonic()
+        context.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=identifiers)
+        docs_seconds = time.monotonic() - t0
+        trades_docs = _docs_page(context, trades_id)
+        candles_docs = _docs_page(context, identifiers[1]) if candles_result is not None else None
+        pages = [docs_index(reports), *(Path(p) for p in (trades_docs, candles_docs) if p)]
+        localize_logo(reports / DOCS_DIR, pages)
 
     trades_outcome = _outcome(suites.TRADES_SUITE, trades_result, distinct_rows, None, trades_docs, trades_seconds)
     if candles_result is None or stage is None:
