@@ -118,7 +118,8 @@ def measure(n: int) -> dict[str, Any]:
                     "-c",
                     "import sys; from datetime import date; from candlelake.config import load_settings; "
                     "from candlelake.curated_load import load_day; "
-                    "print(load_day(load_settings(), sys.argv[1], date.fromisoformat(sys.argv[2]), sys.argv[3]).text())",
+                    "day = date.fromisoformat(sys.argv[2]); "
+                    "print(load_day(load_settings(), sys.argv[1], day, sys.argv[3]).text())",
                     exchange,
                     day,
                     run_id,
