@@ -65,17 +65,10 @@ def reconcile_klines() -> None:
         from airflow.sdk.exceptions import AirflowSkipException
 
         from candlelake.config import load_settings
-        from candlelake.orchestration import curated_exchanges, days_from_events, days_from_params, parse_day
+        from candlelake.orchestration import days_for_run
 
         context = get_current_context()
-        events = context["triggering_asset_events"]
-        extras = [e.extra for asset in events for e in events[asset]] if events else []
-        params = context["params"]
-        if params["trade_date"]:
-            known = curated_exchanges(load_settings(), parse_day(params["trade_date"]))
-            days = days_from_params(params["exchange"], params["trade_date"], known)
-        else:
-            days = days_from_events(extras)
+        days = days_for_run(load_settings(), context["params"], context["triggering_asset_events"])
         if not days:
             raise AirflowSkipException("no day to reconcile: trigger with exchange and trade_date in the form")
         return [d.as_dict() for d in days]

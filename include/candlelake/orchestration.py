@@ -114,6 +114,16 @@ def days_from_params(exchange: str, trade_date: str, known: Sequence[str]) -> li
     return [DayKey(e, day) for e in exchanges]
 
 
+def days_for_run(settings: Settings, params: Mapping[str, Any], events: Any) -> list[DayKey]:
+    """The days an asset-triggered DAG works on: the form's (`exchange`, `trade_date`) on a manual run,
+    else every day named by the run's triggering asset events (`context["triggering_asset_events"]`)."""
+    if params.get("trade_date"):
+        known = curated_exchanges(settings, parse_day(params["trade_date"]))
+        return days_from_params(params.get("exchange", ""), params["trade_date"], known)
+    extras = [e.extra for asset in events for e in events[asset]] if events else []
+    return days_from_events(extras)
+
+
 def curated_exchanges(settings: Settings, day: date) -> list[str]:
     """Exchanges with a curated (compacted) partition for `day`."""
     root = settings.curated_dir / "trades"
