@@ -7,8 +7,9 @@ Expectations before anything is published: write, audit, publish.
 Runs when `lake_compaction` updates the `curated_trades` asset, for the days that compaction covered;
 trigger it by hand with `exchange` and `trade_date` to re-check one day.
 
-- `plan_days`: the (exchange, day) pairs of the triggering asset events, or the form's
-- `recompute_candles`: **write**: `spark-submit jobs/batch_candles.py --stage`: the day's 1m candles
+- `plan_days`: the (exchange, day) pairs of the triggering asset events, or the form's, grouped by
+  exchange: each Spark step below runs once per exchange for all of its days
+- `recompute_candles`: **write**: `spark-submit jobs/batch_candles.py --stage`: each day's 1m candles
   from the lake's trades (late trades included, empty minutes filled), staged beside the lake
 - `validate_day`: **audit**: `spark-submit jobs/validate_day.py`: the trades suite (no nulls, price and
   quantity positive, unique trade ids, times inside the day) and the candles suite (low <= open, close
@@ -55,7 +56,7 @@ JOBS = Path(__file__).resolve().parents[1] / "jobs"
 def data_quality() -> None:
     @task
     def plan_days() -> list[dict[str, Any]]:
-        """The days to check, one entry per (exchange, day) with the Spark jobs' arguments."""
+        """The days to check, one entry per exchange with all its days: one Spark job (JVM start) each."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         from candlelake.config import load_settings
@@ -67,13 +68,16 @@ def data_quality() -> None:
             raise AirflowSkipException("no day to check: trigger with trade_date (and exchange) in the form")
         run_id = context["run_id"]
         print("checking " + ", ".join(str(d) for d in days))
+        by_exchange: dict[str, list[str]] = {}
+        for d in days:
+            by_exchange.setdefault(d.exchange, []).append(d.trade_date.isoformat())
         return [
             {
-                "exchange": d.exchange,
-                "days": [d.trade_date.isoformat()],
-                "args": ["--exchange", d.exchange, "--date", d.trade_date.isoformat(), "--run-id", run_id],
+                "exchange": exchange,
+                "days": dates,
+                "args": ["--exchange", exchange, *(a for d in dates for a in ("--date", d)), "--run-id", run_id],
             }
-            for d in days
+            for exchange, dates in by_exchange.items()
         ]
 
     recompute_candles = SparkSubmitOperator.partial(
@@ -88,7 +92,7 @@ def data_quality() -> None:
 
     @task(execution_timeout=timedelta(hours=2))
     def validate_day(batch: dict[str, Any]) -> dict[str, Any]:
-        """spark-submit the validation of one exchange's day; a failed expectation fails at once (no retry)."""
+        """spark-submit the validation of one exchange's days; a failed expectation fails at once (no retry)."""
         from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
         from airflow.sdk.exceptions import AirflowException, AirflowFailException
 

@@ -1,17 +1,20 @@
-"""Audit one exchange's UTC day before it is published: Great Expectations on its trades and staged candles.
+"""Audit an exchange's UTC days before they are published: Great Expectations on trades and staged candles.
 
 Run with spark-submit or plain python, after `jobs/batch_candles.py --stage` staged the day:
 
-    python jobs/validate_day.py --exchange binance --date 2026-11-20 --run-id manual
+    python jobs/validate_day.py --exchange binance --date 2026-11-20 [--date 2026-11-21 ...] --run-id manual
 
-Reads the day's trades as the batch does (curated files plus late bronze), the staged candles
+Repeat `--date` to validate several days in one Spark session (one JVM start); each day is validated
+and recorded on its own. Reads each day's trades as the batch does (curated files plus late bronze), the staged candles
 (`<lake>/staging/candles/...`) and a fresh recomputation of them from the same trades, and runs the
 trades and candles suites (candlelake.quality). Every result is kept under CANDLELAKE_REPORTS_DIR,
 the Data Docs site there is rebuilt (data_docs/index.html) and `quality_runs` gets one row per suite.
 
-Prints one JSON summary line on stdout. Exit 0 when both suites pass; 1 when an expectation failed
-(each failed expectation in plain words on stderr: the load must not run); 2 on bad arguments;
-3 when the validation could not run (e.g. PostgreSQL down: nothing was recorded).
+Prints one JSON summary line per day on stdout. Exit 0 when both suites pass on every day; 1 when an
+expectation failed on some day (each failed expectation in plain words on stderr: that day must not be
+loaded); 2 on bad arguments; 3 when a validation could not run (e.g. PostgreSQL down: nothing was
+recorded for that day). The days after a failed one are still validated; after a broken one they are
+not (whatever broke it would break them too).
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ import re
 import sys
 from datetime import UTC, date, datetime, time, timedelta
 
+from pyspark.sql import SparkSession
+
 from candlelake import batch, staging, transforms
-from candlelake.config import ConfigError, load_settings
+from candlelake.config import ConfigError, Settings, load_settings
 from candlelake.lake import catalog
 from candlelake.quality import validate
 from candlelake.spark_session import build_session
@@ -50,9 +55,11 @@ def _name(text: str) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Validate one exchange's UTC day of trades and staged candles.")
+    parser = argparse.ArgumentParser(description="Validate an exchange's UTC days of trades and staged candles.")
     parser.add_argument("--exchange", required=True, type=_name)
-    parser.add_argument("--date", required=True, type=_day, help="the UTC day, YYYY-MM-DD")
+    parser.add_argument(
+        "--date", required=True, type=_day, action="append", dest="dates", help="a UTC day, YYYY-MM-DD (repeatable)"
+    )
     parser.add_argument("--run-id", default="manual", help="the Airflow run (recorded with the results)")
     return parser.parse_args(argv)
 
@@ -69,61 +76,64 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"validate_day: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    day: date = args.date
+    spark = build_session(settings, "candlelake-validate")
+    spark.sparkContext.setLogLevel("WARN")
+    code = EXIT_OK
+    try:
+        for day in sorted(set(args.dates)):
+            day_code = _validate(spark, settings, args.exchange, day, args.run_id)
+            code = max(code, day_code)
+            if day_code == EXIT_BROKEN:
+                break
+    finally:
+        spark.stop()
+    return code
+
+
+def _validate(spark: SparkSession, settings: Settings, exchange: str, day: date, run_id: str) -> int:
+    """Validate and record one day; print its summary (stdout) and failures (stderr); its exit code."""
     start = datetime.combine(day, time(0), tzinfo=UTC)
     end = start + timedelta(days=1)
     # The same trades the nightly recompute reads: the curated files and the bronze batches after them.
     curated, checkpoint = settings.curated_dir, catalog.lake_checkpoint(settings)
-    spark = build_session(settings, "candlelake-validate")
-    spark.sparkContext.setLogLevel("WARN")
+    lake = settings.lake_dir
     try:
-        trades = batch.read_lake_trades(
-            spark, settings.lake_dir, args.exchange, None, start, end, curated=curated, checkpoint=checkpoint
-        )
+        trades = batch.read_lake_trades(spark, lake, exchange, None, start, end, curated=curated, checkpoint=checkpoint)
         recomputed = batch.recompute(
-            spark,
-            settings.lake_dir,
-            args.exchange,
-            None,
-            start,
-            end,
-            settings.candle_interval,
-            curated=curated,
-            checkpoint=checkpoint,
+            spark, lake, exchange, None, start, end, settings.candle_interval, curated=curated, checkpoint=checkpoint
         )
-        stage = staging.read_stage_info(settings.lake_dir, args.exchange, day)
+        stage = staging.read_stage_info(lake, exchange, day)
         staged = None
         if stage is not None:
-            files = [str(p) for p in staging.staged_files(settings.lake_dir, args.exchange, day)]
+            files = [str(p) for p in staging.staged_files(lake, exchange, day)]
             reader = spark.read.schema(transforms.CANDLE_SCHEMA)
             staged = reader.parquet(*files) if files else spark.createDataFrame([], transforms.CANDLE_SCHEMA)
         outcome = validate.validate_day(
             settings,
-            args.exchange,
+            exchange,
             day,
-            args.run_id,
+            run_id,
             trades=trades,
             staged=staged,
             recomputed=recomputed,
             stage=stage,
             interval=settings.candle_interval,
         )
-        spark.catalog.clearCache()
     except Exception as exc:
         import psycopg2
 
         # Exit 3, never 1: 1 means "the data failed an expectation", and nothing was recorded here.
         if not isinstance(exc, psycopg2.OperationalError | OSError | catalog.CatalogError):
-            log.exception("%s %s: the validation broke", args.exchange, day)
-        print(f"validate_day: {args.exchange} {day}: could not validate: {exc}".strip(), file=sys.stderr)
+            log.exception("%s %s: the validation broke", exchange, day)
+        print(f"validate_day: {exchange} {day}: could not validate: {exc}".strip(), file=sys.stderr)
         return EXIT_BROKEN
     finally:
-        spark.stop()
-    print(validate.summary_json(outcome))
+        spark.catalog.clearCache()  # the day's cached trades; the next day reads its own
+    print(validate.summary_json(outcome), flush=True)
     if outcome.success:
-        log.info("%s %s: every expectation passed; Data Docs: %s", args.exchange, day, outcome.docs_index)
+        log.info("%s %s: every expectation passed; Data Docs: %s", exchange, day, outcome.docs_index)
         return EXIT_OK
-    lines = [f"{args.exchange} {day}: validation failed (the staged candles must not be loaded):"]
+    lines = [f"{exchange} {day}: validation failed (the staged candles must not be loaded):"]
     lines += [f"  - {line}" for line in outcome.failure_lines()]
     lines += [f"  Data Docs: {s.docs_path or outcome.docs_index}" for s in outcome.suites if not s.success]
     print("\n".join(lines), file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The whole platform, started once per test session with the real `candlelake up`.
+"""The whole platform, started once for the e2e tier with the real `candlelake up`.
 
 A platform that is already up is reused (`up` is idempotent); whatever this session started is
 stopped at the end unless CANDLELAKE_KEEP_UP=1.
@@ -30,7 +30,9 @@ def run_cli(*args: str, timeout: float = 900, env: dict[str, str] | None = None)
     )
 
 
-@pytest.fixture(scope="session")
+# Package scope: the platform stops when the e2e tier ends, so the tiers after it get the machine
+# (and its PostgreSQL) to themselves; a running stream closes every live candle it passes.
+@pytest.fixture(scope="package")
 def platform() -> Iterator[Settings]:
     was_up = run_cli("status").returncode == 0
     started = time.monotonic()

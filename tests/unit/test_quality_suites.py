@@ -228,6 +228,12 @@ def test_batch_date_means_one_whole_utc_day() -> None:
     assert args.stage and args.run_id == "r1"
 
 
+def test_batch_stages_several_days_in_one_job_sorted_once_each() -> None:
+    days = ("2026-11-21", "2026-11-20", "2026-11-21")
+    args = batch_args("--exchange", "binance", *(a for d in days for a in ("--date", d)), "--stage")
+    assert args.dates == [date(2026, 11, 20), date(2026, 11, 21)]
+
+
 def test_batch_start_and_end_still_work_for_the_other_targets() -> None:
     args = batch_args(
         "--exchange", "x", "--start", "2026-11-20T01:00:00Z", "--end", "2026-11-20T02:00:00Z", "--output", "/tmp/o"
@@ -244,6 +250,7 @@ def test_batch_start_and_end_still_work_for_the_other_targets() -> None:
         ["--date", "2026-11-20", "--symbols", "BTCUSDT", "--stage"],  # a part of the day's markets
         ["--date", "2026-11-31", "--stage"],
         ["--date", "20261120", "--stage"],
+        ["--date", "2026-11-20", "--date", "2026-11-21", "--write-postgres"],  # several days, not staged
     ],
 )
 def test_batch_rejects_what_cannot_be_staged(argv: list[str], capsys) -> None:
