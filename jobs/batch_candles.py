@@ -9,9 +9,10 @@ Run with spark-submit or plain python:
 
 Reads `<CANDLELAKE_LAKE_DIR>/trades` (only the trade_date partitions in range), dedupes, builds the
 candles at the base interval, fills empty intervals, and upserts them as 'curated', writes Parquet, or
-stages whole UTC days (`--stage`, candlelake.staging) for jobs/validate_day.py to audit and the
-curated load to publish. `--date D` is short for `--start D --end D+1`; with `--stage` it may be
-repeated, so that one Spark session (one JVM start) stages all of a nightly run's days.
+stages whole UTC days (`--stage`, candlelake.staging; today only up to the live watermark) for
+jobs/validate_day.py to audit and the curated load to publish. `--date D` is short for
+`--start D --end D+1`; with `--stage` it may be repeated, so that one Spark session (one JVM start)
+stages all of a nightly run's days.
 Prints a JSON summary on stdout, one line per staged day. Exit 0 on success, 2 on bad arguments.
 """
 
@@ -23,6 +24,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -122,13 +124,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, settings.candle_interval)
     spark = build_session(settings, "candlelake-batch")
     spark.sparkContext.setLogLevel("WARN")
-    lines: list[dict[str, object]] = []
+    lines: list[Mapping[str, object]] = []
     try:
         if args.stage:
             for day in args.dates:
                 start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
-                candles, trades_read, started = _recompute(spark, settings, args, start, start + timedelta(days=1))
-                stage = staging.write_stage(candles, settings.lake_dir, args.exchange, day, args.run_id)
+                # A day not over yet is staged only up to the live watermark (batch.settled_end).
+                end = batch.settled_end(
+                    start + timedelta(days=1), datetime.now(UTC), settings.watermark_delay, args.interval
+                )
+                if end <= start:
+                    log.warning("%s %s: nothing of the day is behind the watermark yet; not staged", args.exchange, day)
+                    continue
+                candles, trades_read, started = _recompute(spark, settings, args, start, end)
+                stage = staging.write_stage(candles, settings.lake_dir, args.exchange, day, args.run_id, until=end)
                 summary = batch.summarize(candles, trades_read, started)
                 lines.append({**summary.as_dict(), "stage": asdict(stage)})
                 log.info("%s %s: %d candles staged (%s)", args.exchange, day, stage.rows, stage.fingerprint)

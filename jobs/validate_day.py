@@ -93,7 +93,15 @@ def main(argv: list[str] | None = None) -> int:
 def _validate(spark: SparkSession, settings: Settings, exchange: str, day: date, run_id: str) -> int:
     """Validate and record one day; print its summary (stdout) and failures (stderr); its exit code."""
     start = datetime.combine(day, time(0), tzinfo=UTC)
-    end = start + timedelta(days=1)
+    stage = staging.read_stage_info(settings.lake_dir, exchange, day)
+    # Recompute what was staged: the whole day, or the part of today that had settled at staging time.
+    end = (
+        stage.end()
+        if stage
+        else batch.settled_end(
+            start + timedelta(days=1), datetime.now(UTC), settings.watermark_delay, settings.candle_interval
+        )
+    )
     # The same trades the nightly recompute reads: the curated files and the bronze batches after them.
     curated, checkpoint = settings.curated_dir, catalog.lake_checkpoint(settings)
     lake = settings.lake_dir
@@ -102,7 +110,6 @@ def _validate(spark: SparkSession, settings: Settings, exchange: str, day: date,
         recomputed = batch.recompute(
             spark, lake, exchange, None, start, end, settings.candle_interval, curated=curated, checkpoint=checkpoint
         )
-        stage = staging.read_stage_info(lake, exchange, day)
         staged = None
         if stage is not None:
             files = [str(p) for p in staging.staged_files(lake, exchange, day)]

@@ -40,9 +40,26 @@ LAKE_SCHEMA = StructType(
 )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def utc(moment: datetime) -> datetime:
     """An aware UTC datetime; a naive one is taken to mean UTC."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def settled_end(day_end: datetime, now: datetime, watermark_delay: str, interval: str) -> datetime:
+    """Where a recompute of a day should stop: the day's end, or for a day not over yet the last whole bucket
+    behind the live watermark (now - delay).
+
+    A curated candle is final for the live path (a live upsert never overwrites it), so a bucket that
+    can still get on-time trades must stay live: recomputing it, or filling the rest of the day with
+    empty candles, would freeze it.
+    """
+    step = transforms.interval_micros(interval)
+    behind = utc(now) - timedelta(microseconds=transforms.interval_micros(watermark_delay))
+    micros = (behind - _EPOCH) // timedelta(microseconds=1) // step * step
+    return min(utc(day_end), _EPOCH + timedelta(microseconds=micros))
 
 
 def _dates(start: datetime, end: datetime) -> list[date]:

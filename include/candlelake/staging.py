@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +41,13 @@ class StageInfo:
     fingerprint: str
     run_id: str
     written_at: str
+    # ISO UTC end (exclusive) of what was recomputed: the day's end, or the settled part of a day not
+    # over yet (batch.settled_end). Blank in records written before it existed: the whole day.
+    until: str = ""
+
+    def end(self) -> datetime:
+        day_end = datetime.combine(date.fromisoformat(self.trade_date), time(0), tzinfo=UTC) + timedelta(days=1)
+        return datetime.fromisoformat(self.until) if self.until else day_end
 
 
 def stage_root(lake: Path) -> Path:
@@ -81,8 +88,11 @@ def fingerprint(df: DataFrame) -> tuple[int, str]:
     return int(row["n"]), f"{int(row['n'])}:{int(row['h'])}"
 
 
-def write_stage(df: DataFrame, lake: Path, exchange: str, day: date, run_id: str) -> StageInfo:
-    """Stage `df` (one exchange's day of candles) in place of what was staged before; return its record."""
+def write_stage(
+    df: DataFrame, lake: Path, exchange: str, day: date, run_id: str, until: datetime | None = None
+) -> StageInfo:
+    """Stage `df` (one exchange's day of candles, up to `until` or the whole day) in place of what was
+    staged before; return its record."""
     target = stage_dir(lake, exchange, day)
     fresh = target.with_name(f"_new-{target.name}-{os.getpid()}")
     old = target.with_name(f"_old-{target.name}-{os.getpid()}")
@@ -90,7 +100,8 @@ def write_stage(df: DataFrame, lake: Path, exchange: str, day: date, run_id: str
     frame = df.coalesce(1)
     frame.write.mode("overwrite").parquet(str(fresh))
     rows, print_ = fingerprint(df)
-    info = StageInfo(exchange, day.isoformat(), rows, print_, run_id, datetime.now(UTC).isoformat(timespec="seconds"))
+    written = datetime.now(UTC).isoformat(timespec="seconds")
+    info = StageInfo(exchange, day.isoformat(), rows, print_, run_id, written, until.isoformat() if until else "")
     (fresh / STAGE_INFO).write_text(json.dumps(asdict(info), indent=1) + "\n")
     for marker in fresh.glob("_SUCCESS"):
         marker.unlink()

@@ -37,9 +37,6 @@ from tests.e2e.test_pipeline import lake_rows, wait_for
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(1800),
-    # Its first run (this session, with four other jobs on two cores) compacted, recomputed and
-    # validated the three days through the scheduler, but timed out waiting for the validation.
-    pytest.mark.skip(reason="not yet passed against the platform: the session ended first"),
 ]
 
 ROOT = Path(__file__).resolve().parents[2]

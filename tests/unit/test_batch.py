@@ -330,3 +330,27 @@ def test_candles_equal_binance_klines_including_empty_intervals(xrpeth_trades, i
             assert D(repr(binance)) == candle[name], (open_ms, name, binance, candle[name])
         empty += candle["trades"] == 0
     assert empty > 0  # the comparison covered intervals without trades
+
+
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [
+        # A finished day ends at midnight, however long ago.
+        (datetime(2026, 11, 22, 3, 0, tzinfo=UTC), datetime(2026, 11, 21, tzinfo=UTC)),
+        # A day still running stops at the last whole minute behind now - 2 minutes.
+        (datetime(2026, 11, 20, 10, 3, 59, 999_999, tzinfo=UTC), datetime(2026, 11, 20, 10, 1, tzinfo=UTC)),
+        (datetime(2026, 11, 20, 10, 3, tzinfo=UTC), datetime(2026, 11, 20, 10, 1, tzinfo=UTC)),
+        # Minutes after midnight: the previous day is whole once its last minute is behind the watermark.
+        (datetime(2026, 11, 21, 0, 1, 30, tzinfo=UTC), datetime(2026, 11, 20, 23, 59, tzinfo=UTC)),
+        (datetime(2026, 11, 21, 0, 2, tzinfo=UTC), datetime(2026, 11, 21, tzinfo=UTC)),
+    ],
+)
+def test_settled_end_stops_a_running_day_at_the_watermark(now: datetime, expected: datetime) -> None:
+    assert batch.settled_end(datetime(2026, 11, 21, tzinfo=UTC), now, "2 minutes", "1 minute") == expected
+
+
+def test_settled_end_keeps_whole_buckets_of_the_interval() -> None:
+    now = datetime(2026, 11, 20, 10, 47, tzinfo=UTC)
+    assert batch.settled_end(datetime(2026, 11, 21, tzinfo=UTC), now, "2 minutes", "15 minutes") == datetime(
+        2026, 11, 20, 10, 45, tzinfo=UTC
+    )
