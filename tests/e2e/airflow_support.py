@@ -35,7 +35,34 @@ def dags_test(
     env: Mapping[str, str] | None = None,
     timeout: float = 900,
 ) -> subprocess.CompletedProcess[str]:
-    """`airflow dags test DAG --conf ...` in a child process; its output is saved as an artifact."""
+    """`airflow dags test DAG --conf ...` in a child process; its output is saved as an artifact.
+
+    The DAG is paused meanwhile: the scheduler also takes up a `dags test` run of an unpaused DAG and
+    runs its tasks a second time, racing the child (seen: a deadlock on `dag_run`). A paused DAG's runs
+    are left to the child alone; its earlier paused state is restored afterwards.
+    """
+    with client(settings) as api:
+        info = api.get_dag(dag_id)
+        was_paused = bool(info and info.is_paused)
+        if not was_paused:
+            api.set_paused(dag_id, True)
+    try:
+        return _dags_test(settings, dag_id, conf, mark_success=mark_success, env=env, timeout=timeout)
+    finally:
+        if not was_paused:
+            with client(settings) as api:
+                api.set_paused(dag_id, False)
+
+
+def _dags_test(
+    settings: Settings,
+    dag_id: str,
+    conf: Mapping[str, Any],
+    *,
+    mark_success: str | None,
+    env: Mapping[str, str] | None,
+    timeout: float,
+) -> subprocess.CompletedProcess[str]:
     argv = [str(airflow_bin()), "dags", "test", dag_id, "--conf", json.dumps(dict(conf))]
     if mark_success:
         argv += ["--mark-success-pattern", mark_success]

@@ -1,29 +1,28 @@
-"""Trades later than the watermark: counted, absent from the live candles, corrected by the nightly chain."""
+"""Trades later than the watermark: counted, absent from the live candles, corrected by the nightly chain.
+
+The chain runs as in production: a `lake_compaction` run triggered through the scheduler, whose asset
+starts `data_quality` (recompute, validate), whose asset starts `load_curated_candles`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
+from decimal import Decimal
 
 import psycopg2
 import pytest
 
 from candlelake.config import Settings
 from candlelake.simulator import Simulator
-from tests.e2e.airflow_support import dags_test, rows
+from tests.e2e.airflow_support import failed_task_logs, next_run, rows, trigger
 from tests.e2e.test_pipeline import differences, lake_rows, pg_candles, produce, wait_for
 from tests.support.reference_candles import reference_candles
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def dropped_by_watermark_since(settings: Settings, since: datetime) -> int:
@@ -38,13 +37,15 @@ def dropped_by_watermark_since(settings: Settings, since: datetime) -> int:
     return value
 
 
-def test_late_trades_are_counted_kept_out_of_live_candles_and_corrected_by_the_batch(platform: Settings) -> None:
+def test_late_trades_are_counted_kept_out_of_live_candles_and_corrected_by_the_nightly_chain(
+    platform: Settings,
+) -> None:
     exchange = f"late{uuid.uuid4().hex[:8]}"
     now_us = time.time_ns() // 1000
     on_time = Simulator(
         ["LATEUSDT"], rate=5, seed=11, start_time_us=now_us - 20_000_000, exchange=exchange, first_trade_id=1_000
     ).take(60)
-    # Ten minutes old: far beyond the 2-minute watermark the on-time trades have pushed forward.
+    # Ten minutes old: far beyond the 2-minute watermark, minutes the live candles never get.
     late = Simulator(
         ["LATEUSDT"], rate=2, seed=12, start_time_us=now_us - 600_000_000, exchange=exchange, first_trade_id=1
     ).take(20)
@@ -53,112 +54,65 @@ def test_late_trades_are_counted_kept_out_of_live_candles_and_corrected_by_the_b
     since = datetime.now(UTC)
     produce(platform, late)
 
-    wait_for(
-        "the late trades counted as dropped by the watermark",
-        lambda: dropped_by_watermark_since(platform, since) >= len(late),
-        timeout=120,
-    )
-    wait_for("every trade in the lake", lambda: len(lake_rows(platform, exchange)) == len(on_time) + len(late))
-    live = pg_candles(platform, exchange)
-    assert differences(reference_candles(on_time), live) == []  # the late minutes are not in the live candles
-
-    start = datetime.fromtimestamp(late[0].trade_time_us // 60_000_000 * 60, UTC)
-    end = datetime.fromtimestamp(on_time[-1].trade_time_us // 60_000_000 * 60 + 60, UTC)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "jobs" / "batch_candles.py"),
-            "--exchange",
-            exchange,
-            "--start",
-            start.isoformat(),
-            "--end",
-            end.isoformat(),
-            "--write-postgres",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["trades_read"] == len(on_time) + len(late)
-
-    curated = pg_candles(platform, exchange)
-    truth = reference_candles(on_time + late)
-    trading = {k: v for k, v in curated.items() if v["trades"] > 0}
-    assert differences(truth, trading) == []
-    assert {c["state"] for c in curated.values()} == {"curated"}
-    # Between the late minutes and the on-time ones, every minute is there: empty ones carry the close.
-    minutes = sorted(curated)
-    assert len(minutes) == int((end - start).total_seconds() // 60)
-    for before, after in itertools.pairwise(minutes):
-        if curated[after]["trades"] == 0:
-            assert curated[after]["open"] == curated[after]["close"] == curated[before]["close"]
-
-
-@pytest.mark.skip(reason="written with issue 5, not yet run against the platform: the session ended first")
-def test_late_trades_are_counted_kept_out_of_live_candles_and_corrected_by_the_nightly_chain(
-    platform: Settings,
-) -> None:
-    exchange = f"late{uuid.uuid4().hex[:8]}"
-    now_us = time.time_ns() // 1000
-    # Two and a half minutes of trades ending 30 s ago: the first minute's live candle is behind the
-    # 2-minute watermark by the end.
-    on_time = Simulator(
-        ["LATEUSDT"], rate=0.4, seed=11, start_time_us=now_us - 180_000_000, exchange=exchange, first_trade_id=1_000
-    ).take(60)
-    # Ten minutes old: minutes the live candles never had.
-    late = Simulator(
-        ["LATEUSDT"], rate=2, seed=12, start_time_us=now_us - 600_000_000, exchange=exchange, first_trade_id=1
-    ).take(20)
-    # A straggler inside the first on-time minute, sent after its live candle was built: the curated
-    # load must correct that candle.
+    # A straggler inside the first on-time minute, sent once the watermark has closed the live candles
+    # (they are then also behind the cut a recompute of today makes): the curated load must correct a
+    # closed candle and record it.
     first = on_time[0]
-    straggler = dataclasses.replace(first, trade_id=5_000, price=first.price * 2, trade_time_us=first.trade_time_us + 1)
-    produce(platform, on_time)
-    wait_for("the on-time candles", lambda: not differences(reference_candles(on_time), pg_candles(platform, exchange)))
-    since = datetime.now(UTC)
-    produce(platform, [*late, straggler])
-
+    first_minute = datetime.fromtimestamp(first.trade_time_us // 60_000_000 * 60, UTC)
     wait_for(
-        "the late trades counted as dropped by the watermark",
+        "the on-time minutes closed by the watermark",
+        lambda: {c["state"] for c in pg_candles(platform, exchange).values()} == {"closed"},
+        timeout=300,
+    )
+    straggler = dataclasses.replace(first, trade_id=5_000, price=first.price * 2, trade_time_us=first.trade_time_us + 1)
+    produce(platform, [straggler])
+    wait_for(
+        "the late trades and the straggler counted as dropped by the watermark",
         lambda: dropped_by_watermark_since(platform, since) >= len(late) + 1,
         timeout=120,
     )
-    everything = on_time + late + [straggler]
+    everything = [*on_time, *late, straggler]
     wait_for("every trade in the lake", lambda: len(lake_rows(platform, exchange)) == len(everything))
     live = pg_candles(platform, exchange)
-    assert differences(reference_candles(on_time), live) == []  # the late trades are not in the live candles
+    assert differences(reference_candles(on_time), live) == []  # neither the late trades nor the straggler
 
     days = sorted({datetime.fromtimestamp(t.trade_time_us / 1e6, UTC).date() for t in everything})
-    for day in days:  # one day, unless the test runs across midnight UTC
-        conf = {"exchange": exchange, "trade_date": day.isoformat()}
-        compaction = {"trade_date": day.isoformat(), "exchanges": [exchange], "wait_for_lake": False}
-        chain = (("lake_compaction", compaction), ("data_quality", conf), ("load_curated_candles", conf))
-        for dag_id, dag_conf in chain:
-            result = dags_test(platform, dag_id, dag_conf)
-            assert result.returncode == 0, f"{dag_id}:\n{(result.stdout + result.stderr)[-4000:]}"
+    started = datetime.now(UTC)
+    compaction = trigger(
+        platform,
+        "lake_compaction",
+        {
+            "trade_date": days[0].isoformat(),
+            "through_date": days[-1].isoformat(),  # the same day, unless the test runs across midnight UTC
+            "exchanges": [exchange],
+            "wait_for_lake": False,
+        },
+    )
+    assert compaction.state == "success", failed_task_logs(platform, compaction)
+    for dag_id in ("data_quality", "load_curated_candles"):  # started by the assets, not by the test
+        run = next_run(platform, dag_id, started)
+        assert run.state == "success", f"{dag_id} {run.state}:\n{failed_task_logs(platform, run)}"
 
     curated = pg_candles(platform, exchange)
     truth = reference_candles(everything)
     trading = {k: v for k, v in curated.items() if v["trades"] > 0}
     assert differences(truth, trading) == []
     assert {c["state"] for c in curated.values()} == {"curated"}
-    # Between the late minutes and the on-time ones, every minute is there: empty ones carry the close.
+    # From the first late minute on, every minute is there: the empty ones carry the last close.
     minutes = sorted(curated)
+    assert minutes[0][2] == datetime.fromtimestamp(late[0].trade_time_us // 60_000_000 * 60, UTC)
     for before, after in itertools.pairwise(minutes):
         assert (after[2] - before[2]).total_seconds() == 60
         if curated[after]["trades"] == 0:
             assert curated[after]["open"] == curated[after]["close"] == curated[before]["close"]
-    # The straggler's minute is a late-data correction, recorded with its values before and after.
+    # The straggler's minute is the one late-data correction, with its values before and after.
     corrected = rows(
         platform,
         "SELECT c.open_time, c.was_state, c.before, c.after, l.changed FROM candle_corrections c "
         "JOIN curated_loads l USING (load_id) WHERE c.exchange = %s",
         (exchange,),
     )
-    straggler_minute = datetime.fromtimestamp(first.trade_time_us // 60_000_000 * 60, UTC)
-    assert [r[0] for r in corrected] == [straggler_minute]
-    assert corrected[0][1] in ("live", "closed") and corrected[0][4] == 1
+    assert [(r[0], r[1], r[4]) for r in corrected] == [(first_minute, "closed", 1)]
+    fixed = curated[(exchange, "LATEUSDT", first_minute)]
+    assert Decimal(corrected[0][3]["high"]) == fixed["high"] == straggler.price
+    assert Decimal(corrected[0][2]["high"]) == live[(exchange, "LATEUSDT", first_minute)]["high"]

@@ -93,7 +93,6 @@ def _compacting(settings: Settings, exchange: str) -> bool:
     )
 
 
-@pytest.mark.skip(reason="written with issue 5, not yet run against the platform: the session ended first")
 def test_compaction_killed_mid_run_and_rerun_ends_consistent(platform: Settings) -> None:
     exchange = f"kill{uuid.uuid4().hex[:8]}"
     day = date(2026, 1, 5)
@@ -151,7 +150,6 @@ def test_compaction_killed_mid_run_and_rerun_ends_consistent(platform: Settings)
     assert not staging.exists() or not any(staging.iterdir()), f"the killed run's staging is left: {staging}"
 
 
-@pytest.mark.skip(reason="written with issue 5, not yet run against the platform: the session ended first")
 def test_backfill_dag_fills_a_recorded_gap_and_brings_the_day_up_to_date(platform: Settings) -> None:
     from candlelake.ingest.gaps import GapLedger
     from candlelake.sources import binance
