@@ -212,6 +212,12 @@ class AirflowClient:
         path = f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}"
         return DagRunInfo.from_api(self._request("GET", path))
 
+    def set_run_state(self, dag_id: str, run_id: str, state: str) -> DagRunInfo:
+        """Mark a run `success`, `failed` or `queued` (a run whose worker died: the scheduler sees no zombie
+        in a run it does not schedule, e.g. one of `airflow dags test`)."""
+        path = f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}"
+        return DagRunInfo.from_api(self._request("PATCH", path, json={"state": state}))
+
     def dag_runs(self, dag_id: str, run_type: str | None = None) -> list[DagRunInfo]:
         """Every run of a DAG, oldest first (optionally only one run type: manual, scheduled, asset_triggered)."""
         params = {"order_by": "start_date"}
@@ -219,6 +225,11 @@ class AirflowClient:
             params["run_type"] = run_type
         path = f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns"
         return [DagRunInfo.from_api(d) for d in self._pages(path, "dag_runs", params)]
+
+    def upstream_asset_events(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The asset events that triggered an asset-triggered run (each with its `extra`); [] for others."""
+        path = f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}/upstreamAssetEvents"
+        return list((self._request("GET", path) or {}).get("asset_events") or [])
 
     def task_instances(self, dag_id: str, run_id: str) -> list[TaskInstanceInfo]:
         path = f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}/taskInstances"

@@ -97,16 +97,29 @@ def trigger(settings: Settings, dag_id: str, conf: Mapping[str, Any], timeout: f
         return api.wait_for_run(dag_id, run.run_id, timeout=timeout, poll=3)
 
 
-def next_run(settings: Settings, dag_id: str, after: datetime, timeout: float = 900) -> DagRunInfo:
-    """Wait for the first run of `dag_id` started after `after` (an asset-triggered one) to finish."""
+def next_run(
+    settings: Settings, dag_id: str, after: datetime, exchange: str | None = None, timeout: float = 900
+) -> DagRunInfo:
+    """Wait for the first run of `dag_id` started after `after` (an asset-triggered one) to finish.
+
+    With `exchange`, only a run whose triggering asset events name a day of that exchange counts: other
+    tests' chains may run meanwhile.
+    """
     deadline = time.monotonic() + timeout
     with client(settings) as api:
         while time.monotonic() < deadline:
-            runs = [r for r in api.dag_runs(dag_id) if r.start_date and datetime.fromisoformat(r.start_date) > after]
-            if runs:
-                return api.wait_for_run(dag_id, runs[0].run_id, timeout=deadline - time.monotonic(), poll=3)
+            for run in api.dag_runs(dag_id):
+                if not run.start_date or datetime.fromisoformat(run.start_date) <= after:
+                    continue
+                if exchange is None or exchange in _event_exchanges(api, run):
+                    return api.wait_for_run(dag_id, run.run_id, timeout=deadline - time.monotonic(), poll=3)
             time.sleep(3)
-    raise TimeoutError(f"no run of {dag_id} started after {after.isoformat()} within {timeout:.0f}s")
+    raise TimeoutError(f"no run of {dag_id} for {exchange or 'any exchange'} started after {after.isoformat()}")
+
+
+def _event_exchanges(api: AirflowClient, run: DagRunInfo) -> set[str]:
+    events = api.upstream_asset_events(run.dag_id, run.run_id)
+    return {d.get("exchange") for e in events for d in (e.get("extra") or {}).get("days", [])}
 
 
 def failed_task_logs(settings: Settings, run: DagRunInfo) -> str:

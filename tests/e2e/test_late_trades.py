@@ -42,8 +42,9 @@ def test_late_trades_are_counted_kept_out_of_live_candles_and_corrected_by_the_n
 ) -> None:
     exchange = f"late{uuid.uuid4().hex[:8]}"
     now_us = time.time_ns() // 1000
+    # 12 s of trades from 110 s ago: inside the 2-minute watermark on arrival, and behind it a minute later.
     on_time = Simulator(
-        ["LATEUSDT"], rate=5, seed=11, start_time_us=now_us - 20_000_000, exchange=exchange, first_trade_id=1_000
+        ["LATEUSDT"], rate=5, seed=11, start_time_us=now_us - 110_000_000, exchange=exchange, first_trade_id=1_000
     ).take(60)
     # Ten minutes old: far beyond the 2-minute watermark, minutes the live candles never get.
     late = Simulator(
@@ -90,7 +91,7 @@ def test_late_trades_are_counted_kept_out_of_live_candles_and_corrected_by_the_n
     )
     assert compaction.state == "success", failed_task_logs(platform, compaction)
     for dag_id in ("data_quality", "load_curated_candles"):  # started by the assets, not by the test
-        run = next_run(platform, dag_id, started)
+        run = next_run(platform, dag_id, started, exchange)
         assert run.state == "success", f"{dag_id} {run.state}:\n{failed_task_logs(platform, run)}"
 
     curated = pg_candles(platform, exchange)

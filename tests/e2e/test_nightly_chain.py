@@ -88,7 +88,7 @@ def chain(platform: Settings, kline_server: Any) -> dict[str, Any]:
         )
     }
     for dag_id in ("data_quality", "load_curated_candles", "reconcile_klines"):
-        runs[dag_id] = next_run(platform, dag_id, started)
+        runs[dag_id] = next_run(platform, dag_id, started, "binance")
     for dag_id, run in runs.items():
         assert run.state == "success", f"{dag_id} {run.state}:\n{failed_task_logs(platform, run)}"
     return runs
