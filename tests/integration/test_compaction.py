@@ -4,7 +4,7 @@ Bronze is written through the stream sink's own publish (candlelake.sinks.parque
 stream's columns, into a lake folder of each test's own; the "checkpoint" is a folder with Spark's
 `commits/` log layout. Every row is checked against a plain-Python truth: each distinct
 (exchange, symbol, trade_id) once, the copy ingested first. Exchanges carry a random suffix and their
-rows are deleted afterwards. Skips when PostgreSQL does not answer (`candlelake up --only postgres`).
+rows are deleted afterwards. PostgreSQL is the tier's (tests/integration/conftest.py).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def base_settings() -> Settings:
     try:
         psycopg2.connect(s.pg_dsn(), connect_timeout=2).close()
     except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at {s.host}:{s.pg_port} does not answer ({exc}); run `candlelake up` first")
+        pytest.fail(f"PostgreSQL at {s.host}:{s.pg_port} does not answer ({exc}); run `candlelake up` first")
     return s
 
 

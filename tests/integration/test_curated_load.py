@@ -42,7 +42,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     try:
         conn = psycopg2.connect(s.pg_dsn(), connect_timeout=2)
     except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at {s.host}:{s.pg_port} does not answer ({exc}); run `candlelake up` first")
+        pytest.fail(f"PostgreSQL at {s.host}:{s.pg_port} does not answer ({exc}); run `candlelake up` first")
     with conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass('curated_loads') IS NULL")
         row = cur.fetchone()

@@ -7,9 +7,9 @@ candles injected into the stage (close above high, a duplicate key, a missing mi
 differs from the trades) make jobs/validate_day.py exit 1 naming each failed expectation and candle, in
 plain words, in `quality_runs` and in Data Docs.
 
-Uses the platform database of the current settings (`candlelake up`) and skips when it does not
-answer. Exchange names are unique per module and their rows are deleted afterwards; the lake and the
-reports live in a temporary folder.
+Uses the platform database of the current settings (started for the tier by
+tests/integration/conftest.py). Exchange names are unique per module and their rows are deleted
+afterwards; the lake and the reports live in a temporary folder.
 """
 
 from __future__ import annotations
@@ -55,13 +55,13 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     try:
         conn = psycopg2.connect(base.pg_dsn(), connect_timeout=2)
     except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at {base.host}:{base.pg_port} does not answer ({exc}); run `candlelake up` first")
+        pytest.fail(f"PostgreSQL at {base.host}:{base.pg_port} does not answer ({exc}); run `candlelake up` first")
     with conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass('quality_runs') IS NOT NULL")
         row = cur.fetchone()
     conn.close()
     if not (row and row[0]):
-        pytest.skip("table quality_runs is missing: run `candlelake up` to apply the schema")
+        pytest.fail("table quality_runs is missing: run `candlelake up` to apply the schema")
     root = tmp_path_factory.mktemp("quality")
     return dataclasses.replace(
         base,

@@ -3,7 +3,7 @@
 The test records the end offsets of `trades` and the dead-letter topic, runs the real command on a
 recorded Binance capture with one malformed line and one kline added, then reads both topics from
 those offsets: exactly the capture's trades arrive, once each, and the malformed line is in the
-dead-letter topic with its reason. Skips when Kafka does not answer (run `candlelake up` first).
+dead-letter topic with its reason. Kafka is the tier's (tests/integration/conftest.py).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def consumer(settings: Settings) -> Iterator[KafkaConsumer]:
         )
         client.topics()
     except Exception as exc:
-        pytest.skip(f"Kafka at {settings.kafka_bootstrap} does not answer ({exc}); run `candlelake up` first")
+        pytest.fail(f"Kafka at {settings.kafka_bootstrap} does not answer ({exc}); run `candlelake up` first")
     yield client
     client.close()
 

@@ -1,7 +1,7 @@
 """SQL rollups (candles at any bucket) against a real PostgreSQL, checked against candles computed
 directly from the trades (tests/support/reference_rollup.py) and against Binance's own klines.
 
-Uses the platform database of the current settings (`candlelake up`) and skips when it does not answer.
+Uses the platform database of the current settings (started for the tier by tests/integration/conftest.py).
 Base candles are written through the stream's own upsert under exchange names of the test's own,
 deleted afterwards (which also checks that the rollup triggers follow a DELETE).
 """
@@ -44,7 +44,7 @@ def settings() -> Settings:
     try:
         conn = psycopg2.connect(s.pg_dsn(), connect_timeout=2)
     except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at {s.host}:{s.pg_port} does not answer ({exc}); run `candlelake up` first")
+        pytest.fail(f"PostgreSQL at {s.host}:{s.pg_port} does not answer ({exc}); run `candlelake up` first")
     with conn, conn.cursor() as cur:  # what `candlelake up` applies; idempotent
         cur.execute(schema_sql())
     conn.close()

@@ -1,7 +1,7 @@
 """The streaming job's PostgreSQL and Parquet sinks against a real PostgreSQL and real Spark batches.
 
 Uses the platform database of the current settings (`candlelake up`, or CANDLELAKE_PG_* pointing at
-another cluster with the schema applied) and skips when it does not answer. Every test writes under
+another cluster with the schema applied); tests/integration/conftest.py starts it for the tier. Every test writes under
 names of its own and deletes them afterwards, so it can run next to live traffic.
 """
 
@@ -34,7 +34,7 @@ def settings() -> Settings:
     try:
         psycopg2.connect(s.pg_dsn(), connect_timeout=2).close()
     except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at {s.host}:{s.pg_port} does not answer ({exc}); run `candlelake up` first")
+        pytest.fail(f"PostgreSQL at {s.host}:{s.pg_port} does not answer ({exc}); run `candlelake up` first")
     return s
 
 

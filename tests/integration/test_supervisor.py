@@ -76,12 +76,12 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     base = load_settings()
     postgres = PostgresComponent(base)
     if not postgres.healthy():
-        pytest.skip(f"PostgreSQL at {base.host}:{base.pg_port} does not answer; run `candlelake up` first")
+        pytest.fail(f"PostgreSQL at {base.host}:{base.pg_port} does not answer; run `candlelake up` first")
     try:
         with admin_client(base.kafka_bootstrap, 3000, "supervisor-test") as admin:
             admin.list_topics()
     except Exception as exc:
-        pytest.skip(f"Kafka at {base.kafka_bootstrap} does not answer ({exc}); run `candlelake up` first")
+        pytest.fail(f"Kafka at {base.kafka_bootstrap} does not answer ({exc}); run `candlelake up` first")
 
     tag = uuid.uuid4().hex[:8]
     database = f"candlelake_svtest_{tag}"
