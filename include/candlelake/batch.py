@@ -23,7 +23,6 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import DateType, StructField, StructType
 
 from candlelake import transforms
 from candlelake.lake import catalog
@@ -31,14 +30,6 @@ from candlelake.lake import catalog
 TRADES_TABLE = "trades"
 LAKE_PARTITIONS = ("exchange", "trade_date")
 DEFAULT_LOOKBACK = timedelta(days=1)
-
-# What the recompute reads from the lake: the canonical trade columns plus the date partition. Kafka
-# metadata columns in the files are not needed and not read; partition values take these types.
-LAKE_SCHEMA = StructType(
-    [StructField(f.name, f.dataType, True) for f in transforms.TRADE_SCHEMA.fields]
-    + [StructField("trade_date", DateType(), True)]
-)
-
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
