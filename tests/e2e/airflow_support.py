@@ -12,7 +12,8 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,16 +42,26 @@ def dags_test(
     runs its tasks a second time, racing the child (seen: a deadlock on `dag_run`). A paused DAG's runs
     are left to the child alone; its earlier paused state is restored afterwards.
     """
+    with paused(settings, dag_id):
+        return _dags_test(settings, dag_id, conf, mark_success=mark_success, env=env, timeout=timeout)
+
+
+@contextmanager
+def paused(settings: Settings, *dag_ids: str, drop_queued_events: bool = False) -> Iterator[None]:
+    """Pause DAGs for the block, then restore the ones this paused (optionally dropping the asset
+    events queued for them meanwhile, which would otherwise start a run on unpausing)."""
     with client(settings) as api:
-        info = api.get_dag(dag_id)
-        was_paused = bool(info and info.is_paused)
-        if not was_paused:
+        api.wait_for_dag(dag_ids[0], timeout=120)
+        paused_here = [d for d in dag_ids if not ((info := api.get_dag(d)) and info.is_paused)]
+        for dag_id in paused_here:
             api.set_paused(dag_id, True)
     try:
-        return _dags_test(settings, dag_id, conf, mark_success=mark_success, env=env, timeout=timeout)
+        yield
     finally:
-        if not was_paused:
-            with client(settings) as api:
+        with client(settings) as api:
+            for dag_id in paused_here:
+                if drop_queued_events:
+                    api.clear_queued_asset_events(dag_id)
                 api.set_paused(dag_id, False)
 
 

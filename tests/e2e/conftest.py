@@ -41,7 +41,13 @@ def platform() -> Iterator[Settings]:
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "candlelake-up.txt").write_text(f"{result.stdout}\n{result.stderr}\ntook {took:.1f}s\n")
     assert result.returncode == 0, f"candlelake up failed:\n{result.stdout}\n{result.stderr}"
-    yield load_settings()
+    settings = load_settings()
+    # Tests here kill and restart parts on purpose; the scheduled supervisor would race them to it
+    # (seen: a restarted stream twice). Its own test runs it when it wants it.
+    from tests.e2e.airflow_support import paused
+
+    with paused(settings, "stream_supervisor"):
+        yield settings
     if not was_up and os.environ.get("CANDLELAKE_KEEP_UP") != "1":
         down = run_cli("down")
         assert down.returncode == 0, down.stderr

@@ -15,6 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import httpx
 import psycopg2
 import pytest
+from psycopg2.extras import Json
 
 from candlelake.airflow_client import AirflowApiError, AirflowClient
 from candlelake.config import Settings, load_settings
@@ -29,6 +31,8 @@ from candlelake.platform.airflow import airflow_components
 from candlelake.platform.base import Component
 from candlelake.platform.orchestrator import down, up
 from candlelake.platform.postgres import PostgresComponent
+from candlelake.stream_control import COMPONENTS as COMPONENTS_CONTROLLED
+from candlelake.stream_control import STOPPED, set_desired
 
 pytestmark = pytest.mark.integration
 
@@ -45,9 +49,42 @@ class Airflow:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
+@contextmanager
+def streaming_parts_left_alone(settings: Settings) -> Iterator[None]:
+    """Desired state `stopped` for the stream and the producer while this module's Airflow runs.
+
+    Its scheduler runs the platform's DAGs, `stream_supervisor` among them, which would otherwise start
+    the streaming job and the producer (no row means "running"): a stream left behind closes every
+    live candle that later tests write. The rows that were there before are put back.
+    """
+    with psycopg2.connect(settings.pg_dsn()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT component, desired, options, changed_by, changed_at FROM stream_control")
+        saved = cur.fetchall()
+        for component in COMPONENTS_CONTROLLED:
+            set_desired(conn, component, STOPPED, changed_by="integration test: test_airflow")
+    conn.close()
+    try:
+        yield
+    finally:
+        with psycopg2.connect(settings.pg_dsn()) as conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM stream_control")
+            for row in saved:
+                cur.execute(
+                    "INSERT INTO stream_control (component, desired, options, changed_by, changed_at) "
+                    "VALUES (%s, %s, %s, %s, %s)",
+                    (row[0], row[1], Json(row[2]), row[3], row[4]),
+                )
+        conn.close()
+
+
 @pytest.fixture(scope="module")
 def airflow() -> Iterator[Airflow]:
     settings = load_settings()
+    with streaming_parts_left_alone(settings):
+        yield from _airflow(settings)
+
+
+def _airflow(settings: Settings) -> Iterator[Airflow]:
     parts: list[Component] = [PostgresComponent(settings), *airflow_components(settings)]
     already = {p.name for p in parts if p.pid()}
     lines: list[str] = []
