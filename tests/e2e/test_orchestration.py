@@ -149,6 +149,8 @@ def _kill_and_rerun_compaction(platform: Settings) -> None:
     partition = platform.curated_dir / "trades" / f"exchange={exchange}" / f"trade_date={day.isoformat()}"
     manifest = json.loads((partition / "_manifest.json").read_text())
     named = {Path(f["path"]).name for f in manifest["files"]}
+    bronze = platform.lake_dir / "trades" / f"exchange={exchange}" / f"trade_date={day.isoformat()}"
+    assert len(named) == 1 < len(list(bronze.glob("*.parquet"))), "three waves' files compacted into one"
     on_disk = {p.name for p in partition.glob("*.parquet")}
     assert on_disk == named, f"files no manifest names: {sorted(on_disk - named)}; missing: {sorted(named - on_disk)}"
     curated = [r for name in sorted(named) for r in pq.read_table(partition / name).to_pylist()]
