@@ -226,14 +226,6 @@ class AirflowClient:
         path = f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns"
         return [DagRunInfo.from_api(d) for d in self._pages(path, "dag_runs", params)]
 
-    def clear_queued_asset_events(self, dag_id: str) -> None:
-        """Drop the asset events queued for a DAG (a paused one keeps them until it is unpaused)."""
-        try:
-            self._request("DELETE", f"/api/v2/dags/{quote(dag_id, safe='')}/assets/queuedEvents")
-        except AirflowApiError as exc:
-            if exc.status != 404:  # 404: nothing queued
-                raise
-
     def upstream_asset_events(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         """The asset events that triggered an asset-triggered run (each with its `extra`); [] for others."""
         path = f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}/upstreamAssetEvents"

@@ -47,9 +47,8 @@ def dags_test(
 
 
 @contextmanager
-def paused(settings: Settings, *dag_ids: str, drop_queued_events: bool = False) -> Iterator[None]:
-    """Pause DAGs for the block, then restore the ones this paused (optionally dropping the asset
-    events queued for them meanwhile, which would otherwise start a run on unpausing)."""
+def paused(settings: Settings, *dag_ids: str) -> Iterator[None]:
+    """Pause DAGs for the block, then unpause the ones this paused."""
     with client(settings) as api:
         api.wait_for_dag(dag_ids[0], timeout=120)
         paused_here = [d for d in dag_ids if not ((info := api.get_dag(d)) and info.is_paused)]
@@ -60,8 +59,6 @@ def paused(settings: Settings, *dag_ids: str, drop_queued_events: bool = False) 
     finally:
         with client(settings) as api:
             for dag_id in paused_here:
-                if drop_queued_events:
-                    api.clear_queued_asset_events(dag_id)
                 api.set_paused(dag_id, False)
 
 
