@@ -192,7 +192,8 @@ def test_a_corrupted_candle_fails_validation_and_is_not_loaded(platform: Setting
     highs[victim] = lows[victim] - Decimal("0.00000001")
     field = table.schema.field("high")
     table = table.set_column(table.schema.get_field_index("high"), field, pa.array(highs, type=field.type))
-    pq.write_table(table, path)
+    # Timestamps as Spark wrote them (INT96): pyarrow's default INT64 without a zone reads as TIMESTAMP_NTZ.
+    pq.write_table(table, path, use_deprecated_int96_timestamps=True)
     path.with_name(f".{path.name}.crc").unlink(missing_ok=True)  # Spark's checksum of the old bytes
     conf = {"exchange": "binance", "trade_date": day.isoformat()}
 
