@@ -21,17 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from candlelake import batch, staging
+from candlelake import batch, job_args, staging
 from candlelake.config import Settings, load_settings
 from candlelake.lake import catalog
 from candlelake.sinks.postgres_candles import upsert_candles_df
@@ -47,15 +46,6 @@ def _utc_time(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"not an ISO date-time: {text!r}") from exc
 
 
-def _utc_day(text: str) -> date:
-    try:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):  # fromisoformat also takes 20261120, 2026-W47-5
-            raise ValueError(text)
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
-
-
 def parse_args(argv: list[str] | None, default_interval: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Recompute curated candles from the Parquet lake.")
     parser.add_argument("--exchange", required=True)
@@ -64,7 +54,7 @@ def parse_args(argv: list[str] | None, default_interval: str) -> argparse.Namesp
     parser.add_argument("--end", type=_utc_time, help="ISO UTC, exclusive")
     parser.add_argument(
         "--date",
-        type=_utc_day,
+        type=job_args.utc_day,
         action="append",
         dest="dates",
         help="a UTC day, YYYY-MM-DD (instead of --start/--end); repeat it with --stage for several days",

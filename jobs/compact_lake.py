@@ -19,9 +19,10 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from candlelake import job_args
 from candlelake.config import ConfigError, Settings, load_settings
 from candlelake.lake import catalog, compaction
 
@@ -31,27 +32,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("candlelake.compact")
 
 
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-
-
-def _exchange(text: str) -> str:
-    name = text.strip()
-    if not name or any(c in name for c in "/=\\") or name.startswith((".", "_")):
-        raise argparse.ArgumentTypeError(f"not an exchange name: {text!r}")
-    return name
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Compact one UTC day of the lake's bronze into the curated area.")
     parser.add_argument(
-        "--date", required=True, action="append", type=_day, help="the UTC day to compact, YYYY-MM-DD (repeatable)"
+        "--date",
+        required=True,
+        action="append",
+        type=job_args.utc_day,
+        help="the UTC day to compact, YYYY-MM-DD (repeatable)",
     )
     parser.add_argument(
-        "--exchange", action="append", type=_exchange, default=[], help="repeatable; default: every exchange"
+        "--exchange",
+        action="append",
+        type=job_args.exchange_name,
+        default=[],
+        help="repeatable; default: every exchange",
     )
     parser.add_argument("--run-id", default="", help="recorded in lake_compactions (default: manual__<now>)")
     parser.add_argument(

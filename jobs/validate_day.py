@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from datetime import UTC, date, datetime, time, timedelta
 
 from pyspark.sql import SparkSession
 
-from candlelake import batch, staging, transforms
+from candlelake import batch, job_args, staging, transforms
 from candlelake.config import ConfigError, Settings, load_settings
 from candlelake.lake import catalog
 from candlelake.quality import validate
@@ -38,27 +37,16 @@ log = logging.getLogger("candlelake.validate_day")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BROKEN = 0, 1, 2, 3
 
 
-def _day(text: str) -> date:
-    try:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):  # fromisoformat also takes 20261120, 2026-W47-5
-            raise ValueError(text)
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
-
-
-def _name(text: str) -> str:
-    value = text.strip()
-    if not value or "/" in value or "=" in value or value.startswith(("_", ".")):
-        raise argparse.ArgumentTypeError(f"not an exchange name: {text!r}")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Validate an exchange's UTC days of trades and staged candles.")
-    parser.add_argument("--exchange", required=True, type=_name)
+    parser.add_argument("--exchange", required=True, type=job_args.exchange_name)
     parser.add_argument(
-        "--date", required=True, type=_day, action="append", dest="dates", help="a UTC day, YYYY-MM-DD (repeatable)"
+        "--date",
+        required=True,
+        type=job_args.utc_day,
+        action="append",
+        dest="dates",
+        help="a UTC day, YYYY-MM-DD (repeatable)",
     )
     parser.add_argument("--run-id", default="manual", help="the Airflow run (recorded with the results)")
     return parser.parse_args(argv)

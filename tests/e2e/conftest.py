@@ -21,6 +21,13 @@ CLI = str(Path(sys.executable).parent / "candlelake")
 # The platform's Binance REST base during the e2e tier: a fake exchange the tests serve there when
 # they need it (reconcile_klines and the backfill DAG run inside Airflow, which takes its URL from `up`).
 FAKE_BINANCE_REST_PORT = 18931
+# The platform's own simulator, slowed from its 20 trades/s: the tests send their own trades, and at
+# 20/s the live candles query runs a micro-batch every second, about one of the machine's two cores
+# (measured: 100-130 % CPU; 3 % with no input), which every Spark job of the tests then waits for.
+PLATFORM_ENV = {
+    "CANDLELAKE_BINANCE_REST_URL": f"http://127.0.0.1:{FAKE_BINANCE_REST_PORT}",
+    "CANDLELAKE_SIMULATOR_RATE": "0.2",
+}
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
@@ -34,9 +41,13 @@ def run_cli(*args: str, timeout: float = 900, env: dict[str, str] | None = None)
 # (and its PostgreSQL) to themselves; a running stream closes every live candle it passes.
 @pytest.fixture(scope="package")
 def platform() -> Iterator[Settings]:
+    # In this process's environment, so that every part started later inherits it: `up` in a test,
+    # and the producer a supervisor run (`airflow dags test`) restarts.
+    saved = {name: os.environ.get(name) for name in PLATFORM_ENV}
+    os.environ.update(PLATFORM_ENV)
     was_up = run_cli("status").returncode == 0
     started = time.monotonic()
-    result = run_cli("up", env={"CANDLELAKE_BINANCE_REST_URL": f"http://127.0.0.1:{FAKE_BINANCE_REST_PORT}"})
+    result = run_cli("up")
     took = time.monotonic() - started
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "candlelake-up.txt").write_text(f"{result.stdout}\n{result.stderr}\ntook {took:.1f}s\n")
@@ -46,8 +57,15 @@ def platform() -> Iterator[Settings]:
     # (seen: a restarted stream twice). Its own test runs it when it wants it.
     from tests.e2e.airflow_support import paused
 
-    with paused(settings, "stream_supervisor"):
-        yield settings
-    if not was_up and os.environ.get("CANDLELAKE_KEEP_UP") != "1":
-        down = run_cli("down")
-        assert down.returncode == 0, down.stderr
+    try:
+        with paused(settings, "stream_supervisor"):
+            yield settings
+        if not was_up and os.environ.get("CANDLELAKE_KEEP_UP") != "1":
+            down = run_cli("down")
+            assert down.returncode == 0, down.stderr
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

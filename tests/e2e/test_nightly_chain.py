@@ -174,10 +174,6 @@ def test_quality_and_reconciliation_are_recorded(platform: Settings, chain) -> N
     assert all(r[3] == 0 and r[4] == 1.0 for r in matched), matched
 
 
-@pytest.mark.skip(
-    reason="issue 5, open: its last run failed reading the rewritten stage (INT64 timestamps, now written as "
-    "Spark's INT96); the fix is checked by a Spark read but the test has not passed through Airflow yet"
-)
 def test_a_corrupted_candle_fails_validation_and_is_not_loaded(platform: Settings, chain) -> None:
     day = DAYS[0]
     before = rows(

@@ -124,20 +124,21 @@ def candles_suite() -> ExpectationSuite:
             column_list=list(CANDLE_KEY), meta=_check("one candle per (exchange, symbol, open_time)")
         )
     )
-    expectations.append(
-        gxe.ExpectColumnValuesToBeNull(
-            column=GAP_COLUMN,
-            description="No missing interval between a market's first and last candle "
-            "(unexpected values name the missing intervals and the candle after them).",
-            meta=_check("no missing interval between a market's first and last candle"),
-        )
-    )
-    expectations.append(
-        gxe.ExpectColumnValuesToBeNull(
-            column=MISMATCH_COLUMN,
-            description="Every candle equals its recomputation from the lake's trades, every column exactly "
-            "(unexpected values name the candle and the columns that differ).",
-            meta=_check("every candle equals its recomputation from the trades"),
-        )
-    )
+    # The evidence columns: NULL where the rule holds; an unexpected value says where and why it does not.
+    evidence = [
+        (
+            GAP_COLUMN,
+            "no missing interval between a market's first and last candle",
+            "(unexpected values name the missing intervals and the candle after them)",
+        ),
+        (
+            MISMATCH_COLUMN,
+            "every candle equals its recomputation from the trades",
+            "(every column exactly; unexpected values name the candle and the columns that differ)",
+        ),
+    ]
+    expectations += [
+        gxe.ExpectColumnValuesToBeNull(column=column, description=f"{words.capitalize()} {detail}.", meta=_check(words))
+        for column, words, detail in evidence
+    ]
     return gx.ExpectationSuite(name=CANDLES_SUITE, expectations=expectations)

@@ -27,7 +27,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
@@ -551,8 +551,8 @@ def validate_day(
     reports = settings.reports_dir
     with _locked(reports):
         context = open_context(reports)
-        t0 = time.monotonic()
-        trades_result, trades_id = run_suite(
+        trades_result, trades_id, trades_seconds = _timed(
+            run_suite,
             context,
             suites.trades_suite(),
             distinct,
@@ -560,20 +560,18 @@ def validate_day(
             run_name=run_name,
             parameters=suites.day_parameters(day),
         )
-        trades_seconds = time.monotonic() - t0
         identifiers = [trades_id]
         candles_result = None
         candles_seconds = 0.0
         if candles_frame is not None:
-            t0 = time.monotonic()
-            candles_result, candles_id = run_suite(
+            candles_result, candles_id, candles_seconds = _timed(
+                run_suite,
                 context,
                 suites.candles_suite(),
                 candles_frame,
                 index_columns=suites.CANDLES_INDEX,
                 run_name=run_name,
             )
-            candles_seconds = time.monotonic() - t0
             identifiers.append(candles_id)
         t0 = time.monotonic()
         context.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=identifiers)
@@ -635,6 +633,13 @@ def validate_day(
     if record:
         record_outcome(settings, outcome)
     return outcome
+
+
+def _timed(run: Callable[..., tuple[Any, Any]], *args: Any, **kwargs: Any) -> tuple[Any, Any, float]:
+    """`run(*args, **kwargs)`'s two results and the seconds it took."""
+    started = time.monotonic()
+    result, identifier = run(*args, **kwargs)
+    return result, identifier, time.monotonic() - started
 
 
 def record_outcome(settings: Settings, outcome: DayOutcome) -> None:
