@@ -8,8 +8,9 @@ from the form.
   from the exchange's REST API; `source=files`: trades in data.binance.vision files (a file or a folder
   on the worker) inside `start` .. `end`. Progress is in the task log
 - `wait_for_lake`: waits until the streaming job's lake query has read every backfilled trade from Kafka
-- `recompute_days`: runs `lake_compaction` for each day the trades belong to and waits for it;
-  `data_quality`, `load_curated_candles` and `reconcile_klines` follow through the assets
+- `recompute_days`: runs `lake_compaction` for the days the trades belong to (one run per stretch of
+  consecutive days, at most 31 each) and waits for it; `data_quality`, `load_curated_candles` and
+  `reconcile_klines` follow through the assets
 
 Backfilled trades travel the live path (Kafka, the streaming job's dedupe, the lake), so a trade
 that was already there is not counted twice. Gaps the exchange could not serve stay open in the
@@ -74,15 +75,18 @@ def backfill() -> None:
     @task.sensor(poke_interval=10, timeout=3600, mode="poke")
     def wait_for_lake(filled: dict[str, Any]) -> PokeReturnValue:
         from candlelake.config import load_settings
-        from candlelake.orchestration import lake_offsets_reached
+        from candlelake.orchestration import compaction_runs, lake_offsets_reached
 
         if not filled["sent"]:
             return PokeReturnValue(is_done=True, xcom_value=[])
         wanted = {int(p): int(o) for p, o in filled["offsets"].items()}
         done, detail = lake_offsets_reached(load_settings(), wanted)
         print(detail)
-        days = [{"trade_date": d, "exchanges": [filled["exchange"]], "settle_minutes": 0} for d in filled["days"]]
-        return PokeReturnValue(is_done=done, xcom_value=days)
+        runs = compaction_runs(filled["exchange"], filled["days"])
+        if done:
+            for conf in runs:
+                print(f"next: lake_compaction of {filled['exchange']} {conf['trade_date']} .. {conf['through_date']}")
+        return PokeReturnValue(is_done=done, xcom_value=runs)
 
     recompute_days = TriggerDagRunOperator.partial(
         task_id="recompute_days",

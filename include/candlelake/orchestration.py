@@ -86,6 +86,34 @@ def run_days(trade_date: str | None, through_date: str | None, interval_start: d
     return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
+def compaction_runs(exchange: str, days: Iterable[date | str]) -> list[dict[str, Any]]:
+    """The `lake_compaction` runs (their conf) that recompute `days` of one exchange after a backfill.
+
+    One run per stretch of consecutive days, at most MAX_RUN_DAYS each: a run is one Spark job per
+    step (compaction, recompute, validation) for all its days, where a run per day paid every JVM start
+    once per day. Days between two stretches are not touched (nothing was backfilled there).
+    """
+    ordered = sorted({d if isinstance(d, date) else parse_day(d) for d in days})
+    stretches: list[list[date]] = []
+    for day in ordered:
+        current = stretches[-1] if stretches else None
+        if current and day - current[-1] == timedelta(days=1) and len(current) < MAX_RUN_DAYS:
+            current.append(day)
+        else:
+            stretches.append([day])
+    return [
+        {
+            "trade_date": stretch[0].isoformat(),
+            "through_date": stretch[-1].isoformat(),
+            "exchanges": [exchange],
+            # The backfill has waited until the lake read every trade it sent; waiting for the end of
+            # the last day as well would hold a backfill of today until midnight.
+            "wait_for_lake": False,
+        }
+        for stretch in stretches
+    ]
+
+
 def day_bounds(day: date) -> tuple[datetime, datetime]:
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     return start, start + timedelta(days=1)

@@ -33,6 +33,7 @@ from candlelake import batch, transforms
 from candlelake.config import Settings, load_settings
 from candlelake.lake import catalog, compaction
 from candlelake.sinks import parquet_lake
+from tests.support.spark import FAST_JVM, local_session
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +44,6 @@ DAY_US = 86_400_000_000
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 # Small files in tests: several curated files from a few thousand rows.
 TARGET_BYTES = 40_000
-# Test JVMs live for seconds: compiling with C1 only halved a job's start-to-end time here.
-FAST_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 Trade = dict[str, Any]
 
 
@@ -64,23 +63,8 @@ def base_settings() -> Settings:
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
-    from pyspark.sql import SparkSession
-
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("candlelake-compaction-tests")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config(transforms.PRECISION_LOSS_CONF, "false")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.extraJavaOptions", FAST_JVM)
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
+    with local_session("candlelake-compaction-tests", cores=2) as session:
+        yield session
 
 
 @pytest.fixture

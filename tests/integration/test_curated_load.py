@@ -8,8 +8,6 @@ as the data_quality DAG writes them. Every test uses an exchange name of its own
 from __future__ import annotations
 
 import json
-import os
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -28,6 +26,7 @@ from candlelake.platform.postgres import schema_sql
 from candlelake.sinks.postgres_candles import COLUMNS, upsert_candles
 from candlelake.staging import STAGE_INFO, StageInfo, stage_dir, write_stage
 from candlelake.transforms import CANDLE_SCHEMA
+from tests.support.spark import local_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -54,21 +53,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
-    from pyspark.sql import SparkSession
-
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = (
-        SparkSession.builder.master("local[1]")
-        .appName("candlelake-curated-load-tests")
-        .config("spark.sql.shuffle.partitions", "1")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.decimalOperations.allowPrecisionLoss", "false")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
+    with local_session("candlelake-curated-load-tests") as session:
+        yield session
 
 
 @pytest.fixture

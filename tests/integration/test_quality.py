@@ -19,7 +19,6 @@ import html
 import json
 import os
 import re
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -37,6 +36,7 @@ from candlelake.lake import catalog
 from candlelake.quality import suites
 from candlelake.quality.validate import DayOutcome, validate_day
 from candlelake.sinks import parquet_lake
+from tests.support.spark import local_session
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +45,6 @@ DAY = date(2026, 11, 20)
 START = datetime(2026, 11, 20, tzinfo=UTC)
 T0 = START + timedelta(hours=12)
 MINUTE = timedelta(minutes=1)
-# A day of a few dozen trades: one partition is plenty.
-TEST_CONF = {"spark.sql.shuffle.partitions": "1", "spark.default.parallelism": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +72,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="module")
 def spark(settings: Settings) -> Iterator[Any]:
-    from candlelake.spark_session import build_session
-
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = build_session(settings, "candlelake-quality-tests", TEST_CONF)
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
+    with local_session("candlelake-quality-tests") as session:
+        yield session
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ names of its own and deletes them afterwards, so it can run next to live traffic
 
 from __future__ import annotations
 
-import os
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,6 +20,7 @@ from candlelake.config import Settings, load_settings
 from candlelake.sinks import parquet_lake
 from candlelake.sinks.postgres_candles import COLUMNS, upsert_candles, upsert_candles_df
 from candlelake.sinks.stream_progress import IDLE_BATCH_ID, ProgressRecorder, ProgressRow, fresh_queries
+from tests.support.spark import local_session
 
 pytestmark = pytest.mark.integration
 
@@ -49,21 +48,8 @@ def exchange(settings: Settings) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[object]:
-    from pyspark.sql import SparkSession
-
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = (
-        SparkSession.builder.master("local[1]")
-        .appName("candlelake-sink-tests")
-        .config("spark.sql.shuffle.partitions", "1")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.decimalOperations.allowPrecisionLoss", "false")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
+    with local_session("candlelake-sink-tests") as session:
+        yield session
 
 
 def row(exchange: str, minute: int, close: str, volume: str, trades: int) -> tuple[object, ...]:
