@@ -103,6 +103,8 @@ def measure(n: int) -> dict[str, Any]:
             "CANDLELAKE_CURATED_DIR": str(lake / "curated"),
             "CANDLELAKE_CHECKPOINT_DIR": str(Path(tmp) / "checkpoints"),
             "CANDLELAKE_REPORTS_DIR": str(Path(tmp) / "reports"),
+            # What the DAGs give each Spark step (driver_memory="2g" in dags/).
+            "CANDLELAKE_SPARK_DRIVER_MEMORY": "2g",
         }
         run_id = f"bench-{n}"
         common = ["--exchange", exchange, "--date", day, "--run-id", run_id]

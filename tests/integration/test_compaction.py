@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from candlelake import batch, transforms
-from candlelake.config import Settings, load_settings
+from candlelake.config import Settings
 from candlelake.lake import catalog, compaction
 from candlelake.sinks import parquet_lake
 from tests.support.spark import FAST_JVM, local_session
@@ -52,13 +52,8 @@ Trade = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def base_settings() -> Settings:
-    s = load_settings()
-    try:
-        psycopg2.connect(s.pg_dsn(), connect_timeout=2).close()
-    except psycopg2.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {s.host}:{s.pg_port} does not answer ({exc}); run `candlelake up` first")
-    return s
+def base_settings(services: Settings) -> Settings:
+    return services  # PostgreSQL up, schema applied (tests/integration/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,9 @@ from typing import Any
 import psycopg2
 import pytest
 
-from candlelake.config import Settings, load_settings
+from candlelake.config import Settings
 from candlelake.curated_load import NotStaged, NotValidated, corrections, load_day
 from candlelake.klines import read_kline_file
-from candlelake.platform.postgres import schema_sql
 from candlelake.sinks.postgres_candles import COLUMNS, upsert_candles
 from candlelake.staging import STAGE_INFO, StageInfo, stage_dir, write_stage
 from candlelake.transforms import CANDLE_SCHEMA
@@ -36,19 +35,8 @@ MINUTES = 20
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    s = load_settings()
-    try:
-        conn = psycopg2.connect(s.pg_dsn(), connect_timeout=2)
-    except psycopg2.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {s.host}:{s.pg_port} does not answer ({exc}); run `candlelake up` first")
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT to_regclass('curated_loads') IS NULL")
-        row = cur.fetchone()
-        if row is not None and row[0]:  # a platform started before these tables existed
-            cur.execute(schema_sql())
-    conn.close()
-    return replace(s, lake_dir=tmp_path_factory.mktemp("lake"))
+def settings(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return replace(services, lake_dir=tmp_path_factory.mktemp("lake"))
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ import pytest
 
 from candlelake import batch, staging
 from candlelake import transforms as T
-from candlelake.config import Settings, load_settings
+from candlelake.config import Settings
 from candlelake.lake import catalog
 from candlelake.quality import suites
 from candlelake.quality.validate import DayOutcome, validate_day
@@ -48,21 +48,10 @@ MINUTE = timedelta(minutes=1)
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    base = load_settings()
-    try:
-        conn = psycopg2.connect(base.pg_dsn(), connect_timeout=2)
-    except psycopg2.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {base.host}:{base.pg_port} does not answer ({exc}); run `candlelake up` first")
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT to_regclass('quality_runs') IS NOT NULL")
-        row = cur.fetchone()
-    conn.close()
-    if not (row and row[0]):
-        pytest.fail("table quality_runs is missing: run `candlelake up` to apply the schema")
+def settings(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     root = tmp_path_factory.mktemp("quality")
     return dataclasses.replace(
-        base,
+        services,
         lake_dir=root / "lake",
         curated_dir=root / "curated",
         checkpoint_dir=root / "checkpoints",

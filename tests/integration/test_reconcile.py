@@ -26,8 +26,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from candlelake.config import Settings, load_settings
-from candlelake.platform.postgres import schema_sql
+from candlelake.config import Settings
 from candlelake.reconcile import ReconcileError, ReconcileFailed, check_threshold, curated_symbols, reconcile_day
 from candlelake.sinks.postgres_candles import upsert_candles
 from candlelake.trade import Trade
@@ -44,19 +43,8 @@ PREFIX = {"binance": "/api/v3", "binance-usdm": "/fapi/v1"}
 
 
 @pytest.fixture(scope="module")
-def settings() -> Settings:
-    s = load_settings()
-    try:
-        conn = psycopg2.connect(s.pg_dsn(), connect_timeout=2)
-    except psycopg2.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {s.host}:{s.pg_port} does not answer ({exc}); run `candlelake up` first")
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT to_regclass('kline_reconciliations') IS NULL")
-        row = cur.fetchone()
-        if row is not None and row[0]:  # a platform started before this table existed
-            cur.execute(schema_sql())
-    conn.close()
-    return s
+def settings(services: Settings) -> Settings:
+    return services  # PostgreSQL up, schema applied (tests/integration/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from candlelake.config import Settings, load_settings
-from candlelake.platform.postgres import schema_sql
+from candlelake.config import Settings
 from candlelake.rollups import COLUMNS, fetch_rollup, parse_bucket
 from candlelake.sinks.postgres_candles import upsert_candles
 from candlelake.trade import Trade
@@ -39,16 +38,8 @@ WEEK_S = 7 * 86_400
 
 
 @pytest.fixture(scope="module")
-def settings() -> Settings:
-    s = load_settings()
-    try:
-        conn = psycopg2.connect(s.pg_dsn(), connect_timeout=2)
-    except psycopg2.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {s.host}:{s.pg_port} does not answer ({exc}); run `candlelake up` first")
-    with conn, conn.cursor() as cur:  # what `candlelake up` applies; idempotent
-        cur.execute(schema_sql())
-    conn.close()
-    return s
+def settings(services: Settings) -> Settings:
+    return services  # PostgreSQL up, schema applied (tests/integration/conftest.py)
 
 
 @pytest.fixture

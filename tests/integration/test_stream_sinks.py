@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from candlelake.config import Settings, load_settings
+from candlelake.config import Settings
 from candlelake.sinks import parquet_lake
 from candlelake.sinks.postgres_candles import COLUMNS, upsert_candles, upsert_candles_df
 from candlelake.sinks.stream_progress import IDLE_BATCH_ID, ProgressRecorder, ProgressRow, fresh_queries
@@ -28,13 +28,8 @@ T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def settings() -> Settings:
-    s = load_settings()
-    try:
-        psycopg2.connect(s.pg_dsn(), connect_timeout=2).close()
-    except psycopg2.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {s.host}:{s.pg_port} does not answer ({exc}); run `candlelake up` first")
-    return s
+def settings(services: Settings) -> Settings:
+    return services  # PostgreSQL up, schema applied (tests/integration/conftest.py)
 
 
 @pytest.fixture
