@@ -1,7 +1,8 @@
 """
 ### lake_compaction
 
-Every night, rewrites yesterday's small Parquet files into the curated area, one exchange at a time.
+Every night (at `CANDLELAKE_NIGHTLY_AT`, 00:00 UTC by default), rewrites yesterday's small Parquet files
+into the curated area, one exchange at a time.
 
 The streaming job lands a file per partition per micro-batch: thousands of small files a day. This DAG
 compacts one UTC day (the run's data interval, or `trade_date` in the form) into a few files of about
@@ -34,15 +35,19 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, PokeReturnValue, dag, get_current_context, task
 
-from candlelake.orchestration import CURATED_TRADES, SPARK_CONN_ID, spark_env
+from candlelake.config import load_settings
+from candlelake.orchestration import CURATED_TRADES, SPARK_CONN_ID, nightly_cron, spark_env
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
+# CANDLELAKE_NIGHTLY_AT (default 00:00 UTC; "off": by hand only). Reading the settings is a small file.
+NIGHTLY_CRON = nightly_cron(load_settings())
 
 
 @dag(
     dag_id="lake_compaction",
-    # The interval [day 00:00, next day 00:00) UTC: each run compacts the day its data interval covers.
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    # The interval [day 00:00, next day 00:00) UTC by default: each run compacts the day its data
+    # interval starts on.
+    schedule=CronDataIntervalTimetable(NIGHTLY_CRON, timezone="UTC") if NIGHTLY_CRON else None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -8,6 +8,7 @@ overrides without exporting them.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,6 +178,7 @@ class Settings:
     # Nightly batch and supervision (Airflow DAGs)
     curated_dir: Path
     reports_dir: Path
+    nightly_at: str | None  # "HH:MM" UTC of the nightly compaction run, None: by hand only
     compaction_target_mb: int
     bronze_retention_days: int
     supervisor_producer_max_age_s: float
@@ -230,6 +232,19 @@ def _default_pg_bin_dir() -> str:
         Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0
     )
     return str(candidates[-1]) if candidates else ""
+
+
+def _nightly_at(text: str) -> str | None:
+    """CANDLELAKE_NIGHTLY_AT: "HH:MM" (UTC, zero-padded) or "off"."""
+    value = text.strip().lower()
+    if value == "off":
+        return None
+    match = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", value)
+    if not match:
+        raise ConfigError(
+            f"CANDLELAKE_NIGHTLY_AT={text!r}: the UTC time of the nightly run as HH:MM (e.g. 00:00 or 02:30), or off"
+        )
+    return value
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -307,6 +322,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         dashboard_port=e.integer("CANDLELAKE_DASHBOARD_PORT", 8501, 1),
         curated_dir=e.path("CANDLELAKE_CURATED_DIR", e.path("CANDLELAKE_LAKE_DIR", runtime_dir / "lake") / "curated"),
         reports_dir=e.path("CANDLELAKE_REPORTS_DIR", runtime_dir / "reports"),
+        nightly_at=_nightly_at(e.text("CANDLELAKE_NIGHTLY_AT", "00:00")),
         compaction_target_mb=e.integer("CANDLELAKE_COMPACTION_TARGET_MB", 128, 1),
         bronze_retention_days=e.integer("CANDLELAKE_BRONZE_RETENTION_DAYS", 7, 0),
         supervisor_producer_max_age_s=e.number("CANDLELAKE_SUPERVISOR_PRODUCER_MAX_AGE_S", 60.0, 1.0),

@@ -172,6 +172,18 @@ def bronze_exchanges(settings: Settings, day: date) -> list[str]:
     return sorted(p.name.removeprefix("exchange=") for p in root.glob("exchange=*") if (p / suffix).is_dir())
 
 
+def nightly_cron(settings: Settings) -> str | None:
+    """The cron expression of the nightly `lake_compaction` run (CANDLELAKE_NIGHTLY_AT), None when off.
+
+    Its data interval runs from that time one day to the same time the next, so the interval's start
+    is always on the day before the run: the day the run compacts.
+    """
+    if settings.nightly_at is None:
+        return None
+    hour, minute = settings.nightly_at.split(":")
+    return f"{int(minute)} {int(hour)} * * *"
+
+
 def spark_env() -> dict[str, str]:
     """Environment for spark-submit: driver and workers run this interpreter, with candlelake installed."""
     return {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}

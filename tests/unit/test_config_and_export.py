@@ -26,6 +26,9 @@ def test_defaults_are_local_and_safe():
         ({"CANDLELAKE_CANDLE_INTERVAL": "2 minutes"}, "base interval"),
         ({"CANDLELAKE_CANDLES_STATE_STORE": "redis"}, "'redis' must be one of: rocksdb, memory"),
         ({"CANDLELAKE_CANDLES_CODEGEN": "yes"}, "CANDLELAKE_CANDLES_CODEGEN='yes' must be one of: on, off"),
+        ({"CANDLELAKE_NIGHTLY_AT": "2:30"}, r"NIGHTLY_AT='2:30': .* as HH:MM \(e.g. 00:00 or 02:30\), or off"),
+        ({"CANDLELAKE_NIGHTLY_AT": "24:00"}, "CANDLELAKE_NIGHTLY_AT='24:00'"),
+        ({"CANDLELAKE_NIGHTLY_AT": "never"}, "CANDLELAKE_NIGHTLY_AT='never'"),
     ],
 )
 def test_bad_settings_get_a_message_naming_the_variable(env, message):

@@ -19,6 +19,7 @@ from candlelake.orchestration import (
     describe_failures,
     event_extra,
     fmt_bytes,
+    nightly_cron,
     parse_day,
     resolve_day,
     run_days,
@@ -148,3 +149,11 @@ def test_failures_are_described_one_expectation_per_line() -> None:
 )
 def test_byte_counts_read_as_a_person_writes_them(n, text) -> None:
     assert fmt_bytes(n) == text
+
+
+@pytest.mark.parametrize(("at", "cron"), [("00:00", "0 0 * * *"), ("02:30", "30 2 * * *"), (" OFF ", None)])
+def test_the_nightly_run_starts_at_candlelake_nightly_at(at: str, cron: str | None) -> None:
+    from candlelake.config import load_settings
+
+    assert nightly_cron(load_settings({"CANDLELAKE_NIGHTLY_AT": at})) == cron
+    assert nightly_cron(load_settings({})) == "0 0 * * *"
