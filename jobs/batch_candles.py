@@ -48,7 +48,7 @@ def _utc_time(text: str) -> datetime:
 
 def parse_args(argv: list[str] | None, default_interval: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Recompute curated candles from the Parquet lake.")
-    parser.add_argument("--exchange", required=True)
+    parser.add_argument("--exchange", required=True, type=job_args.exchange_name)
     parser.add_argument("--symbols", default="", help="comma-separated; all symbols when omitted")
     parser.add_argument("--start", type=_utc_time, help="ISO UTC, inclusive")
     parser.add_argument("--end", type=_utc_time, help="ISO UTC, exclusive")

@@ -27,7 +27,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
@@ -324,9 +324,9 @@ def run_suite(
     index_columns: Sequence[str],
     run_name: str,
     parameters: Mapping[str, Any] | None = None,
-) -> tuple[Any, Any]:
+) -> tuple[Any, Any, float]:
     """Validate `frame` against `suite` (saved first: the code is the source of truth) and store the
-    result. Returns (result, its ValidationResultIdentifier).
+    result. Returns (result, its ValidationResultIdentifier, the seconds it took).
 
     Two passes, because the details cost most of the Spark jobs: first only whether each expectation
     holds (BOOLEAN_ONLY: counts, a few aggregates per suite); only when one fails, again with the
@@ -340,6 +340,7 @@ def run_suite(
         ValidationResultIdentifier,
     )
 
+    started = time.monotonic()
     saved = context.suites.add_or_update(suite)
     definition = _batch_definition(context, suite.name)
     validation = context.validation_definitions.add_or_update(
@@ -370,7 +371,7 @@ def run_suite(
         run_id=run_id,
         batch_identifier=batch_id,
     )
-    return result, identifier
+    return result, identifier, time.monotonic() - started
 
 
 def _plain(value: Any) -> Any:
@@ -551,8 +552,7 @@ def validate_day(
     reports = settings.reports_dir
     with _locked(reports):
         context = open_context(reports)
-        trades_result, trades_id, trades_seconds = _timed(
-            run_suite,
+        trades_result, trades_id, trades_seconds = run_suite(
             context,
             suites.trades_suite(),
             distinct,
@@ -564,8 +564,7 @@ def validate_day(
         candles_result = None
         candles_seconds = 0.0
         if candles_frame is not None:
-            candles_result, candles_id, candles_seconds = _timed(
-                run_suite,
+            candles_result, candles_id, candles_seconds = run_suite(
                 context,
                 suites.candles_suite(),
                 candles_frame,
@@ -633,13 +632,6 @@ def validate_day(
     if record:
         record_outcome(settings, outcome)
     return outcome
-
-
-def _timed(run: Callable[..., tuple[Any, Any]], *args: Any, **kwargs: Any) -> tuple[Any, Any, float]:
-    """`run(*args, **kwargs)`'s two results and the seconds it took."""
-    started = time.monotonic()
-    result, identifier = run(*args, **kwargs)
-    return result, identifier, time.monotonic() - started
 
 
 def record_outcome(settings: Settings, outcome: DayOutcome) -> None:
