@@ -1,7 +1,8 @@
 """candlelake dashboard router: `streamlit run dashboard/app.py` from the project root.
 
-Only wiring lives here: page config, the page list for `st.navigation`, and a footer saying what the
-dashboard reads. Each page is a script under `pages/`; data access is in `dashboard/data.py`.
+Only wiring lives here: page config, the page list for `st.navigation`, the display time zone (shared by
+every page; data stays UTC), and a footer saying what the dashboard reads. Each page is a script under
+`pages/`; data access is in `dashboard/data.py`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ _PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 if _PROJECT_ROOT not in sys.path:
     sys.path.insert(0, _PROJECT_ROOT)
 
+from zoneinfo import available_timezones  # noqa: E402
+
 import streamlit as st  # noqa: E402 - after the path fix on purpose
 
 from candlelake.config import load_settings  # noqa: E402
@@ -23,9 +26,18 @@ st.set_page_config(page_title="candlelake", page_icon=":material/candlestick_cha
 
 pages = [
     st.Page("pages/markets.py", title="Markets", icon=":material/candlestick_chart:", default=True),
+    st.Page("pages/quality.py", title="Quality", icon=":material/fact_check:"),
+    st.Page("pages/pipeline.py", title="Pipeline", icon=":material/monitor_heart:"),
 ]
+page = st.navigation(pages)
 
-st.navigation(pages).run()
+# Every time is stored and queried in UTC; this only changes how pages print and draw them.
+ZONES = ["UTC", *sorted(z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/")))]
+if st.query_params.get("tz") not in (None, *ZONES):
+    st.sidebar.warning(f"Unknown time zone {st.query_params.get('tz')!r} in the link; showing UTC.")
+st.sidebar.selectbox("Display time zone", ZONES, key="tz", bind="query-params", help="Data stays in UTC")
+
+page.run()
 
 settings = load_settings()
 st.caption(

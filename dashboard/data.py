@@ -10,15 +10,20 @@ mistaken query cannot write even if the role's grants were ever widened.
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
 
 import pandas as pd
 import psycopg2
 import psycopg2.extensions
 import streamlit as st
 
+from candlelake import rollups
 from candlelake.config import load_settings
+
+T = TypeVar("T")
 
 # Why each option: read-only twice over (see module docstring); UTC so every timestamp the page shows
 # is UTC whatever the server's zone; a statement timeout so one slow query cannot hang a page forever.
@@ -42,45 +47,63 @@ MARKETS_SQL = """
     SELECT exchange, symbol FROM markets ORDER BY exchange, symbol
 """
 
-# The window ends at the market's newest candle, not at now(): a replayed historical sample or a
-# stream that paused still shows its last `lookback` of data (the page says how old that candle is).
-# Newest first with a LIMIT so that a very long window at 1-second candles is cut at its old end.
-CANDLES_SQL = """
-    WITH latest AS (
-        SELECT max(open_time) AS open_time
-          FROM candles
-         WHERE exchange = %(exchange)s AND symbol = %(symbol)s
-    )
-    SELECT c.open_time, c.close_time,
-           trim_scale(c.open) AS open, trim_scale(c.high) AS high,
-           trim_scale(c.low) AS low, trim_scale(c.close) AS close,
-           trim_scale(c.volume) AS volume, trim_scale(c.quote_volume) AS quote_volume,
-           c.trades,
-           trim_scale(c.taker_buy_volume) AS taker_buy_volume,
-           trim_scale(c.vwap) AS vwap,
-           c.state
-      FROM candles AS c, latest
-     WHERE c.exchange = %(exchange)s AND c.symbol = %(symbol)s
-       AND c.open_time > latest.open_time - %(lookback)s
-     ORDER BY c.open_time DESC
-     LIMIT %(limit)s
+# The market's first and newest base candle: two probes of the primary key.
+MARKET_SPAN_SQL = """
+    SELECT (SELECT min(open_time) FROM candles WHERE exchange = %(exchange)s AND symbol = %(symbol)s) AS first,
+           (SELECT max(open_time) FROM candles WHERE exchange = %(exchange)s AND symbol = %(symbol)s) AS newest
 """
-CANDLE_COLUMNS = (
-    "open_time",
-    "close_time",
+
+# Gap-ledger entries that mean "data missing" in a window. Trade-id gaps carry no times: they are placed
+# between the newest candle holding an id below the gap and the oldest holding an id above it (the
+# candles keep their first and last trade id). Disconnect intervals carry their own times.
+MISSING_SQL = """
+    WITH window_ids AS (
+        SELECT (SELECT first_trade_id FROM candles
+                 WHERE exchange = %(exchange)s AND symbol = %(symbol)s AND first_trade_id IS NOT NULL
+                   AND open_time >= %(start)s AND open_time < %(end)s
+                 ORDER BY open_time LIMIT 1) AS first_id,
+               (SELECT last_trade_id FROM candles
+                 WHERE exchange = %(exchange)s AND symbol = %(symbol)s AND last_trade_id IS NOT NULL
+                   AND open_time >= %(start)s AND open_time < %(end)s
+                 ORDER BY open_time DESC LIMIT 1) AS last_id
+    )
+    SELECT g.gap_id, g.kind, g.status, g.cause, g.first_id, g.last_id,
+           coalesce((SELECT max(c.open_time) + %(base)s FROM candles AS c
+                      WHERE c.exchange = g.exchange AND c.symbol = g.symbol
+                        AND c.open_time >= %(start)s AND c.open_time < %(end)s
+                        AND c.last_trade_id < g.first_id), %(start)s) AS started_at,
+           coalesce((SELECT min(c.open_time) FROM candles AS c
+                      WHERE c.exchange = g.exchange AND c.symbol = g.symbol
+                        AND c.open_time >= %(start)s AND c.open_time < %(end)s
+                        AND c.first_trade_id > g.last_id), %(end)s) AS ended_at
+      FROM trade_gaps AS g, window_ids AS w
+     WHERE g.exchange = %(exchange)s AND g.symbol = %(symbol)s AND g.first_id IS NOT NULL
+       AND g.status IN ('open', 'unfillable')
+       AND g.first_id <= w.last_id AND g.last_id >= w.first_id
+    UNION ALL
+    SELECT gap_id, kind, status, cause, NULL, NULL, greatest(started_at, %(start)s), least(ended_at, %(end)s)
+      FROM trade_gaps
+     WHERE exchange = %(exchange)s AND symbol = %(symbol)s AND kind = 'disconnect'
+       AND started_at < %(end)s AND ended_at > %(start)s
+     ORDER BY started_at
+     LIMIT 200
+"""
+
+# open_time, the exchange's ten kline values, vwap, state, filled: what candlelake.rollups returns.
+CANDLE_COLUMNS = rollups.COLUMNS
+DECIMAL_COLUMNS = (
     "open",
     "high",
     "low",
     "close",
     "volume",
     "quote_volume",
-    "trades",
     "taker_buy_volume",
+    "taker_buy_quote_volume",
     "vwap",
-    "state",
 )
 
-# Plotly stays responsive up to a few thousand candles; 24h of 1-minute candles is 1,440.
+# Plotly stays responsive up to a few thousand candles; a view asking for more gets a larger bucket.
 MAX_CANDLES = 5_000
 
 
@@ -125,23 +148,15 @@ def connection() -> psycopg2.extensions.connection:
     return _connect(load_settings().pg_reader_dsn)
 
 
-def query(sql: str, params: dict[str, Any] | tuple[Any, ...] | None = None) -> pd.DataFrame:
-    """Run one parameterized SELECT and return its rows as a DataFrame (column names from the cursor).
-
-    A connection that broke since last use (PostgreSQL restarted) is dropped and the query retried once
-    on a fresh one; any other database error becomes a `DataError` with a readable message.
-    """
+def _with_connection(work: Callable[[psycopg2.extensions.connection], T]) -> T:
+    """Run `work` on the shared connection; a connection that broke since last use (PostgreSQL restarted)
+    is dropped and `work` retried once on a fresh one; any database error becomes a readable `DataError`."""
     for attempt in (1, 2):
         conn = connection()
         try:
-            with conn.cursor() as cur:
-                cur.execute(sql, params)
-                columns = [col.name for col in cur.description or ()]
-                rows = cur.fetchall()
-            return pd.DataFrame.from_records(rows, columns=columns)
+            return work(conn)
         except psycopg2.Error as exc:
-            broken = conn.closed != 0
-            if broken:
+            if conn.closed != 0:
                 _connect.clear()
                 if attempt == 1:
                     continue
@@ -149,6 +164,18 @@ def query(sql: str, params: dict[str, Any] | tuple[Any, ...] | None = None) -> p
             detail = message.splitlines()[0] if message else type(exc).__name__
             raise DataError(f"query against {_describe_target()} failed: {detail}") from exc
     raise AssertionError("unreachable: the loop returns or raises")
+
+
+def query(sql: str, params: dict[str, Any] | tuple[Any, ...] | None = None) -> pd.DataFrame:
+    """Run one parameterized SELECT and return its rows as a DataFrame (column names from the cursor)."""
+
+    def run(conn: psycopg2.extensions.connection) -> pd.DataFrame:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            columns = [col.name for col in cur.description or ()]
+            return pd.DataFrame.from_records(cur.fetchall(), columns=columns)
+
+    return _with_connection(run)
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -160,24 +187,48 @@ def list_markets() -> pd.DataFrame:
     return markets
 
 
-# A short TTL shares one query among every viewer's refresh without making the chart stale.
 @st.cache_data(ttl=2, show_spinner=False)
-def load_candles(exchange: str, symbol: str, lookback: timedelta, limit: int = MAX_CANDLES) -> pd.DataFrame:
-    """Base-interval candles of one market for `lookback` up to its newest candle, oldest first.
+def market_span(exchange: str, symbol: str) -> tuple[datetime, datetime] | None:
+    """The open_time of a market's first and newest base candle, or None for a market without candles."""
+    row = query(MARKET_SPAN_SQL, {"exchange": exchange, "symbol": symbol})
+    first, newest = row.iloc[0]["first"], row.iloc[0]["newest"]
+    if first is None or pd.isna(first):
+        return None
+    return first.astimezone(UTC), newest.astimezone(UTC)
 
-    Price and volume columns hold exact `Decimal`s; `open_time`/`close_time` are UTC timestamps.
+
+# A short TTL shares one query among every viewer's refresh without making the chart stale.
+@st.cache_data(ttl=2, show_spinner=False, max_entries=64)
+def load_candles(exchange: str, symbol: str, bucket: str, start: datetime, end: datetime) -> pd.DataFrame:
+    """Candles of `bucket` (any size the base makes: 1m, 5m, 45m, 1d, 1w...) opening in [start, end).
+
+    Rolled up from the base candles with the exchange's rules, empty intervals filled (`filled`, zero
+    `trades`); prices and volumes are exact `Decimal`s, `open_time` a UTC timestamp, oldest first.
+    Raises `rollups.RollupError` for a bucket or range a person must correct.
     """
-    if lookback <= timedelta(0):
-        raise DataError(f"lookback must be positive, got {lookback}")
-    frame = query(CANDLES_SQL, {"exchange": exchange, "symbol": symbol, "lookback": lookback, "limit": limit})
-    if frame.empty:
-        return pd.DataFrame(columns=list(CANDLE_COLUMNS))
-    frame = frame.iloc[::-1].reset_index(drop=True)
-    for column in ("open_time", "close_time"):
-        frame[column] = pd.to_datetime(frame[column], utc=True)
+    base = base_seconds()
+    parsed = rollups.parse_bucket(bucket, base)
+
+    def run(conn: psycopg2.extensions.connection) -> list[tuple[object, ...]]:
+        return rollups.fetch_rollup(conn, exchange, symbol, parsed, start, end, base, max_rows=MAX_CANDLES)
+
+    frame = pd.DataFrame.from_records(_with_connection(run), columns=list(CANDLE_COLUMNS))
+    for column in DECIMAL_COLUMNS:
+        frame[column] = [None if v is None else Decimal(v) for v in frame[column]]
+    frame["open_time"] = pd.to_datetime(frame["open_time"], utc=True, format="ISO8601")
+    frame["trades"] = frame["trades"].astype("int64")
+    frame["filled"] = frame["filled"] == "true"
     return frame
 
 
-def base_interval_label() -> str:
-    """The stored candle interval as a short label ("1m" or "1s"), from CANDLELAKE_CANDLE_INTERVAL."""
-    return {"1 minute": "1m", "1 second": "1s"}.get(load_settings().candle_interval, "1m")
+@st.cache_data(ttl=10, show_spinner=False)
+def missing_intervals(exchange: str, symbol: str, start: datetime, end: datetime) -> pd.DataFrame:
+    """Gap-ledger entries overlapping [start, end) as time intervals: open or unfillable trade-id gaps
+    and feed disconnects (kind, status, cause, started_at, ended_at)."""
+    base = timedelta(seconds=base_seconds())
+    return query(MISSING_SQL, {"exchange": exchange, "symbol": symbol, "start": start, "end": end, "base": base})
+
+
+def base_seconds() -> int:
+    """The stored candle interval in seconds (CANDLELAKE_CANDLE_INTERVAL: 1 minute or 1 second)."""
+    return 1 if load_settings().candle_interval == "1 second" else 60

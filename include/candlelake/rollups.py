@@ -132,7 +132,7 @@ def plan(
             f"no {bucket.text} bucket starts between {start.isoformat()} and {end.isoformat()}; "
             "widen the range or choose a smaller bucket"
         )
-    count = (end - first - timedelta(microseconds=1)) // timedelta(seconds=bucket.seconds) + 1
+    count = bucket_count(bucket, start, end)
     if count > max_rows:
         raise RollupError(
             f"{count:,} candles of {bucket.text} in this range is more than {max_rows:,}; "
@@ -148,6 +148,41 @@ def _suggest(span: timedelta, max_rows: int) -> str:
         if parse_bucket(text).seconds >= needed:
             return text
     return "1w"
+
+
+# Bucket sizes a view steps up through when the one asked for would draw too many candles.
+BUCKET_LADDER = ("1s", "5s", "15s", "30s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d", "1w")
+
+
+def bucket_count(bucket: Bucket, start: datetime, end: datetime) -> int:
+    """How many buckets of `bucket` open in [start, end) (0 when none does)."""
+    first = bucket.first_at_or_after(start)
+    if first >= end:
+        return 0
+    return (end - first - timedelta(microseconds=1)) // timedelta(seconds=bucket.seconds) + 1
+
+
+def fit_bucket(bucket: Bucket, start: datetime, end: datetime, max_candles: int, base_seconds: int = 60) -> Bucket:
+    """`bucket`, or the smallest ladder step above it that opens at most `max_candles` buckets in the range.
+
+    A year at 1m is 525,600 candles, far more than a chart can show; stepping up keeps the view drawable
+    while still answering "what happened in this range". The caller tells the user when it stepped up.
+    """
+    if bucket_count(bucket, start, end) <= max_candles:
+        return bucket
+    for text in BUCKET_LADDER:
+        step = parse_bucket_or_none(text, base_seconds)
+        if step and step.seconds > bucket.seconds and bucket_count(step, start, end) <= max_candles:
+            return step
+    return parse_bucket("1w", base_seconds)
+
+
+def parse_bucket_or_none(text: str, base_seconds: int = 60) -> Bucket | None:
+    """`parse_bucket`, or None for a bucket the base interval cannot make (1s over a 1m base)."""
+    try:
+        return parse_bucket(text, base_seconds)
+    except RollupError:
+        return None
 
 
 def read_levels(bucket: Bucket, base_seconds: int = 60) -> tuple[int, ...]:

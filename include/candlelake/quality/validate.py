@@ -79,6 +79,18 @@ class Failure:
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "columns": list(self.columns), "sample": list(self.sample)}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Failure:
+        """The inverse of `as_dict` (a `quality_runs.failures` item); unknown keys are ignored."""
+        return cls(
+            expectation=str(data.get("expectation", "")),
+            check=str(data.get("check", data.get("expectation", "?"))),
+            columns=tuple(data.get("columns") or ()),
+            observed=str(data.get("observed", "")),
+            unexpected_count=data.get("unexpected_count"),
+            sample=tuple(data.get("sample") or ()),
+        )
+
     def sentence(self) -> str:
         """E.g. `close <= high: 1 of 1440 rows; e.g. symbol=BTCUSDT open_time=... high=1 close=2`."""
         examples = "; ".join(" ".join(f"{k}={v}" for k, v in row.items()) for row in self.sample)

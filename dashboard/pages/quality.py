@@ -1,0 +1,186 @@
+"""Quality page: is the data right? The latest Great Expectations results (with their Data Docs pages),
+the gap ledger, the nightly batch's late-data corrections, dead letters by reason, and how many candles
+are live, closed or curated.
+
+Every section reads PostgreSQL through `dashboard.quality_data`; a section whose table cannot be read
+says so and the others still render.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from candlelake.quality.validate import Failure
+from dashboard import data, quality_data
+
+PERIODS = {"24h": 1, "7 days": 7, "30 days": 30}
+DEFAULT_PERIOD = "7 days"
+
+
+def _section(load: Callable[[], pd.DataFrame]) -> pd.DataFrame | None:
+    """Run one section's query; on failure show the reason and let the rest of the page render."""
+    try:
+        return load()
+    except data.DataError as exc:
+        st.error(str(exc))
+        return None
+
+
+def _failures_text(failures: Any) -> str:
+    if not failures:
+        return ""
+    items = failures if isinstance(failures, list) else [failures]
+    sentences = [Failure.from_dict(item).sentence() if isinstance(item, dict) else str(item) for item in items]
+    more = f" (and {len(sentences) - 3} more)" if len(sentences) > 3 else ""
+    return " | ".join(sentences[:3]) + more
+
+
+def _validations() -> None:
+    st.subheader("Validations", anchor="validations")
+    latest = _section(quality_data.latest_validations)
+    if latest is None:
+        return
+    if latest.empty:
+        st.info(
+            "No validation has run yet. The nightly `data_quality` DAG validates each day after compaction; "
+            "trigger it in Airflow to validate now."
+        )
+        return
+    failed = latest[~latest["success"]]
+    if failed.empty:
+        st.success(f"The latest validation of each exchange and suite passed ({len(latest)} suites).")
+    else:
+        for row in failed.itertuples(index=False):
+            st.error(
+                f"**{row.exchange} {row.trade_date} `{row.suite}` failed** {row.failed} of {row.evaluated} "
+                f"expectations: {_failures_text(row.failures)}",
+                icon=":material/error:",
+            )
+    table = latest.assign(
+        result=latest["success"].map({True: "passed", False: "FAILED"}),
+        failures=latest["failures"].map(_failures_text),
+        data_docs=latest["docs_path"].map(quality_data.data_docs_link),
+    )
+    columns = ["exchange", "suite", "trade_date", "result", "evaluated", "failed", "rows_validated", "failures"]
+    st.dataframe(
+        table[[*columns, "validated_at", "data_docs"]],
+        hide_index=True,
+        width="stretch",
+        key="validations",
+        column_config={
+            "data_docs": st.column_config.LinkColumn("Data Docs", display_text="open"),
+            "validated_at": st.column_config.DatetimeColumn("validated (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+            "rows_validated": st.column_config.NumberColumn("rows", format="localized"),
+        },
+    )
+    st.link_button("All Data Docs", quality_data.data_docs_link_root(), icon=":material/description:")
+    with st.expander("Earlier validations (30 days)"):
+        history = _section(lambda: quality_data.validation_history(quality_data.since(30)))
+        if history is not None:
+            st.dataframe(history, hide_index=True, width="stretch", key="validation_history")
+
+
+def _gaps() -> None:
+    st.subheader("Gap ledger", anchor="gap-ledger")
+    counts = _section(quality_data.gap_counts)
+    if counts is not None and not counts.empty:
+        cols = st.columns(len(counts))
+        for col, row in zip(cols, counts.itertuples(index=False), strict=True):
+            col.metric(f"{row.status} gaps", f"{row.gaps:,}")
+    statuses = st.multiselect(
+        "Show gaps that are",
+        list(quality_data.GAP_STATUSES),
+        default=["open", "unfillable"],
+        key="gap_statuses",
+        help="open: not backfilled yet; unfillable: the exchange no longer has those ids; "
+        "filled: backfilled; recorded: a feed disconnect interval",
+    )
+    if not statuses:
+        st.caption("Choose at least one status.")
+        return
+    gaps = _section(lambda: quality_data.gaps(tuple(statuses)))
+    if gaps is None:
+        return
+    if gaps.empty:
+        st.success(f"No {' or '.join(statuses)} gaps: no trade is known to be missing.")
+        return
+    st.dataframe(gaps, hide_index=True, width="stretch", key="gaps")
+
+
+def _corrections(days: int) -> None:
+    st.subheader("Late-data corrections", anchor="corrections")
+    since = quality_data.since(days)
+    loads = _section(lambda: quality_data.curated_loads(since))
+    if loads is None:
+        return
+    if loads.empty:
+        st.info("No curated load in this period.")
+        return
+    changed = int(loads["changed"].sum())
+    cols = st.columns(3)
+    cols[0].metric("Curated loads", f"{len(loads):,}")
+    cols[1].metric("Candles corrected", f"{changed:,}", help="Curated candles whose values differed from the live ones")
+    cols[2].metric("Candles inserted", f"{int(loads['inserted'].sum()):,}", help="Candles the stream never wrote")
+    st.dataframe(loads, hide_index=True, width="stretch", key="loads")
+    fixes = _section(lambda: quality_data.corrections(since))
+    if fixes is not None and not fixes.empty:
+        fixes = fixes.assign(
+            change=[quality_data.describe_change(b, a) for b, a in zip(fixes["before"], fixes["after"], strict=True)]
+        )
+        st.dataframe(
+            fixes[["loaded_at", "exchange", "symbol", "open_time", "was_state", "change"]],
+            hide_index=True,
+            width="stretch",
+            key="corrections",
+        )
+
+
+def _dead_letters(days: int) -> None:
+    st.subheader("Dead letters by reason", anchor="dead-letters")
+    letters = _section(lambda: quality_data.dead_letters(quality_data.since(days)))
+    if letters is None:
+        return
+    if letters.empty:
+        st.success("No dead letters in this period: every message became a trade.")
+        return
+    st.metric("Dead letters", f"{int(letters['dead_letters'].sum()):,}")
+    st.dataframe(letters, hide_index=True, width="stretch", key="dead_letters")
+
+
+def _candle_states(days: int) -> None:
+    st.subheader("Candle states", anchor="candle-states")
+    st.caption(
+        "live: still changing; closed: the stream's watermark passed it; curated: the nightly batch "
+        "recomputed and validated it. Without trades: intervals the market was quiet."
+    )
+    states = _section(lambda: quality_data.candle_states(quality_data.since(days)))
+    if states is None:
+        return
+    if states.empty:
+        st.info("No candles in this period.")
+        return
+    st.dataframe(states, hide_index=True, width="stretch", key="candle_states")
+    matches = _section(quality_data.reconciliations)
+    if matches is not None and not matches.empty:
+        st.caption("Curated candles against the exchange's own klines (latest check per market):")
+        st.dataframe(matches, hide_index=True, width="stretch", key="reconciliations")
+
+
+def main() -> None:
+    st.title("Quality")
+    period = st.segmented_control(
+        "Period", list(PERIODS), default=DEFAULT_PERIOD, required=True, key="period", bind="query-params"
+    )
+    days = PERIODS[period or DEFAULT_PERIOD]
+    _validations()
+    _gaps()
+    _corrections(days)
+    _dead_letters(days)
+    _candle_states(days)
+
+
+main()
