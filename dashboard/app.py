@@ -21,6 +21,7 @@ from zoneinfo import available_timezones  # noqa: E402
 import streamlit as st  # noqa: E402 - after the path fix on purpose
 
 from candlelake.config import load_settings  # noqa: E402
+from dashboard import url_params  # noqa: E402
 
 st.set_page_config(page_title="candlelake", page_icon=":material/candlestick_chart:", layout="wide")
 
@@ -33,8 +34,7 @@ page = st.navigation(pages)
 
 # Every time is stored and queried in UTC; this only changes how pages print and draw them.
 ZONES = ["UTC", *sorted(z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/")))]
-if st.query_params.get("tz") not in (None, *ZONES):
-    st.sidebar.warning(f"Unknown time zone {st.query_params.get('tz')!r} in the link; showing UTC.")
+url_params.warn_unknown("tz", ZONES, "time zone", where=st.sidebar)
 st.sidebar.selectbox("Display time zone", ZONES, key="tz", bind="query-params", help="Data stays in UTC")
 
 page.run()

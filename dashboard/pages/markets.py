@@ -19,7 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from candlelake import market_stats, rollups
-from dashboard import charts, data
+from dashboard import charts, data, url_params
 from dashboard.formats import age_seconds, describe_age, exact, in_zone, price, price_places
 
 LOOKBACKS: dict[str, timedelta] = {
@@ -55,15 +55,6 @@ class View:
     end: datetime | None
     overlays: tuple[str, ...]
     tz: str
-
-
-def _warn_unknown_url_value(key: str, allowed: list[str], what: str) -> None:
-    """A link may carry a value the page does not offer: say so (the widget falls back to its default)."""
-    value = st.query_params.get(key)
-    if value is not None and value not in allowed:
-        st.warning(
-            f"Unknown {what} {value!r} in the link; showing the default instead. Known: {', '.join(allowed[:12])}"
-        )
 
 
 def _wait_for_markets() -> None:
@@ -283,14 +274,14 @@ def main() -> None:
     tz = st.session_state.get("tz", "UTC")
     base = data.base_seconds()
     exchanges = sorted(markets["exchange"].unique().tolist())
-    _warn_unknown_url_value("exchange", exchanges, "exchange")
+    url_params.warn_unknown("exchange", exchanges, "exchange")
     left, middle, right, bucket_col, live_col = st.columns([2, 2, 5, 2, 1], vertical_alignment="bottom")
     exchange = left.selectbox("Exchange", exchanges, key="exchange", bind="query-params")
     symbols = sorted(markets.loc[markets["exchange"] == exchange, "symbol"].tolist())
-    _warn_unknown_url_value("symbol", symbols, f"symbol on {exchange}")
+    url_params.warn_unknown("symbol", symbols, f"symbol on {exchange}")
     symbol = middle.selectbox("Symbol", symbols, key="symbol", bind="query-params")
     lookbacks = [*LOOKBACKS, CUSTOM]
-    _warn_unknown_url_value("lookback", lookbacks, "lookback")
+    url_params.warn_unknown("lookback", lookbacks, "lookback")
     lookback = right.segmented_control(
         "Lookback", lookbacks, default=DEFAULT_LOOKBACK, required=True, key="lookback", bind="query-params"
     )

@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from candlelake.quality.validate import Failure
-from dashboard import data, quality_data
+from dashboard import data, quality_data, url_params
 
 PERIODS = {"24h": 1, "7 days": 7, "30 days": 30}
 DEFAULT_PERIOD = "7 days"
@@ -172,6 +172,7 @@ def _candle_states(days: int) -> None:
 
 def main() -> None:
     st.title("Quality")
+    url_params.warn_unknown("period", list(PERIODS), "period")
     period = st.segmented_control(
         "Period", list(PERIODS), default=DEFAULT_PERIOD, required=True, key="period", bind="query-params"
     )

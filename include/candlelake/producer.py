@@ -11,7 +11,8 @@ letters, Kafka. Live exchange sources also keep a gap ledger in PostgreSQL and b
 from the exchange's REST API as soon as a gap is declared; they start from the last trade id the
 previous run sent (table ingest_positions), so ids missed while the producer was down are a gap too.
 SIGTERM or SIGINT stops the feeds, flushes Kafka (every trade handed to the client is delivered or
-recorded as a failed delivery) and writes the final counters.
+recorded as a failed delivery) and writes the final counters. Dead-letter counts per reason go to
+PostgreSQL (dead_letter_counts) on every health beat and at the end.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ class HealthReporter(threading.Thread):
         self.counters = counters
         self.producer = producer
         self.source = source
-        self.also = also  # more bookkeeping on the same beat (the ledger's trade-id positions)
+        self.also = also  # more bookkeeping on the same beat (trade-id positions, dead-letter counts)
         self.started_at = datetime.now(UTC)
         self.stopped = threading.Event()
 
@@ -357,16 +358,19 @@ def run(
         except Exception as exc:
             log.warning("could not read the last trade ids of the previous run (%s)", exc)
 
-    reporter = HealthReporter(
-        settings, counters, producer=f"{source}@{socket.gethostname()}", source=source, also=pipeline.save_positions
-    )
+    def beat() -> None:  # more bookkeeping on the health beat; flush_counts never raises
+        dead_letters.flush_counts(settings.pg_dsn())
+        pipeline.save_positions()
+
+    reporter = HealthReporter(settings, counters, producer=f"{source}@{socket.gethostname()}", source=source, also=beat)
     reporter.start()
     log.info("producing %s for %s into %s", source, ",".join(chosen), settings.kafka_bootstrap)
     try:
         asyncio.run(_serve(pipeline, feeds))
     finally:
         pipeline.trades.close()  # flushes: every trade handed to the client is delivered or recorded
-        dead_letters.close()
+        dead_letters.close()  # flushes: every dead letter is acknowledged (and counted) or failed
+        dead_letters.flush_counts(settings.pg_dsn())
         if prices is not None:
             prices.close()
         pipeline.maintain()  # the ledger rows of failures found while flushing

@@ -481,6 +481,7 @@ def run(
         # Closing flushes: every record handed to a client is delivered or counted as failed.
         trades.close()
         dead_letters.close()
+        dead_letters.flush_counts(settings.pg_dsn())  # never raises: a warning, the topic has them all
     summary.delivered = counters.produced
     summary.delivery_failures = counters.delivery_failures + dead_letters.failures
     say(summary.text())

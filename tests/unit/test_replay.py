@@ -108,7 +108,8 @@ def test_malformed_lines_are_rejected_with_their_raw_text(tmp_path: Path) -> Non
     assert summary.rejected == {"malformed": 3, "not-finite": 1}
     assert "rejected    4 (malformed 3, not-finite 1)" in summary.text()
     record = dead_letter_record(rejections[2])
-    assert set(record) == {"raw", "reason", "source", "time"} and "not a finite number" in record["reason"]
+    assert set(record) == {"raw", "code", "reason", "source", "time"} and "not a finite number" in record["reason"]
+    assert record["code"] == "not-finite"
 
 
 def test_a_coinbase_message_in_a_binance_replay_is_rejected() -> None:

@@ -8,10 +8,14 @@ import pytest
 
 from candlelake.candles_export import ExportError, make_request
 from candlelake.rollups import (
+    BUCKET_LADDER,
     EPOCH,
     MONDAY_EPOCH,
     RollupError,
+    bucket_count,
+    fit_bucket,
     parse_bucket,
+    parse_bucket_or_none,
     plan,
     read_levels,
     rollup_query,
@@ -158,3 +162,38 @@ def test_the_export_serves_any_bucket_and_explains_bad_ones():
         make_request("x", "Y", "1.5h", "2024-01-01", "2024-01-02")
     with pytest.raises(ExportError, match="choose a larger bucket"):
         make_request("x", "Y", "1m", "2020-01-01", "2024-01-02")
+
+
+def test_a_bucket_that_fits_is_kept() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    assert fit_bucket(parse_bucket("1m"), start, start + timedelta(hours=24), 5_000).text == "1m"
+    assert bucket_count(parse_bucket("45m"), start, start + timedelta(hours=24)) == 32
+
+
+@pytest.mark.parametrize(
+    ("span", "asked", "fitted"),
+    [
+        (timedelta(days=7), "1m", "3m"),  # 10,080 -> 3,360
+        (timedelta(days=30), "1m", "15m"),  # 43,200 -> 2,880
+        (timedelta(days=365), "1m", "2h"),  # 525,600 -> 4,380
+        (timedelta(days=365), "45m", "2h"),  # 11,680 -> 4,380: the next ladder step above the bucket asked
+        (timedelta(days=3650), "1m", "1d"),  # 3,650 days
+    ],
+)
+def test_a_bucket_too_small_for_the_range_is_raised_to_fit(span, asked, fitted) -> None:
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    bucket = fit_bucket(parse_bucket(asked), start, start + span, 5_000)
+    assert bucket.text == fitted
+    assert bucket_count(bucket, start, start + span) <= 5_000
+    # It is the smallest such step: the one before it would not fit.
+    ladder = [b for b in BUCKET_LADDER if parse_bucket_or_none(b)]
+    before = ladder[ladder.index(fitted) - 1]
+    if parse_bucket(before).seconds > parse_bucket(asked).seconds:
+        assert bucket_count(parse_bucket(before), start, start + span) > 5_000
+
+
+def test_seconds_buckets_are_offered_only_over_a_seconds_base() -> None:
+    assert parse_bucket_or_none("1s") is None
+    assert parse_bucket_or_none("1s", base_seconds=1) is not None
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    assert fit_bucket(parse_bucket("1s", 1), start, start + timedelta(hours=6), 5_000, 1).text == "5s"

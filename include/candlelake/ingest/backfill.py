@@ -83,6 +83,7 @@ def run(
         finally:
             trades.close()
             dead_letters.close()
+            dead_letters.flush_counts(settings.pg_dsn())
         if counters.delivery_failures:
             summary.errors.append(f"{counters.delivery_failures} trades were not taken by Kafka (recorded in the log)")
     finally:

@@ -179,6 +179,7 @@ def _from_files(
     finally:
         trades.close()  # flushes: every trade is acknowledged or counted as failed
         dead_letters.close()
+        dead_letters.flush_counts(settings.pg_dsn())
     if counters.delivery_failures or dead_letters.failures:
         outcome.errors.append(
             f"{counters.delivery_failures + dead_letters.failures} records were not taken by Kafka; run it again"

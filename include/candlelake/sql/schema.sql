@@ -425,3 +425,18 @@ CREATE INDEX IF NOT EXISTS supervisor_checks_recent ON supervisor_checks (compon
 -- Added with the supervisor: the Kafka offsets a micro-batch read up to ({"topic": {"partition": offset}}),
 -- so the lag behind the topic's end is known without asking Spark.
 ALTER TABLE stream_progress ADD COLUMN IF NOT EXISTS end_offsets jsonb;
+
+-- Dead letters per UTC day, source and reason class (Rejection.code), for the dashboard, which reads
+-- PostgreSQL only and cannot count the dead-letter topic. Each process adds the deltas it counted since
+-- its last flush (dead_letter.DeadLetterSink.flush_counts); the topic stays the record of every dead letter.
+CREATE TABLE IF NOT EXISTS dead_letter_counts (
+    day          date        NOT NULL,
+    source       text        NOT NULL,
+    code         text        NOT NULL,
+    count        bigint      NOT NULL,
+    last_reason  text        NOT NULL,
+    last_raw     text,       -- the latest example's raw input, its first 500 characters
+    first_at     timestamptz,
+    last_at      timestamptz,
+    PRIMARY KEY (day, source, code)
+);
