@@ -46,7 +46,7 @@ COPY --from=jars /opt/candlelake/.cache/jars .cache/jars
 # Not root. The folders that compose mounts named volumes on exist here, owned by this user, so Docker
 # copies that ownership into each new volume.
 RUN useradd --uid 50000 --gid 0 --create-home --shell /bin/bash candlelake \
-    && mkdir -p .runtime/lake .runtime/checkpoints .runtime/airflow/logs .runtime/logs \
+    && mkdir -p .runtime/lake .runtime/checkpoints .runtime/airflow/logs .runtime/logs .runtime/reports/data_docs \
     && chown -R 50000:0 .runtime
 USER 50000
 CMD ["candlelake", "--help"]

@@ -172,8 +172,11 @@ class Settings:
     gap_grace_s: float
     auto_backfill: bool
 
-    # Dashboard
+    # Dashboard, and the static HTTP server of the Data Docs site (the `reports` part)
     dashboard_port: int
+    reports_port: int
+    # Where browsers find the Data Docs site (`<reports_dir>/data_docs`): the dashboard's links start here.
+    data_docs_url: str
 
     # Nightly batch and supervision (Airflow DAGs)
     curated_dir: Path
@@ -253,6 +256,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         env = {**_read_dotenv(PROJECT_ROOT / ".env"), **os.environ}
     e = _Env(env)
     host = e.text("CANDLELAKE_HOST", "127.0.0.1")
+    reports_port = e.integer("CANDLELAKE_REPORTS_PORT", 8502, 1)
     kafka_port = e.integer("CANDLELAKE_KAFKA_PORT", 19092, 1)
     runtime_dir = e.path("CANDLELAKE_RUNTIME_DIR", PROJECT_ROOT / ".runtime")
     interval = e.text("CANDLELAKE_CANDLE_INTERVAL", "1 minute")
@@ -320,6 +324,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         gap_grace_s=e.number("CANDLELAKE_GAP_GRACE_S", 5.0, 0.0),
         auto_backfill=e.choice("CANDLELAKE_AUTO_BACKFILL", "on", ("on", "off")) == "on",
         dashboard_port=e.integer("CANDLELAKE_DASHBOARD_PORT", 8501, 1),
+        reports_port=reports_port,
+        # Our own reports server by default; users who publish the site elsewhere point the links there.
+        data_docs_url=e.text("CANDLELAKE_DATA_DOCS_URL", f"http://{host}:{reports_port}").rstrip("/"),
         curated_dir=e.path("CANDLELAKE_CURATED_DIR", e.path("CANDLELAKE_LAKE_DIR", runtime_dir / "lake") / "curated"),
         reports_dir=e.path("CANDLELAKE_REPORTS_DIR", runtime_dir / "reports"),
         nightly_at=_nightly_at(e.text("CANDLELAKE_NIGHTLY_AT", "00:00")),

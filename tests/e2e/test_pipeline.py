@@ -137,6 +137,7 @@ def test_up_reports_every_part_healthy(platform: Settings) -> None:
         "airflow-triggerer",
         "stream",
         "producer",
+        "reports",
         "dashboard",
     ):
         assert parts[name]["healthy"], f"{name} is not healthy: {parts[name]}"

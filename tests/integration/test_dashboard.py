@@ -1,17 +1,17 @@
-"""The dashboard against real PostgreSQL: the markets page draws exactly the candles in the table, and
-the data module's connection cannot write.
+"""Every dashboard page through `streamlit.testing` against the platform's real PostgreSQL.
 
-Candles go in with the writer role under an exchange name no real source uses (unique per run, so
-parallel runs and a live platform are never disturbed) and are deleted afterwards. PostgreSQL is started
-through the platform's own component when it is not already running, and stopped again in that case.
+The pages read rows seeded by tests/support/dashboard_seed.py: Binance's own XRP/ETH 1m klines stored as
+candles (under an exchange name unique to the run), an open trade-id gap, validations, a correction, dead
+letters, health checks and streaming progress. What a page draws is checked against numbers computed
+here from the klines themselves, never against the dashboard's own code.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import struct
 import sys
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -24,9 +24,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from candlelake.config import PROJECT_ROOT, Settings, load_settings
-from candlelake.platform.orchestrator import up
-from candlelake.platform.postgres import PostgresComponent
+from candlelake.config import PROJECT_ROOT, Settings
+from tests.support.dashboard_seed import RECENT_SYMBOL, SYMBOL, Kline, Seed, klines, seed
 
 # The app adds the project root itself under `streamlit run`; this process imports `dashboard` directly.
 if str(PROJECT_ROOT) not in sys.path:
@@ -36,144 +35,298 @@ from dashboard import data
 
 pytestmark = pytest.mark.integration
 
-APP = PROJECT_ROOT / "dashboard" / "app.py"
-SYMBOL = "TESTUSDT"
-# Prices with more digits than a float carries exactly, so a rounded value on the page would show.
-CLOSES = [
-    Decimal("64123.45000001"),
-    Decimal("64125.1"),
-    Decimal("64120.00000009"),
-    Decimal("64130.5"),
-    Decimal("64129.99999999"),
-    Decimal("64140.12345678"),
-    Decimal("64138.87654321"),
-]
-
-INSERT_SQL = """
-    INSERT INTO candles (exchange, symbol, open_time, close_time, open, high, low, close, volume,
-                         quote_volume, trades, taker_buy_volume, taker_buy_quote_volume, vwap, state)
-    VALUES (%(exchange)s, %(symbol)s, %(open_time)s, %(close_time)s, %(open)s, %(high)s, %(low)s, %(close)s,
-            %(volume)s, %(quote_volume)s, %(trades)s, %(taker_buy_volume)s, %(taker_buy_quote_volume)s,
-            %(vwap)s, %(state)s)
-"""
+APP = str(PROJECT_ROOT / "dashboard" / "app.py")
+NEWEST = datetime(2019, 10, 13, 11, 19, tzinfo=UTC)  # the fixture's last kline
 
 
 @pytest.fixture(scope="module")
-def settings() -> Iterator[Settings]:
-    settings = load_settings()
-    postgres = PostgresComponent(settings)
-    started_here = not (postgres.pid() and postgres.healthy())
-    if started_here:
-        up([postgres], lambda _: None)
-    yield settings
-    if started_here:
-        postgres.stop()
+def seeded(services: Settings) -> Iterator[Seed]:
+    rows = seed(services.pg_dsn(), services.reports_dir / "data_docs")
+    try:
+        yield rows
+    finally:
+        rows.delete()
 
 
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> None:
-    # st.cache_data is process-wide; an earlier test's cached market list must not leak into this one.
+    # st.cache_data is process-wide; an earlier test's cached rows must not leak into this one.
     st.cache_data.clear()
 
 
-def _candle_rows(exchange: str) -> list[dict[str, Any]]:
-    # Recent minutes so the default lookback (1h) holds them all; the newest is still live.
-    newest = datetime.now(UTC).replace(second=0, microsecond=0)
-    rows = []
-    previous = CLOSES[0] - Decimal("2.5")
-    for i, close in enumerate(CLOSES):
-        open_time = newest - timedelta(minutes=len(CLOSES) - 1 - i)
-        volume = Decimal("0.5") + Decimal(i) / 10
-        rows.append(
-            {
-                "exchange": exchange,
-                "symbol": SYMBOL,
-                "open_time": open_time,
-                "close_time": open_time + timedelta(minutes=1) - timedelta(milliseconds=1),
-                "open": previous,
-                "high": max(previous, close) + 1,
-                "low": min(previous, close) - 1,
-                "close": close,
-                "volume": volume,
-                "quote_volume": volume * close,
-                "trades": 10 + i,
-                "taker_buy_volume": volume / 2,
-                "taker_buy_quote_volume": volume * close / 2,
-                "vwap": close,
-                "state": "live" if i == len(CLOSES) - 1 else "closed",
-            }
-        )
-        previous = close
-    return rows
+def open_app(**params: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
 
 
-@pytest.fixture
-def test_market(settings: Settings) -> Iterator[tuple[str, str, list[dict[str, Any]]]]:
-    exchange = f"test-dashboard-{uuid.uuid4().hex[:8]}"
-    rows = _candle_rows(exchange)
-    with psycopg2.connect(settings.pg_dsn(), connect_timeout=5) as conn, conn.cursor() as cur:
-        cur.executemany(INSERT_SQL, rows)
-    conn.close()
-    try:
-        yield exchange, SYMBOL, rows
-    finally:
-        with psycopg2.connect(settings.pg_dsn(), connect_timeout=5) as conn, conn.cursor() as cur:
-            cur.execute("DELETE FROM candles WHERE exchange = %s", (exchange,))
-        conn.close()
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
 
 
-def _trace_length(values: Any) -> int:
-    """Points in a Plotly trace array: a JSON list, or plotly's typed-array form {dtype, bdata}."""
+def _trace_values(values: Any) -> list[Any]:
+    """A Plotly trace array: a JSON list, or plotly's typed-array form {dtype, bdata}."""
     if isinstance(values, list):
-        return len(values)
+        return values
     if isinstance(values, dict) and "bdata" in values:
-        itemsize = int(values["dtype"][1:]) if values["dtype"][1:].isdigit() else 8
-        return len(base64.b64decode(values["bdata"])) // itemsize
+        raw = base64.b64decode(values["bdata"])
+        fmt = {"f8": "d", "f4": "f", "i4": "i", "i2": "h", "i1": "b", "u1": "B", "u2": "H", "u4": "I"}[values["dtype"]]
+        return list(struct.unpack(f"<{len(raw) // struct.calcsize(fmt)}{fmt}", raw))
     raise AssertionError(f"unexpected trace array {values!r}")
 
 
-def _figure(at: AppTest) -> dict[str, Any]:
+def figure(at: AppTest) -> dict[str, Any]:
     charts = at.get("plotly_chart")
     assert len(charts) == 1, f"expected one chart, got {len(charts)}"
     return json.loads(charts[0].proto.spec)
 
 
-def test_markets_page_draws_exactly_the_inserted_candles(settings: Settings, test_market) -> None:
-    exchange, symbol, rows = test_market
-    at = AppTest.from_file(str(APP), default_timeout=30).run()
-    assert not at.exception, at.exception
+def traces(at: AppTest) -> dict[str, dict[str, Any]]:
+    return {t.get("name", t["type"]): t for t in figure(at)["data"]}
+
+
+def drawn(at: AppTest) -> tuple[int, int]:
+    """(candles with trades, candles without) on the chart."""
+    t = traces(at)
+    return len(_trace_values(t["price"]["x"])), len(_trace_values(t["no trades"]["x"]))
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label.startswith(label))
+
+
+def expected_buckets(bucket_s: int, start: datetime, end: datetime) -> tuple[int, int, list[Kline]]:
+    """From the klines alone: buckets opening in [start, end) with and without trades (from the market's
+    first trade on), and the klines inside them."""
+    rows = klines()
+    first_trade = min(k.open_time for k in rows if k.trades)
+    epoch = lambda t: int(t.timestamp())  # noqa: E731
+    buckets: dict[int, int] = {}
+    inside = []
+    for k in rows:
+        b = epoch(k.open_time) // bucket_s * bucket_s
+        if b >= epoch(start) and b < epoch(end) and k.open_time >= first_trade.replace(second=0):
+            buckets[b] = buckets.get(b, 0) + k.trades
+            inside.append(k)
+    with_trades = sum(1 for n in buckets.values() if n)
+    return with_trades, len(buckets) - with_trades, inside
+
+
+def choose(at: AppTest, exchange: str, symbol: str = SYMBOL, lookback: str | None = None, bucket: str | None = None):
+    """Pick the view with the widgets, as a user clicks through them."""
     at.selectbox(key="exchange").set_value(exchange).run()
     at.selectbox(key="symbol").set_value(symbol).run()
+    if lookback:
+        at.segmented_control(key="lookback").set_value(lookback).run()
+    if bucket:
+        at.selectbox(key="bucket").set_value(bucket).run()
+    return at
+
+
+def view(exchange: str, symbol: str = SYMBOL, lookback: str = "1h", bucket: str = "1m", **more: str) -> AppTest:
+    """Open the page on a link carrying the view (any bucket can be typed, so links carry any text)."""
+    return open_app(exchange=exchange, symbol=symbol, lookback=lookback, bucket=bucket, **more)
+
+
+def table(at: AppTest, column: str) -> pd.DataFrame:
+    """The page's dataframe that has `column`."""
+    frames = [d.value for d in at.dataframe if column in d.value.columns]
+    assert frames, f"no table with a {column!r} column"
+    return frames[0]
+
+
+# ---- Markets ----------------------------------------------------------------------------------------
+
+
+def test_markets_draws_every_candle_of_the_window_with_the_exchanges_figures(seeded: Seed) -> None:
+    at = choose(open_app(), seeded.exchange, lookback="24h", bucket="5m")
+    assert_clean(at)
+    # A preset window ends at the newest base candle: 24 h up to 2019-10-13 11:20.
+    end = NEWEST + timedelta(minutes=1)
+    with_trades, quiet, inside = expected_buckets(300, end - timedelta(hours=24), end)
+    assert drawn(at) == (with_trades, quiet)
+    assert with_trades + quiet == 288 and quiet > 0
+    traded = [k for k in inside if k.trades]
+    assert Decimal(metric(at, "Last price").replace(",", "")) == inside[-1].close
+    assert Decimal(metric(at, "High (24h)").replace(",", "")) == max(k.high for k in traded)
+    assert Decimal(metric(at, "Low (24h)").replace(",", "")) == min(k.low for k in traded)
+    assert metric(at, "Trades (24h)") == f"{sum(k.trades for k in inside):,}"
+    vwap = sum(k.quote_volume for k in inside) / sum(k.volume for k in inside)
+    assert Decimal(metric(at, "VWAP").replace(",", "")) == vwap.quantize(Decimal("0.00000001"))
+    # Hover labels carry exact decimals: the last traded candle's close, digit for digit.
+    last_text = traces(at)["price"]["text"][-1]
+    last_bucket = int(traded[-1].open_time.timestamp()) // 300 * 300
+    last_close = [k for k in traded if int(k.open_time.timestamp()) // 300 * 300 == last_bucket][-1].close
+    assert f"C {format(last_close, 'f').rstrip('0')}" in last_text
+
+
+def test_a_bucket_too_small_for_the_lookback_is_raised_with_a_message(seeded: Seed) -> None:
+    at = choose(open_app(), seeded.exchange, lookback="7d", bucket="1m")
+    assert_clean(at)
+    [info] = [i.value for i in at.info if "would be" in i.value]
+    assert "10,080 candles" in info and "showing 3m candles" in info and "5,000" in info
+    end = NEWEST + timedelta(minutes=1)
+    with_trades, quiet, _ = expected_buckets(180, end - timedelta(days=7), end)
+    assert drawn(at) == (with_trades, quiet)
+    assert with_trades + quiet <= 5_000
+
+
+def test_a_non_divisor_bucket_over_a_custom_range(seeded: Seed) -> None:
+    at = view(seeded.exchange, lookback="Custom", bucket="45m")
+    start, end = datetime(2019, 10, 12, 1, 0), datetime(2019, 10, 12, 9, 0)  # typed in UTC, the default zone
+    at.datetime_input(key="start").set_value(start).run()
+    at.datetime_input(key="end").set_value(end).run()
+    assert_clean(at)
+    with_trades, quiet, _ = expected_buckets(2700, start.replace(tzinfo=UTC), end.replace(tzinfo=UTC))
+    assert drawn(at) == (with_trades, quiet)
+    assert with_trades + quiet == 10  # 45m buckets opening 01:30 .. 08:15 on the epoch's grid
+
+
+def test_a_range_without_data_and_a_reversed_range_are_explained(seeded: Seed) -> None:
+    at = choose(open_app(), seeded.exchange, lookback="Custom", bucket="1h")
+    at.datetime_input(key="start").set_value(datetime(2018, 1, 1)).run()
+    at.datetime_input(key="end").set_value(datetime(2018, 1, 2)).run()
+    assert not at.exception
+    assert any("No candles for" in i.value and "its data runs from 2019-10-11 00:00 UTC" in i.value for i in at.info)
+    assert not at.get("plotly_chart")
+    at.datetime_input(key="end").set_value(datetime(2017, 12, 31)).run()
+    assert any("must end after it starts" in e.value for e in at.error)
+
+
+def test_quiet_minutes_and_a_gap_are_drawn_differently(seeded: Seed) -> None:
+    assert seeded.gap_minute is not None
+    at = choose(open_app(), seeded.exchange, lookback="Custom", bucket="1m")
+    start = seeded.gap_minute.replace(tzinfo=None) - timedelta(minutes=30)
+    at.datetime_input(key="start").set_value(start).run()
+    at.datetime_input(key="end").set_value(start + timedelta(hours=1)).run()
+    assert_clean(at)
+    window = [
+        k for k in klines() if start.replace(tzinfo=UTC) <= k.open_time < start.replace(tzinfo=UTC) + timedelta(hours=1)
+    ]
+    assert drawn(at) == (sum(1 for k in window if k.trades), sum(1 for k in window if not k.trades))
+    # The open trade-id gap is a shaded band over exactly its minute, labelled with its ledger id.
+    layout = figure(at)["layout"]
+    gap_minute = seeded.gap_minute.strftime("%Y-%m-%dT%H:%M")
+    rects = [s for s in layout.get("shapes", []) if s.get("type") == "rect"]
+    assert any(str(r["x0"]).startswith(gap_minute) for r in rects), [(r["x0"], r["x1"]) for r in rects]
+    assert any(f"gap #{seeded.gap_id} (open)" in a.get("text", "") for a in layout.get("annotations", []))
+    assert any("1 gap-ledger interval" in c.value for c in at.caption)
+
+
+def test_display_time_zone_moves_the_axis_not_the_data(seeded: Seed) -> None:
+    at = view(seeded.exchange, tz="Asia/Tokyo")
+    assert_clean(at)
+    layout = figure(at)["layout"]
+    assert layout["xaxis2"]["title"]["text"] == "open time (Asia/Tokyo)"
+    first_x = _trace_values(traces(at)["volume"]["x"])[0]
+    assert str(first_x).startswith("2019-10-13T19:20")  # 10:20 UTC is 19:20 in Tokyo
+    assert any("Newest base candle opened 2019-10-13 20:19 JST" in c.value for c in at.caption)
+
+
+def test_overlays_and_price_alerts(seeded: Seed) -> None:
+    at = choose(open_app(), seeded.exchange, lookback="6h", bucket="1m")
+    at.multiselect(key="overlays").set_value(["MA 20", "Bollinger 20, 2σ"]).run()
+    assert_clean(at)
+    names = [t.get("name") for t in figure(at)["data"]]
+    assert "MA 20" in names and names.count("Bollinger 20, 2σ") == 2
+    window = [k for k in klines() if k.open_time > NEWEST - timedelta(hours=6)]
+    top = max(k.high for k in window if k.trades)
+    last = window[-1].close
+    # Above the window's high: not reached. Below the last price: crossed, with the time the run began.
+    for level, direction in ((top + Decimal("0.00000001"), "above"), (last - Decimal("0.00000010"), "above")):
+        at.text_input(key="alert_level").set_value(str(level))
+        at.segmented_control(key="alert_direction").set_value(direction)
+        at.button(key="FormSubmitter:add_alert-Add alert").click().run()
     assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-
-    figure = _figure(at)
-    candles = [t for t in figure["data"] if t["type"] == "candlestick"]
-    bars = [t for t in figure["data"] if t["type"] == "bar"]
-    assert len(candles) == 1 and len(bars) == 1
-    assert _trace_length(candles[0]["x"]) == len(rows)
-    assert _trace_length(candles[0]["close"]) == len(rows)
-    assert _trace_length(bars[0]["y"]) == len(rows)
-    # Hover labels and the headline show exact decimals, never a float's rounding.
-    assert f"C {CLOSES[-1]}" in candles[0]["text"][-1]
-    last_price = next(m for m in at.metric if m.label == "Last price")
-    assert last_price.value == str(CLOSES[-1])
-    trades = next(m for m in at.metric if m.label.startswith("Trades"))
-    assert trades.value == f"{sum(r['trades'] for r in rows):,}"
+    assert any("not reached in this window" in c.value for c in at.caption)
+    # The crossed alert is shown plainly, as an error box naming the level and the last price.
+    [crossed] = [e.value for e in at.error]
+    assert f"crossed above {last - Decimal('0.00000010')}" in crossed and f"last price {last}" in crossed
+    lines = [s for s in figure(at)["layout"].get("shapes", []) if s.get("type") == "line"]
+    assert len(lines) == 2
+    # A level that is not a price is refused with a message, and nothing is added.
+    at.text_input(key="alert_level").set_value("1; DROP TABLE candles")
+    at.button(key="FormSubmitter:add_alert-Add alert").click().run()
+    assert any("is not a price" in e.value for e in at.error)
 
 
-def test_lookback_cuts_the_window_at_the_newest_candle(settings: Settings, test_market) -> None:
-    exchange, symbol, _ = test_market
-    frame = data.load_candles(exchange, symbol, timedelta(minutes=3))
-    # The window ends at the newest candle: 3 minutes hold exactly the last 3 one-minute candles.
-    assert frame["close"].tolist() == CLOSES[-3:]
-    assert frame["open_time"].is_monotonic_increasing
-    assert frame["state"].tolist() == ["closed", "closed", "live"]
+# ---- bad input and injection ----------------------------------------------------------------------------
+
+PAYLOADS = ("x'; DROP TABLE candles; --", "' OR '1'='1", "1m); DELETE FROM candles; --")
 
 
-def test_no_candles_gets_a_clear_message(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def _fingerprint(settings: Settings, exchange: str) -> tuple[Any, ...]:
+    with psycopg2.connect(settings.pg_dsn(), connect_timeout=5) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*), sum(trades), (SELECT count(*) FROM candles), (SELECT count(*) FROM trade_gaps) "
+            "FROM candles WHERE exchange = %s",
+            (exchange,),
+        )
+        row = cur.fetchone()
+    conn.close()
+    return tuple(row)
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_injection_through_every_parameter_changes_nothing_and_is_named(
+    services: Settings, seeded: Seed, payload
+) -> None:
+    before = _fingerprint(services, seeded.exchange)
+    for key, what in (("exchange", "exchange"), ("symbol", "symbol"), ("lookback", "lookback"), ("tz", "time zone")):
+        at = open_app(**{key: payload, **({"exchange": seeded.exchange} if key == "symbol" else {})})
+        assert not at.exception, (key, at.exception)
+        warnings = [w.value for w in at.warning] + [w.value for w in at.sidebar.warning]
+        assert any(f"Unknown {what}" in w and payload in w for w in warnings), (key, warnings)
+    # A typed bucket is accepted as text by the widget, then refused by the parser.
+    at = view(seeded.exchange, bucket=payload)
+    assert not at.exception
+    assert any("is not a bucket" in e.value for e in at.error)
+    at = open_app()
+    at.query_params["period"] = payload
+    at.switch_page("pages/quality.py").run()
+    assert not at.exception
+    assert any("Unknown period" in w.value and payload in w.value for w in at.warning)
+    assert _fingerprint(services, seeded.exchange) == before
+
+
+def test_unknown_bucket_units_and_seconds_over_a_minute_base_are_explained(seeded: Seed) -> None:
+    for bucket, message in (
+        ("7x", "is not a bucket"),
+        ("0m", "is empty"),
+        ("1s", "not a whole number of base candles"),
+    ):
+        at = view(seeded.exchange, bucket=bucket)
+        assert not at.exception
+        assert any(message in e.value for e in at.error), (bucket, [e.value for e in at.error])
+
+
+def test_data_connection_is_read_only(services: Settings, seeded: Seed) -> None:
+    conn = data.connection()
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_user, current_setting('transaction_read_only')")
+        assert cur.fetchone() == (services.pg_reader_user, "on")
+    probe = {**seeded.recent[0], "open_time": seeded.recent[0]["open_time"] - timedelta(days=1)}
+    insert = "INSERT INTO candles (exchange, symbol, open_time, close_time, open, high, low, close, volume, "
+    insert += "quote_volume, trades, taker_buy_volume, taker_buy_quote_volume, state) VALUES (%(exchange)s, "
+    insert += "%(symbol)s, %(open_time)s, %(close_time)s, %(open)s, %(high)s, %(low)s, %(close)s, %(volume)s, "
+    insert += "%(quote_volume)s, %(trades)s, %(taker_buy_volume)s, %(taker_buy_quote_volume)s, 'live')"
+    with pytest.raises(psycopg2.Error) as raised, conn.cursor() as cur:
+        cur.execute(insert, probe)
+    assert isinstance(raised.value, psycopg2.errors.ReadOnlySqlTransaction | psycopg2.errors.InsufficientPrivilege)
+    with pytest.raises(data.DataError, match=r"read-only transaction|permission denied"):
+        data.query(insert + " RETURNING 1", probe)
+    with conn.cursor() as cur:  # still usable afterwards
+        cur.execute(
+            "SELECT count(*) FROM candles WHERE exchange = %s AND symbol = %s", (seeded.exchange, RECENT_SYMBOL)
+        )
+        assert cur.fetchone() == (len(seeded.recent),)
+
+
+def test_no_candles_gets_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(data, "list_markets", lambda: pd.DataFrame(columns=["exchange", "symbol"]))
-    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    at = open_app()
     assert not at.exception, at.exception
     assert any("No candles yet" in info.value for info in at.info)
     assert not at.get("plotly_chart")
@@ -182,27 +335,57 @@ def test_no_candles_gets_a_clear_message(settings: Settings, monkeypatch: pytest
 def test_unreachable_database_gets_a_clear_error_without_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CANDLELAKE_PG_PORT", "1")  # nothing listens on port 1
     monkeypatch.setenv("CANDLELAKE_PG_READER_PASSWORD", "s3cret-not-shown")
-    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    for page in (None, "pages/quality.py", "pages/pipeline.py"):
+        at = open_app()
+        if page:
+            at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
+        assert at.error, page
+        for error in at.error:
+            assert "PostgreSQL at" in error.value and ":1/" in error.value, error.value
+            assert "s3cret-not-shown" not in error.value
+
+
+# ---- Quality and Pipeline ------------------------------------------------------------------------------
+
+
+def test_quality_page_shows_validations_gaps_corrections_dead_letters_and_states(
+    services: Settings, seeded: Seed
+) -> None:
+    at = open_app()
+    at.switch_page("pages/quality.py").run()
     assert not at.exception, at.exception
-    [error] = at.error
-    assert "cannot reach PostgreSQL at" in error.value and ":1/" in error.value
-    assert "candlelake up" in error.value and "s3cret-not-shown" not in error.value
+    failed = [e.value for e in at.error if seeded.exchange in e.value]
+    assert failed and "`candles` failed" in failed[0] and "open <= high: 1 of 1440 rows" in failed[0]
+    validations = table(at, "data_docs")
+    ours = validations[validations["exchange"] == seeded.exchange].set_index("suite")
+    assert ours.loc["candles", "result"] == "FAILED" and ours.loc["trades", "result"] == "passed"
+    assert ours.loc["candles", "data_docs"] == f"{services.data_docs_url}/validations/{seeded.tag}/candles.html"
+    gaps = table(at, "gap_id")
+    row = gaps[gaps["gap_id"] == seeded.gap_id].iloc[0]
+    assert (row["status"], row["missing_ids"]) == ("open", 3)
+    fixes = table(at, "change")
+    ours_fix = fixes[fixes["exchange"] == seeded.exchange].iloc[0]
+    assert ours_fix["change"] == "close 0.00141 -> 0.00142, trades 3 -> 4"
+    letters = table(at, "dead_letters").set_index("reason")
+    assert letters.loc["not-finite", "dead_letters"] >= 7 and seeded.tag in letters.loc["not-finite", "sources"]
+    states = table(at, "without_trades")
+    recent = states[(states["exchange"] == seeded.exchange) & (states["symbol"] == RECENT_SYMBOL)].iloc[0]
+    assert (recent["live"], recent["closed"], recent["curated"]) == (1, len(seeded.recent) - 1, 0)
 
 
-def test_data_connection_is_read_only(settings: Settings, test_market) -> None:
-    exchange, symbol, rows = test_market
-    conn = data.connection()
-    with conn.cursor() as cur:
-        cur.execute("SELECT current_user, current_setting('transaction_read_only')")
-        assert cur.fetchone() == (settings.pg_reader_user, "on")
-    probe = {**rows[0], "open_time": rows[0]["open_time"] - timedelta(days=1)}
-    with pytest.raises(psycopg2.Error) as raised, conn.cursor() as cur:
-        cur.execute(INSERT_SQL, probe)
-    assert isinstance(raised.value, psycopg2.errors.ReadOnlySqlTransaction | psycopg2.errors.InsufficientPrivilege)
-    # Through the module's own query function the refusal is a readable DataError.
-    with pytest.raises(data.DataError, match=r"read-only transaction|permission denied"):
-        data.query(INSERT_SQL + " RETURNING 1", probe)
-    # The connection is still usable afterwards, and nothing was written.
-    with conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM candles WHERE exchange = %s AND symbol = %s", (exchange, symbol))
-        assert cur.fetchone() == (len(rows),)
+def test_pipeline_page_shows_each_part_the_producer_and_the_streams_lag(seeded: Seed) -> None:
+    at = open_app()
+    at.switch_page("pages/pipeline.py").run()
+    assert not at.exception, at.exception
+    tiles = [m.value for m in at.markdown]
+    assert any("**kafka** :red-badge[down]" in t for t in tiles), tiles
+    assert any("**producer** :orange-badge[stuck]" in t for t in tiles)
+    checks = table(at, "checked by")
+    assert any(seeded.tag in d for d in checks["detail"])
+    assert any(f"**{seeded.tag}** (simulator, pid 4242)" in t for t in tiles)
+    assert metric(at, "Produced") == "990"
+    assert metric(at, "Throughput") == "9.9/s"  # 990 trades in the 100 s between start and heartbeat
+    lag = next(m for m in at.metric if m.label == "Lag" and m.value == "1,234 records")
+    assert lag is not None
+    assert any(m.label == "Batch took" and m.value == "123 ms" for m in at.metric)

@@ -8,6 +8,8 @@ ignored by every container), a default or port that differs from the local platf
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +33,7 @@ SERVICES = {
     "airflow-triggerer",
     "stream",
     "producer",
+    "reports",
     "dashboard",
 }
 LONG_RUNNING = SERVICES - {"airflow-init"}
@@ -40,12 +43,14 @@ PUBLISHED_PORTS = {
     "postgres": "pg_port",
     "airflow-api-server": "airflow_port",
     "stream": "spark_ui_port",
+    "reports": "reports_port",
     "dashboard": "dashboard_port",
 }
 
 NAME = r"CANDLELAKE_[A-Z0-9_]+"
-# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message} ...; `$$` is compose's escaped dollar.
-INTERPOLATION = re.compile(r"(?<!\$)\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}")
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message} ...; `$$` is compose's escaped dollar. The
+# argument holds no braces: nested expressions (`${A:-x${B:-y}}`) are resolved innermost first.
+INTERPOLATION = re.compile(r"(?<!\$)\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^{}]*))?\}")
 
 
 def config_names() -> set[str]:
@@ -64,10 +69,26 @@ def compose() -> dict[str, Any]:
     return loaded
 
 
-def interpolate(value: str) -> str:
-    """Resolve compose interpolation with an empty environment: `${X:-d}` -> d, `$$` -> `$`."""
-    resolved = INTERPOLATION.sub(lambda m: m.group("arg") if m.group("op") in (":-", "-") else "", value)
-    return resolved.replace("$$", "$")
+def _resolve(match: re.Match[str], env: dict[str, str]) -> str:
+    name, op, arg = match.group("name", "op", "arg")
+    value = env.get(name)
+    if op == ":-":
+        return value or arg
+    if op == "-":
+        return arg if value is None else value
+    if op in (":+", "+"):
+        present = bool(value) if op == ":+" else value is not None
+        return arg if present else ""
+    return value or ""
+
+
+def interpolate(value: str, env: dict[str, str] | None = None) -> str:
+    """Resolve compose interpolation, nested ones too, with `env` (default empty): `${X:-d}` -> d, `$$` -> `$`."""
+    while True:
+        resolved = INTERPOLATION.sub(lambda m: _resolve(m, env or {}), value)
+        if resolved == value:
+            return resolved.replace("$$", "$")
+        value = resolved
 
 
 def env_example_names() -> dict[str, str]:
@@ -113,12 +134,18 @@ def test_every_candlelake_variable_in_compose_is_known_to_config(compose: dict[s
 def test_compose_defaults_equal_config_defaults() -> None:
     # `${CANDLELAKE_X:-d}` must give the same setting as config.py's own default for X.
     defaults = load_settings({})
-    for match in INTERPOLATION.finditer(compose_text()):
-        name, op, arg = match.group("name", "op", "arg")
-        if not name.startswith("CANDLELAKE_"):
-            continue
-        assert op == ":-", f"${{{name}}} in the compose file has no default"
-        assert load_settings({name: arg}) == defaults, f"compose default {name}={arg!r} differs from config.py"
+    text = compose_text()
+    checked = set()
+    while matches := list(INTERPOLATION.finditer(text)):  # innermost first, then what holds them
+        for match in matches:
+            name, op, arg = match.group("name", "op", "arg")
+            if not name.startswith("CANDLELAKE_"):
+                continue
+            assert op == ":-", f"${{{name}}} in the compose file has no default"
+            assert load_settings({name: arg}) == defaults, f"compose default {name}={arg!r} differs from config.py"
+            checked.add(name)
+        text = INTERPOLATION.sub(lambda m: _resolve(m, {}), text)
+    assert {"CANDLELAKE_REPORTS_PORT", "CANDLELAKE_DATA_DOCS_URL"} <= checked
 
 
 def test_env_example_lists_exactly_the_variables_config_reads() -> None:
@@ -230,3 +257,49 @@ def test_dashboard_runs_with_the_component_flags(compose: dict[str, Any], monkey
     local[1] = docker[1] = "dashboard/app.py"  # absolute locally, relative to the image's workdir
     local[local.index("--server.address") + 1] = docker[docker.index("--server.address") + 1] = "<address>"
     assert local == docker
+
+
+def _reports_dir_in_containers(compose: dict[str, Any]) -> str:
+    return str(compose["x-candlelake-env"]["CANDLELAKE_REPORTS_DIR"])
+
+
+def test_reports_runs_with_the_component_command(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Docker and `candlelake up` serve the Data Docs the same way: only the interpreter, address and folder
+    # differ, and in Docker the folder is the one the settings name.
+    from candlelake.platform import runtime
+    from candlelake.platform.reports import ReportsComponent
+
+    captured: list[list[str]] = []
+    monkeypatch.setattr(runtime, "spawn", lambda _settings, _name, argv, **_kw: captured.append(list(argv)) or 0)
+    settings = load_settings({"CANDLELAKE_RUNTIME_DIR": str(tmp_path)})
+    ReportsComponent(settings).start()
+    assert (settings.reports_dir / "data_docs").is_dir()  # served before any validation ran
+    local = captured[0]
+    docker = [interpolate(str(a)) for a in compose["services"]["reports"]["command"]]
+    assert local[0] == sys.executable and docker[0] == "python"
+    # Only the site is served: Great Expectations keeps its configuration beside it.
+    assert local[local.index("--directory") + 1] == str(settings.reports_dir / "data_docs")
+    assert docker[docker.index("--directory") + 1] == f"{_reports_dir_in_containers(compose)}/data_docs"
+    for argv in (local, docker):
+        argv[0] = "<python>"
+        argv[argv.index("--bind") + 1] = "<address>"
+        argv[argv.index("--directory") + 1] = "<reports dir>"
+    assert local == docker
+
+
+def test_reports_folder_is_shared_by_the_validating_scheduler_and_the_server(compose: dict[str, Any]) -> None:
+    mount = f"reports:{_reports_dir_in_containers(compose)}"
+    for service in ("airflow-scheduler", "reports"):
+        assert mount in compose["services"][service]["volumes"], f"{service} does not mount {mount}"
+
+
+def test_data_docs_links_in_containers_point_at_the_published_reports_port(compose: dict[str, Any]) -> None:
+    # Containers reach PostgreSQL as CANDLELAKE_HOST=postgres, but the dashboard's links open in a browser
+    # on the host: the URL follows the published port, and a user's own URL wins.
+    value = str(compose["x-candlelake-env"]["CANDLELAKE_DATA_DOCS_URL"])
+    assert interpolate(value) == load_settings({}).data_docs_url == "http://127.0.0.1:8502"
+    assert interpolate(value, {"CANDLELAKE_REPORTS_PORT": "9502"}) == "http://127.0.0.1:9502"
+    mine = "https://reports.example.org/candlelake"
+    assert interpolate(value, {"CANDLELAKE_DATA_DOCS_URL": mine, "CANDLELAKE_REPORTS_PORT": "9502"}) == mine

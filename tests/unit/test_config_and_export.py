@@ -29,11 +29,24 @@ def test_defaults_are_local_and_safe():
         ({"CANDLELAKE_NIGHTLY_AT": "2:30"}, r"NIGHTLY_AT='2:30': .* as HH:MM \(e.g. 00:00 or 02:30\), or off"),
         ({"CANDLELAKE_NIGHTLY_AT": "24:00"}, "CANDLELAKE_NIGHTLY_AT='24:00'"),
         ({"CANDLELAKE_NIGHTLY_AT": "never"}, "CANDLELAKE_NIGHTLY_AT='never'"),
+        ({"CANDLELAKE_REPORTS_PORT": "0"}, "CANDLELAKE_REPORTS_PORT=0 must be at least 1"),
     ],
 )
 def test_bad_settings_get_a_message_naming_the_variable(env, message):
     with pytest.raises(ConfigError, match=message):
         load_settings(env)
+
+
+def test_data_docs_url_is_the_reports_server_unless_set():
+    s = load_settings({})
+    assert (s.reports_port, s.data_docs_url) == (8502, "http://127.0.0.1:8502")
+    moved = load_settings({"CANDLELAKE_HOST": "10.0.0.5", "CANDLELAKE_REPORTS_PORT": "9502"})
+    assert moved.data_docs_url == "http://10.0.0.5:9502"
+    # Hosted elsewhere: the dashboard's links follow the setting, whatever the local server's port; a
+    # trailing slash is dropped so that links never hold `//`.
+    elsewhere = {"CANDLELAKE_DATA_DOCS_URL": "https://docs.internal/candlelake/", "CANDLELAKE_REPORTS_PORT": "9502"}
+    assert load_settings(elsewhere).data_docs_url == "https://docs.internal/candlelake"
+    assert load_settings({"CANDLELAKE_DATA_DOCS_URL": ""}).data_docs_url == s.data_docs_url
 
 
 def test_times_without_zone_are_utc():

@@ -19,6 +19,7 @@ def components(settings: Settings) -> list[Component]:
     from candlelake.platform.kafka import KafkaComponent
     from candlelake.platform.postgres import PostgresComponent
     from candlelake.platform.producer import ProducerComponent
+    from candlelake.platform.reports import ReportsComponent
     from candlelake.platform.stream import StreamComponent
 
     return [
@@ -27,6 +28,7 @@ def components(settings: Settings) -> list[Component]:
         *airflow_components(settings),
         StreamComponent(settings),
         ProducerComponent(settings),
+        ReportsComponent(settings),
         DashboardComponent(settings),
     ]
 

@@ -56,10 +56,12 @@ def pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie (exited, not yet reaped by its parent) is not alive for our purposes.
+    # A zombie (exited, not yet reaped by its parent) is not alive for our purposes. Its main thread
+    # turns zombie before the other threads have finished exiting, and they still hold its sockets: only
+    # a zombie without them is gone (else `down` returns while a port is still taken).
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
+        return state != "Z" or len(os.listdir(f"/proc/{pid}/task")) > 1
     except (OSError, IndexError):
         return True
 
