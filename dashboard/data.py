@@ -107,6 +107,11 @@ DECIMAL_COLUMNS = (
 MAX_CANDLES = 5_000
 
 
+# Every cached query keeps at most this many argument sets: a live view moves its window every minute,
+# and expired entries of keys nobody asks for again are only dropped when the cache is full.
+MAX_ENTRIES = 64
+
+
 class DataError(RuntimeError):
     """PostgreSQL could not answer; the message says what to check, never shows a password."""
 
@@ -178,7 +183,7 @@ def query(sql: str, params: dict[str, Any] | tuple[Any, ...] | None = None) -> p
     return _with_connection(run)
 
 
-@st.cache_data(ttl=10, show_spinner=False)
+@st.cache_data(ttl=10, show_spinner=False, max_entries=MAX_ENTRIES)
 def list_markets() -> pd.DataFrame:
     """Every (exchange, symbol) with at least one candle, sorted; empty before the first candle."""
     markets = query(MARKETS_SQL)
@@ -187,7 +192,7 @@ def list_markets() -> pd.DataFrame:
     return markets
 
 
-@st.cache_data(ttl=2, show_spinner=False)
+@st.cache_data(ttl=2, show_spinner=False, max_entries=MAX_ENTRIES)
 def market_span(exchange: str, symbol: str) -> tuple[datetime, datetime] | None:
     """The open_time of a market's first and newest base candle, or None for a market without candles."""
     row = query(MARKET_SPAN_SQL, {"exchange": exchange, "symbol": symbol})
@@ -197,8 +202,9 @@ def market_span(exchange: str, symbol: str) -> tuple[datetime, datetime] | None:
     return first.astimezone(UTC), newest.astimezone(UTC)
 
 
-# A short TTL shares one query among every viewer's refresh without making the chart stale.
-@st.cache_data(ttl=2, show_spinner=False, max_entries=64)
+# A short TTL shares one query among every viewer's refresh without making the chart stale; a frame of
+# 5,000 candles of Decimals is a few MB, so fewer of them are kept.
+@st.cache_data(ttl=2, show_spinner=False, max_entries=16)
 def load_candles(exchange: str, symbol: str, bucket: str, start: datetime, end: datetime) -> pd.DataFrame:
     """Candles of `bucket` (any size the base makes: 1m, 5m, 45m, 1d, 1w...) opening in [start, end).
 
@@ -221,7 +227,7 @@ def load_candles(exchange: str, symbol: str, bucket: str, start: datetime, end: 
     return frame
 
 
-@st.cache_data(ttl=10, show_spinner=False)
+@st.cache_data(ttl=10, show_spinner=False, max_entries=MAX_ENTRIES)
 def missing_intervals(exchange: str, symbol: str, start: datetime, end: datetime) -> pd.DataFrame:
     """Gap-ledger entries overlapping [start, end) as time intervals: open or unfillable trade-id gaps
     and feed disconnects (kind, status, cause, started_at, ended_at)."""

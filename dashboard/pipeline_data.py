@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from dashboard.data import query
+from dashboard.data import MAX_ENTRIES, query
 
 HEALTH_SQL = """
     SELECT DISTINCT ON (component) component, healthy, detail, checked_at
@@ -57,27 +57,27 @@ def _since(delta: timedelta) -> datetime:
     return (datetime.now(UTC) - delta).replace(second=0, microsecond=0)
 
 
-@st.cache_data(ttl=5, show_spinner=False)
+@st.cache_data(ttl=5, show_spinner=False, max_entries=MAX_ENTRIES)
 def health_checks(day: datetime | None = None) -> pd.DataFrame:
     return query(HEALTH_SQL, {"since": day or _since(timedelta(days=1))})
 
 
-@st.cache_data(ttl=5, show_spinner=False)
+@st.cache_data(ttl=5, show_spinner=False, max_entries=MAX_ENTRIES)
 def supervisor_checks(day: datetime | None = None) -> pd.DataFrame:
     return query(SUPERVISOR_SQL, {"since": day or _since(timedelta(days=1))})
 
 
-@st.cache_data(ttl=5, show_spinner=False)
+@st.cache_data(ttl=5, show_spinner=False, max_entries=MAX_ENTRIES)
 def producers() -> pd.DataFrame:
     return query(PRODUCERS_SQL)
 
 
-@st.cache_data(ttl=5, show_spinner=False)
+@st.cache_data(ttl=5, show_spinner=False, max_entries=MAX_ENTRIES)
 def latest_batches(since: datetime | None = None) -> pd.DataFrame:
     return query(LATEST_BATCHES_SQL, {"since": since or _since(timedelta(days=1))})
 
 
-@st.cache_data(ttl=5, show_spinner=False)
+@st.cache_data(ttl=5, show_spinner=False, max_entries=MAX_ENTRIES)
 def throughput(since: datetime | None = None) -> pd.DataFrame:
     return query(THROUGHPUT_SQL, {"since": since or _since(timedelta(hours=1))})
 

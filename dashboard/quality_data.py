@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from candlelake.config import load_settings
-from dashboard.data import query
+from dashboard.data import MAX_ENTRIES, query
 
 # The newest validation of each exchange and suite: one DISTINCT ON pass over the (exchange, trade_date,
 # suite, validated_at) index.
@@ -88,17 +88,17 @@ RECONCILIATIONS_SQL = """
 GAP_STATUSES = ("open", "unfillable", "filled", "recorded")
 
 
-@st.cache_data(ttl=10, show_spinner=False)
+@st.cache_data(ttl=10, show_spinner=False, max_entries=MAX_ENTRIES)
 def latest_validations() -> pd.DataFrame:
     return query(LATEST_VALIDATIONS_SQL)
 
 
-@st.cache_data(ttl=10, show_spinner=False)
+@st.cache_data(ttl=10, show_spinner=False, max_entries=MAX_ENTRIES)
 def validation_history(since: datetime, limit: int = 200) -> pd.DataFrame:
     return query(VALIDATION_HISTORY_SQL, {"since": since, "limit": limit})
 
 
-@st.cache_data(ttl=10, show_spinner=False)
+@st.cache_data(ttl=10, show_spinner=False, max_entries=MAX_ENTRIES)
 def gaps(statuses: tuple[str, ...], limit: int = 500) -> pd.DataFrame:
     unknown = set(statuses) - set(GAP_STATUSES)
     if unknown:
@@ -106,32 +106,32 @@ def gaps(statuses: tuple[str, ...], limit: int = 500) -> pd.DataFrame:
     return query(GAPS_SQL, {"statuses": list(statuses), "limit": limit})
 
 
-@st.cache_data(ttl=10, show_spinner=False)
+@st.cache_data(ttl=10, show_spinner=False, max_entries=MAX_ENTRIES)
 def gap_counts() -> pd.DataFrame:
     return query(GAP_COUNTS_SQL)
 
 
-@st.cache_data(ttl=10, show_spinner=False)
+@st.cache_data(ttl=10, show_spinner=False, max_entries=MAX_ENTRIES)
 def curated_loads(since: datetime, limit: int = 100) -> pd.DataFrame:
     return query(LOADS_SQL, {"since": since, "limit": limit})
 
 
-@st.cache_data(ttl=10, show_spinner=False)
+@st.cache_data(ttl=10, show_spinner=False, max_entries=MAX_ENTRIES)
 def corrections(since: datetime, limit: int = 500) -> pd.DataFrame:
     return query(CORRECTIONS_SQL, {"since": since, "limit": limit})
 
 
-@st.cache_data(ttl=10, show_spinner=False)
+@st.cache_data(ttl=10, show_spinner=False, max_entries=MAX_ENTRIES)
 def dead_letters(since: datetime) -> pd.DataFrame:
     return query(DEAD_LETTERS_SQL, {"since": since})
 
 
-@st.cache_data(ttl=10, show_spinner=False)
+@st.cache_data(ttl=10, show_spinner=False, max_entries=MAX_ENTRIES)
 def candle_states(since: datetime) -> pd.DataFrame:
     return query(CANDLE_STATES_SQL, {"since": since})
 
 
-@st.cache_data(ttl=30, show_spinner=False)
+@st.cache_data(ttl=30, show_spinner=False, max_entries=MAX_ENTRIES)
 def reconciliations() -> pd.DataFrame:
     return query(RECONCILIATIONS_SQL)
 

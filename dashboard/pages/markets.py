@@ -275,7 +275,8 @@ def main() -> None:
     base = data.base_seconds()
     exchanges = sorted(markets["exchange"].unique().tolist())
     url_params.warn_unknown("exchange", exchanges, "exchange")
-    left, middle, right, bucket_col, live_col = st.columns([2, 2, 5, 2, 1], vertical_alignment="bottom")
+    left, middle, bucket_col, live_col = st.columns([3, 3, 3, 2], vertical_alignment="bottom")
+    right, overlay_col = st.columns([3, 2], vertical_alignment="bottom")
     exchange = left.selectbox("Exchange", exchanges, key="exchange", bind="query-params")
     symbols = sorted(markets.loc[markets["exchange"] == exchange, "symbol"].tolist())
     url_params.warn_unknown("symbol", symbols, f"symbol on {exchange}")
@@ -298,6 +299,9 @@ def main() -> None:
     live = live_col.toggle(
         "Live", value=True, key="live", help=f"Redraw every {REFRESH_SECONDS} s; off freezes the view"
     )
+    overlays = overlay_col.multiselect(
+        "Overlays", list(charts.OVERLAYS), key="overlays", placeholder="moving averages, Bollinger bands"
+    )
     if exchange is None or symbol is None:
         return
     lookback = lookback or DEFAULT_LOOKBACK
@@ -308,9 +312,6 @@ def main() -> None:
         if chosen is None:
             return
         start, end = chosen
-    overlays = st.multiselect(
-        "Overlays", list(charts.OVERLAYS), key="overlays", placeholder="moving averages, Bollinger bands"
-    )
     _alert_editor(exchange, symbol)
     view = View(exchange, symbol, lookback, (bucket or DEFAULT_BUCKET).strip(), start, end, tuple(overlays), tz)
     # The fragment is built per run so that "Live" off really stops its timer.

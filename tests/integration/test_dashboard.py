@@ -258,11 +258,13 @@ PAYLOADS = ("x'; DROP TABLE candles; --", "' OR '1'='1", "1m); DELETE FROM candl
 
 
 def _fingerprint(settings: Settings, exchange: str) -> tuple[Any, ...]:
+    """Our market's candles and gaps, and that every table the pages read still exists (a live platform
+    may be writing other markets meanwhile, so totals are not compared)."""
     with psycopg2.connect(settings.pg_dsn(), connect_timeout=5) as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT count(*), sum(trades), (SELECT count(*) FROM candles), (SELECT count(*) FROM trade_gaps) "
-            "FROM candles WHERE exchange = %s",
-            (exchange,),
+            "SELECT count(*), sum(trades), sum(close), (SELECT count(*) FROM trade_gaps WHERE exchange = %(e)s), "
+            "(SELECT count(*) FROM pg_tables WHERE schemaname = 'public') FROM candles WHERE exchange = %(e)s",
+            {"e": exchange},
         )
         row = cur.fetchone()
     conn.close()

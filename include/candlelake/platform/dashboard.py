@@ -37,9 +37,10 @@ class DashboardComponent(Component):
     def ports(self) -> list[Port]:
         return [Port(self.settings.dashboard_port, "CANDLELAKE_DASHBOARD_PORT")]
 
-    def start(self) -> int:
+    def argv(self) -> list[str]:
+        """The command line of the dashboard server (the benchmarks start it the same way)."""
         s = self.settings
-        argv = [
+        return [
             self._streamlit(),
             "run",
             str(self.app_path),
@@ -58,7 +59,9 @@ class DashboardComponent(Component):
             "--client.toolbarMode",
             "viewer",
         ]
-        return runtime.spawn(s, self.name, argv)
+
+    def start(self) -> int:
+        return runtime.spawn(self.settings, self.name, self.argv())
 
     def healthy(self) -> bool:
         """Streamlit's own health endpoint answers `ok` once the server accepts sessions."""
