@@ -6,12 +6,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 
-.PHONY: run test setup jars lock lint typecheck down status bench clean
+.PHONY: run test setup browser jars lock lint typecheck down status bench clean
 
 run: setup
 	$(VENV)/bin/candlelake up
 
-test: setup
+test: setup browser
 	$(VENV)/bin/candlelake install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -24,6 +24,14 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.txt
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	@touch $@
+
+# The dashboard's browser test drives Debian's chromium through its chromedriver (the same version,
+# offline, unlike Selenium Manager's download). Installed once; the package lists are refreshed only
+# when the install fails without them (a fresh machine or image has none).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
 jars: setup
 	$(VENV)/bin/candlelake install
