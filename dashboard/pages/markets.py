@@ -20,7 +20,7 @@ import streamlit as st
 
 from candlelake import market_stats, rollups
 from dashboard import charts, data, url_params
-from dashboard.formats import age_seconds, describe_age, exact, in_zone, price, price_places
+from dashboard.formats import age_seconds, describe_age, in_zone, price, price_places
 
 LOOKBACKS: dict[str, timedelta] = {
     "15m": timedelta(minutes=15),
@@ -133,9 +133,15 @@ def _show_market(view: View) -> None:
             return
         start, end, (first, newest) = resolved
         asked = rollups.parse_bucket(view.bucket, base)
-        bucket = rollups.fit_bucket(asked, start, end, data.MAX_CANDLES, base)
+        # Sized by the data in the window, not the window: ten minutes of a new market over "7d" stay 1m.
+        data_start, data_end = max(start, first), min(end, newest + timedelta(seconds=base))
+        bucket = asked
+        if data_end > data_start:
+            bucket = rollups.fit_bucket(asked, data_start, data_end, data.MAX_CANDLES, base)
+            # From the bucket holding the first candle: it opens before the first candle, not after it.
+            start = max(start, bucket.start_of(data_start))
         if bucket != asked:
-            count = rollups.bucket_count(asked, start, end)
+            count = rollups.bucket_count(asked, data_start, data_end)
             st.info(
                 f"{view.bucket} over this range would be {count:,} candles; showing {bucket.text} candles to keep "
                 f"at most {data.MAX_CANDLES:,}. Choose a shorter range for finer candles.",
@@ -176,13 +182,14 @@ def _show_market(view: View) -> None:
     )
     row2[1].metric(f"Trades ({label})", f"{figures.trades:,}")
     row2[2].metric("VWAP", price(figures.vwap, places), help="Quote volume / volume: the average price paid")
-    row2[3].metric(f"Volume ({label})", exact(figures.volume))
+    row2[3].metric(f"Volume ({label})", format(figures.volume, ",f"))
 
     statuses = _show_alerts(view, candles, places)
+    # A band covers whole buckets: a one-minute gap inside a 1h candle shades that candle, not a hairline.
     bands = [
         charts.Band(
-            pd.Timestamp(row.started_at),
-            pd.Timestamp(row.ended_at),
+            pd.Timestamp(bucket.start_of(row.started_at)),
+            pd.Timestamp(bucket.start_of(row.ended_at - timedelta(microseconds=1)) + timedelta(seconds=bucket.seconds)),
             f"{row.kind.replace('_', ' ')} gap #{row.gap_id} ({row.status})"
             if row.kind != "disconnect"
             else "feed disconnected",

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -25,7 +26,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from candlelake.config import PROJECT_ROOT, Settings
-from tests.support.dashboard_seed import RECENT_SYMBOL, SYMBOL, Kline, Seed, klines, seed
+from tests.support.dashboard_seed import LONG_SYMBOL, RECENT_SYMBOL, SYMBOL, Seed, klines, seed
 
 # The app adds the project root itself under `streamlit run`; this process imports `dashboard` directly.
 if str(PROJECT_ROOT) not in sys.path:
@@ -97,10 +98,12 @@ def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label.startswith(label))
 
 
-def expected_buckets(bucket_s: int, start: datetime, end: datetime) -> tuple[int, int, list[Kline]]:
-    """From the klines alone: buckets opening in [start, end) with and without trades (from the market's
-    first trade on), and the klines inside them."""
-    rows = klines()
+def expected_buckets(
+    bucket_s: int, start: datetime, end: datetime, rows: list[Any] | None = None
+) -> tuple[int, int, list[Any]]:
+    """From the rows alone (the klines unless given: anything with open_time and trades): buckets opening
+    in [start, end) with and without trades (from the market's first trade on), and the rows inside them."""
+    rows = klines() if rows is None else rows
     first_trade = min(k.open_time for k in rows if k.trades)
     epoch = lambda t: int(t.timestamp())  # noqa: E731
     buckets: dict[int, int] = {}
@@ -162,15 +165,28 @@ def test_markets_draws_every_candle_of_the_window_with_the_exchanges_figures(see
     assert f"C {format(last_close, 'f').rstrip('0')}" in last_text
 
 
-def test_a_bucket_too_small_for_the_lookback_is_raised_with_a_message(seeded: Seed) -> None:
-    at = choose(open_app(), seeded.exchange, lookback="7d", bucket="1m")
+def test_a_bucket_too_small_for_the_data_is_raised_with_a_message(seeded: Seed) -> None:
+    # LONGUSDT has 8 days of minutes: 7 days of them at 1m are 10,080 candles, more than a view draws.
+    at = choose(open_app(), seeded.exchange, symbol=LONG_SYMBOL, lookback="7d", bucket="1m")
     assert_clean(at)
     [info] = [i.value for i in at.info if "would be" in i.value]
     assert "10,080 candles" in info and "showing 3m candles" in info and "5,000" in info
     end = NEWEST + timedelta(minutes=1)
-    with_trades, quiet, _ = expected_buckets(180, end - timedelta(days=7), end)
-    assert drawn(at) == (with_trades, quiet)
-    assert with_trades + quiet <= 5_000
+    rows = [SimpleNamespace(**r) for r in seeded.long]
+    with_trades, quiet, _ = expected_buckets(180, end - timedelta(days=7), end, rows)
+    assert drawn(at) == (with_trades, quiet) == (3360, 0)
+
+
+def test_the_bucket_is_sized_by_the_data_in_the_window_not_the_window(seeded: Seed) -> None:
+    # XRPETH holds 3,560 minutes: over "30d" they all fit at 1m, and ALTUSDT's 10 minutes stay 10 candles.
+    at = choose(open_app(), seeded.exchange, lookback="30d", bucket="1m")
+    assert_clean(at)
+    assert not [i.value for i in at.info if "would be" in i.value]
+    end = NEWEST + timedelta(minutes=1)
+    assert drawn(at) == expected_buckets(60, end - timedelta(days=30), end)[:2]
+    at = choose(at, seeded.exchange, symbol=RECENT_SYMBOL, lookback="1y", bucket="1m")
+    assert_clean(at)
+    assert drawn(at) == (len(seeded.recent), 0)
 
 
 def test_a_non_divisor_bucket_over_a_custom_range(seeded: Seed) -> None:
