@@ -6,6 +6,7 @@ widgets here, only short-lived caches so that every open tab shares one query pe
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +14,7 @@ import streamlit as st
 
 from candlelake.config import load_settings
 from dashboard.data import MAX_ENTRIES, query
+from dashboard.formats import exact
 
 # The newest validation of each exchange and suite: one DISTINCT ON pass over the (exchange, trade_date,
 # suite, validated_at) index.
@@ -158,10 +160,20 @@ def data_docs_link_root() -> str:
     return f"{load_settings().data_docs_url.rstrip('/')}/index.html"
 
 
+def _plain(value: object) -> str:
+    # NUMERIC travels as text with Spark's fixed scale ("714.2420976400000000"): print it without the zeros.
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return str(value)
+    return exact(number.normalize()) if number.is_finite() else str(value)
+
+
 def describe_change(before: dict[str, object] | None, after: dict[str, object] | None) -> str:
     """`close 64000.1 -> 64000.2, trades 10 -> 11` from a correction's before/after JSON."""
     before, after = before or {}, after or {}
-    return ", ".join(f"{name} {before.get(name)} -> {after.get(name)}" for name in sorted(set(before) | set(after)))
+    names = sorted(set(before) | set(after))
+    return ", ".join(f"{name} {_plain(before.get(name))} -> {_plain(after.get(name))}" for name in names)
 
 
 def since(days: int) -> datetime:

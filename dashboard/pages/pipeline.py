@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, pipeline_data
+from dashboard import data, pipeline_data, tables
 from dashboard.formats import age_seconds, describe_age
 
 REFRESH_SECONDS = 10
@@ -30,6 +30,10 @@ def _badge(state: str) -> str:
     return f":{BADGES.get(state, 'gray')}-badge[{state}]"
 
 
+# A check older than three of its intervals means its DAG is not running: its verdict is stale.
+STALE_AFTER_S = {"platform_health": 15 * 60, "stream_supervisor": 6 * 60}
+
+
 def _components(now: datetime) -> pd.DataFrame | None:
     st.subheader("Components", anchor="components")
     health = _section(pipeline_data.health_checks)
@@ -44,19 +48,24 @@ def _components(now: datetime) -> pd.DataFrame | None:
         return supervisor
     rows = []
     for r in health.itertuples(index=False):
-        state = "healthy" if r.healthy else "down"
-        rows.append(("platform_health", r.component, state, r.detail, r.checked_at))
+        rows.append(("platform_health", r.component, "healthy" if r.healthy else "down", r.detail, r.checked_at))
     for r in supervisor.itertuples(index=False):
         action = "" if r.action == "none" else f" ({r.action.replace('_', ' ')})"
         rows.append(("stream_supervisor", r.component, r.state, r.detail + action, r.checked_at))
-    cols = st.columns(min(len(rows), 6))
-    for i, (source, component, state, detail, checked_at) in enumerate(rows):
+    # One card per part: the newer of the two checks that looked at it.
+    newest: dict[str, tuple[str, str, str, str, object]] = {}
+    for row in sorted(rows, key=lambda r: pd.Timestamp(r[4])):
+        newest[row[1]] = row
+    cols = st.columns(min(len(newest), 6))
+    for i, (source, component, state, detail, checked_at) in enumerate(newest.values()):
+        age = age_seconds(checked_at, now)
+        stale = age is not None and age > STALE_AFTER_S[source]
         with cols[i % len(cols)].container(border=True):
-            st.markdown(f"**{component}** {_badge(state)}", help=detail)
-            st.caption(f"{source}, {describe_age(age_seconds(checked_at, now))}")
+            st.markdown(f"**{component}** {_badge(state)}" + (" :gray-badge[stale]" if stale else ""), help=detail)
+            st.caption(f"{source}, {describe_age(age)}")
     table = pd.DataFrame(rows, columns=["checked by", "component", "state", "detail", "checked_at"])
-    with st.expander("Details of each check"):
-        st.dataframe(table, hide_index=True, width="stretch", key="checks")
+    with st.expander("Every part's latest check by each DAG"):
+        tables.show(table, "checks", {"detail": st.column_config.TextColumn("detail", width="large")})
     return supervisor
 
 
@@ -99,7 +108,7 @@ def _stream(now: datetime, supervisor: pd.DataFrame | None) -> None:
     for r in batches.itertuples(index=False):
         lag = lags.get(r.query_name, {}).get("lag")
         with st.container(border=True):
-            st.markdown(f"**{r.query_name}** (run {str(r.run_id)[:8]})")
+            st.markdown(f"**{r.query_name}**")
             cols = st.columns(5)
             idle = r.batch_id < 0
             cols[0].metric(
@@ -112,7 +121,7 @@ def _stream(now: datetime, supervisor: pd.DataFrame | None) -> None:
             cols[1].metric(
                 "Lag",
                 "unknown" if lag is None else f"{lag:,} records",
-                f"as of the supervisor's check {checked_age}",
+                f"supervisor, {checked_age}",
                 delta_color="off",
                 delta_arrow="off",
                 help="Records between the query's last batch and the end of the Kafka topic",
@@ -124,7 +133,10 @@ def _stream(now: datetime, supervisor: pd.DataFrame | None) -> None:
                 st.caption(f"Watermark {pd.Timestamp(r.watermark):%Y-%m-%d %H:%M:%S} UTC")
     per_minute = _section(pipeline_data.throughput)
     if per_minute is not None and not per_minute.empty:
-        chart = per_minute.pivot_table(index="minute", columns="query_name", values="rows", aggfunc="sum").fillna(0)
+        chart = per_minute.pivot_table(index="minute", columns="query_name", values="rows", aggfunc="sum")
+        # Every minute of the hour on the axis: a minute without batches is zero, not a line across it.
+        minutes = pd.date_range(chart.index.min(), chart.index.max(), freq="1min")
+        chart = chart.reindex(minutes).fillna(0)
         st.caption("Rows per minute over the last hour (UTC)")
         st.line_chart(chart, height=220)
 

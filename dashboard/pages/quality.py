@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from candlelake.quality.validate import Failure
-from dashboard import data, quality_data, url_params
+from dashboard import data, quality_data, tables, url_params
 
 PERIODS = {"24h": 1, "7 days": 7, "30 days": 30}
 DEFAULT_PERIOD = "7 days"
@@ -66,22 +66,20 @@ def _validations() -> None:
         data_docs=latest["docs_path"].map(quality_data.data_docs_link),
     )
     columns = ["exchange", "suite", "trade_date", "result", "evaluated", "failed", "rows_validated", "failures"]
-    st.dataframe(
+    tables.show(
         table[[*columns, "validated_at", "data_docs"]],
-        hide_index=True,
-        width="stretch",
-        key="validations",
-        column_config={
+        "validations",
+        {
             "data_docs": st.column_config.LinkColumn("Data Docs", display_text="open"),
-            "validated_at": st.column_config.DatetimeColumn("validated (UTC)", format="YYYY-MM-DD HH:mm:ss"),
             "rows_validated": st.column_config.NumberColumn("rows", format="localized"),
+            "failures": st.column_config.TextColumn("failed checks", width="large"),
         },
     )
     st.link_button("All Data Docs", quality_data.data_docs_link_root(), icon=":material/description:")
     with st.expander("Earlier validations (30 days)"):
         history = _section(lambda: quality_data.validation_history(quality_data.since(30)))
         if history is not None:
-            st.dataframe(history, hide_index=True, width="stretch", key="validation_history")
+            tables.show(history, "validation_history")
 
 
 def _gaps() -> None:
@@ -108,7 +106,7 @@ def _gaps() -> None:
     if gaps.empty:
         st.success(f"No {' or '.join(statuses)} gaps: no trade is known to be missing.")
         return
-    st.dataframe(gaps, hide_index=True, width="stretch", key="gaps")
+    tables.show(gaps, "gaps", {"cause": st.column_config.TextColumn("cause", width="medium")})
 
 
 def _corrections(days: int) -> None:
@@ -125,17 +123,16 @@ def _corrections(days: int) -> None:
     cols[0].metric("Curated loads", f"{len(loads):,}")
     cols[1].metric("Candles corrected", f"{changed:,}", help="Curated candles whose values differed from the live ones")
     cols[2].metric("Candles inserted", f"{int(loads['inserted'].sum()):,}", help="Candles the stream never wrote")
-    st.dataframe(loads, hide_index=True, width="stretch", key="loads")
+    tables.show(loads, "loads")
     fixes = _section(lambda: quality_data.corrections(since))
     if fixes is not None and not fixes.empty:
         fixes = fixes.assign(
             change=[quality_data.describe_change(b, a) for b, a in zip(fixes["before"], fixes["after"], strict=True)]
         )
-        st.dataframe(
+        tables.show(
             fixes[["loaded_at", "exchange", "symbol", "open_time", "was_state", "change"]],
-            hide_index=True,
-            width="stretch",
-            key="corrections",
+            "corrections",
+            {"change": st.column_config.TextColumn("what changed", width="large")},
         )
 
 
@@ -148,7 +145,9 @@ def _dead_letters(days: int) -> None:
         st.success("No dead letters in this period: every message became a trade.")
         return
     st.metric("Dead letters", f"{int(letters['dead_letters'].sum()):,}")
-    st.dataframe(letters, hide_index=True, width="stretch", key="dead_letters")
+    tables.show(
+        letters, "dead_letters", {"latest_example": st.column_config.TextColumn("latest example", width="large")}
+    )
 
 
 def _candle_states(days: int) -> None:
@@ -163,22 +162,30 @@ def _candle_states(days: int) -> None:
     if states.empty:
         st.info("No candles in this period.")
         return
-    st.dataframe(states, hide_index=True, width="stretch", key="candle_states")
+    tables.show(states, "candle_states")
     matches = _section(quality_data.reconciliations)
     if matches is not None and not matches.empty:
         st.caption("Curated candles against the exchange's own klines (latest check per market):")
-        st.dataframe(matches, hide_index=True, width="stretch", key="reconciliations")
+        tables.show(
+            matches, "reconciliations", {"match_rate": st.column_config.NumberColumn("match rate", format="percent")}
+        )
 
 
 def main() -> None:
     st.title("Quality")
     url_params.warn_unknown("period", list(PERIODS), "period")
-    period = st.segmented_control(
-        "Period", list(PERIODS), default=DEFAULT_PERIOD, required=True, key="period", bind="query-params"
-    )
-    days = PERIODS[period or DEFAULT_PERIOD]
     _validations()
     _gaps()
+    st.divider()
+    period = st.segmented_control(
+        "Period of the sections below",
+        list(PERIODS),
+        default=DEFAULT_PERIOD,
+        required=True,
+        key="period",
+        bind="query-params",
+    )
+    days = PERIODS[period or DEFAULT_PERIOD]
     _corrections(days)
     _dead_letters(days)
     _candle_states(days)

@@ -269,7 +269,7 @@ def _seed_operations(cur: Any, s: Seed, docs_root: Path, ahead: datetime) -> Non
             s.load_id,
             s.exchange,
             SYMBOL,
-            json.dumps({"close": "0.00141", "trades": 3}),
+            json.dumps({"close": "0.0014100000", "trades": 3}),
             json.dumps({"close": "0.00142", "trades": 4}),
         ),
     )
