@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import cast
 from zoneinfo import ZoneInfo
 
@@ -40,6 +41,7 @@ DEFAULT_BUCKET = "1m"
 # The stream upserts live candles every trigger (about a second); 5 s keeps the page fresh without
 # making every open browser tab query PostgreSQL continuously.
 REFRESH_SECONDS = 5
+KEEP_ZOOM_JS = f"<script>{(Path(__file__).parents[1] / 'static' / 'keep_zoom.js').read_text()}</script>"
 ALERTS_KEY = "price_alerts"  # session state: {"exchange:symbol": [(level text, direction), ...]}
 
 
@@ -321,6 +323,8 @@ def main() -> None:
         start, end = chosen
     _alert_editor(exchange, symbol)
     view = View(exchange, symbol, lookback, (bucket or DEFAULT_BUCKET).strip(), start, end, tuple(overlays), tz)
+    # Outside the fragment, once per page run: the script itself guards against a second copy.
+    st.html(KEEP_ZOOM_JS, unsafe_allow_javascript=True)
     # The fragment is built per run so that "Live" off really stops its timer.
     chart = st.fragment(_show_market, run_every=REFRESH_SECONDS if live else None)
     chart(view)

@@ -24,10 +24,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
+import psycopg2
 import pytest
+from psycopg2.extras import execute_values
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -39,7 +42,16 @@ from candlelake.platform.dashboard import DashboardComponent
 from candlelake.platform.orchestrator import up
 from candlelake.platform.postgres import PostgresComponent
 from dashboard.data import MAX_CANDLES
-from tests.support.dashboard_seed import LONG_SYMBOL, RECENT_SYMBOL, SYMBOL, Seed, klines, seed
+from tests.support.dashboard_seed import (
+    CANDLE_TEMPLATE,
+    INSERT_CANDLES,
+    LONG_SYMBOL,
+    RECENT_SYMBOL,
+    SYMBOL,
+    Seed,
+    klines,
+    seed,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -417,3 +429,46 @@ def test_pipeline_page_shows_the_seeded_producer(page: Page, dashboard: Dashboar
         page.open("/pipeline")
         text = page.wait_for_text(seeded.tag)
         assert f"{seeded.tag} (simulator, pid 4242)" in text
+
+
+RANGE_JS = """
+const plot = document.querySelector('.js-plotly-plot');
+return plot && plot._fullLayout ? plot._fullLayout.xaxis.range.map(String) : null;
+"""
+
+
+def _add_minute(settings: Settings, seeded: Seed, after: dict[str, object]) -> dict[str, object]:
+    """The stream's next candle for the recent market: one minute after `after`."""
+    row = {**after, "open_time": after["open_time"] + timedelta(minutes=1)}
+    row["close_time"] = row["open_time"] + timedelta(minutes=1) - timedelta(milliseconds=1)
+    row["first_trade_id"], row["last_trade_id"] = after["last_trade_id"] + 1, after["last_trade_id"] + 2
+    with psycopg2.connect(settings.pg_dsn(), connect_timeout=5) as conn, conn.cursor() as cur:
+        execute_values(cur, INSERT_CANDLES, [row], template=CANDLE_TEMPLATE)
+    conn.close()
+    return row
+
+
+def test_live_refresh_keeps_the_zoom_and_the_switch_freezes_the_view(
+    services: Settings, page: Page, dashboard: DashboardComponent, seeded: Seed
+) -> None:
+    exchange = seeded.exchange
+    with step(page, dashboard, "10-markets-live-zoomed"):
+        page.open(f"/?exchange={exchange}&symbol={RECENT_SYMBOL}&lookback=1h&bucket=1m")
+        view = [exchange, RECENT_SYMBOL, "1h", "1m"]
+        assert page.figure(view)["volume"] == len(seeded.recent)
+        # Zoom like a user: drag across the middle of the price panel (Plotly's default drag is a box zoom).
+        plot = page.driver.find_element(By.CSS_SELECTOR, ".js-plotly-plot .nsewdrag")
+        before = page.driver.execute_script(RANGE_JS)
+        ActionChains(page.driver).move_to_element_with_offset(plot, -120, 0).click_and_hold().move_by_offset(
+            200, 0
+        ).release().perform()
+        zoomed = page.wait_until("the zoom", lambda: (r := page.driver.execute_script(RANGE_JS)) != before and r)
+        # The stream writes a new minute: the live fragment redraws with it, and the zoom stays.
+        newest = _add_minute(services, seeded, seeded.recent[-1])
+        page.wait_until("the live redraw", lambda: page.driver.execute_script(FIGURE_JS)["counts"]["volume"] == 11)
+        assert page.driver.execute_script(RANGE_JS) == zoomed
+    with step(page, dashboard, "11-markets-frozen"):
+        page.switch_off("live")
+        _add_minute(services, seeded, newest)
+        time.sleep(8)  # more than one refresh interval (5 s)
+        assert page.driver.execute_script(FIGURE_JS)["counts"]["volume"] == 11
