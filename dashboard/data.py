@@ -183,6 +183,16 @@ def query(sql: str, params: dict[str, Any] | tuple[Any, ...] | None = None) -> p
     return _with_connection(run)
 
 
+def section(load: Callable[[], pd.DataFrame]) -> pd.DataFrame | None:
+    """Run one page section's query; when PostgreSQL cannot answer, show why and return None, so that
+    the other sections of the page still render."""
+    try:
+        return load()
+    except DataError as exc:
+        st.error(str(exc))
+        return None
+
+
 @st.cache_data(ttl=10, show_spinner=False, max_entries=MAX_ENTRIES)
 def list_markets() -> pd.DataFrame:
     """Every (exchange, symbol) with at least one candle, sorted; empty before the first candle."""

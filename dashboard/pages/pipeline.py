@@ -5,7 +5,6 @@ throughput. Redraws itself every few seconds while "Live" is on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -18,14 +17,6 @@ REFRESH_SECONDS = 10
 BADGES = {"healthy": "green", "stopped": "gray", "stuck": "orange", "dead": "red", "down": "red"}
 
 
-def _section(load: Callable[[], pd.DataFrame]) -> pd.DataFrame | None:
-    try:
-        return load()
-    except data.DataError as exc:
-        st.error(str(exc))
-        return None
-
-
 def _badge(state: str) -> str:
     return f":{BADGES.get(state, 'gray')}-badge[{state}]"
 
@@ -36,8 +27,8 @@ STALE_AFTER_S = {"platform_health": 15 * 60, "stream_supervisor": 6 * 60}
 
 def _components(now: datetime) -> pd.DataFrame | None:
     st.subheader("Components", anchor="components")
-    health = _section(pipeline_data.health_checks)
-    supervisor = _section(pipeline_data.supervisor_checks)
+    health = data.section(pipeline_data.health_checks)
+    supervisor = data.section(pipeline_data.supervisor_checks)
     if health is None or supervisor is None:
         return supervisor
     if health.empty and supervisor.empty:
@@ -71,7 +62,7 @@ def _components(now: datetime) -> pd.DataFrame | None:
 
 def _producers(now: datetime) -> None:
     st.subheader("Producers", anchor="producers")
-    producers = _section(pipeline_data.producers)
+    producers = data.section(pipeline_data.producers)
     if producers is None:
         return
     if producers.empty:
@@ -96,7 +87,7 @@ def _producers(now: datetime) -> None:
 
 def _stream(now: datetime, supervisor: pd.DataFrame | None) -> None:
     st.subheader("Streaming queries", anchor="streaming")
-    batches = _section(pipeline_data.latest_batches)
+    batches = data.section(pipeline_data.latest_batches)
     if batches is None:
         return
     if batches.empty:
@@ -131,7 +122,7 @@ def _stream(now: datetime, supervisor: pd.DataFrame | None) -> None:
             cols[4].metric("Batch took", "-" if r.duration_ms is None else f"{r.duration_ms:,} ms")
             if r.watermark is not None and not pd.isna(r.watermark):
                 st.caption(f"Watermark {pd.Timestamp(r.watermark):%Y-%m-%d %H:%M:%S} UTC")
-    per_minute = _section(pipeline_data.throughput)
+    per_minute = data.section(pipeline_data.throughput)
     if per_minute is not None and not per_minute.empty:
         chart = per_minute.pivot_table(index="minute", columns="query_name", values="rows", aggfunc="sum")
         # Every minute of the hour on the axis: a minute without batches is zero, not a line across it.

@@ -8,10 +8,8 @@ says so and the others still render.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import pandas as pd
 import streamlit as st
 
 from candlelake.quality.validate import Failure
@@ -19,15 +17,6 @@ from dashboard import data, quality_data, tables, url_params
 
 PERIODS = {"24h": 1, "7 days": 7, "30 days": 30}
 DEFAULT_PERIOD = "7 days"
-
-
-def _section(load: Callable[[], pd.DataFrame]) -> pd.DataFrame | None:
-    """Run one section's query; on failure show the reason and let the rest of the page render."""
-    try:
-        return load()
-    except data.DataError as exc:
-        st.error(str(exc))
-        return None
 
 
 def _failures_text(failures: Any) -> str:
@@ -41,7 +30,7 @@ def _failures_text(failures: Any) -> str:
 
 def _validations() -> None:
     st.subheader("Validations", anchor="validations")
-    latest = _section(quality_data.latest_validations)
+    latest = data.section(quality_data.latest_validations)
     if latest is None:
         return
     if latest.empty:
@@ -77,14 +66,14 @@ def _validations() -> None:
     )
     st.link_button("All Data Docs", quality_data.data_docs_link_root(), icon=":material/description:")
     with st.expander("Earlier validations (30 days)"):
-        history = _section(lambda: quality_data.validation_history(quality_data.since(30)))
+        history = data.section(lambda: quality_data.validation_history(quality_data.since(30)))
         if history is not None:
             tables.show(history, "validation_history")
 
 
 def _gaps() -> None:
     st.subheader("Gap ledger", anchor="gap-ledger")
-    counts = _section(quality_data.gap_counts)
+    counts = data.section(quality_data.gap_counts)
     if counts is not None and not counts.empty:
         cols = st.columns(len(counts))
         for col, row in zip(cols, counts.itertuples(index=False), strict=True):
@@ -100,7 +89,7 @@ def _gaps() -> None:
     if not statuses:
         st.caption("Choose at least one status.")
         return
-    gaps = _section(lambda: quality_data.gaps(tuple(statuses)))
+    gaps = data.section(lambda: quality_data.gaps(tuple(statuses)))
     if gaps is None:
         return
     if gaps.empty:
@@ -112,7 +101,7 @@ def _gaps() -> None:
 def _corrections(days: int) -> None:
     st.subheader("Late-data corrections", anchor="corrections")
     since = quality_data.since(days)
-    loads = _section(lambda: quality_data.curated_loads(since))
+    loads = data.section(lambda: quality_data.curated_loads(since))
     if loads is None:
         return
     if loads.empty:
@@ -124,7 +113,7 @@ def _corrections(days: int) -> None:
     cols[1].metric("Candles corrected", f"{changed:,}", help="Curated candles whose values differed from the live ones")
     cols[2].metric("Candles inserted", f"{int(loads['inserted'].sum()):,}", help="Candles the stream never wrote")
     tables.show(loads, "loads")
-    fixes = _section(lambda: quality_data.corrections(since))
+    fixes = data.section(lambda: quality_data.corrections(since))
     if fixes is not None and not fixes.empty:
         fixes = fixes.assign(
             change=[quality_data.describe_change(b, a) for b, a in zip(fixes["before"], fixes["after"], strict=True)]
@@ -138,7 +127,7 @@ def _corrections(days: int) -> None:
 
 def _dead_letters(days: int) -> None:
     st.subheader("Dead letters by reason", anchor="dead-letters")
-    letters = _section(lambda: quality_data.dead_letters(quality_data.since(days)))
+    letters = data.section(lambda: quality_data.dead_letters(quality_data.since(days)))
     if letters is None:
         return
     if letters.empty:
@@ -156,14 +145,14 @@ def _candle_states(days: int) -> None:
         "live: still changing; closed: the stream's watermark passed it; curated: the nightly batch "
         "recomputed and validated it. Without trades: intervals the market was quiet."
     )
-    states = _section(lambda: quality_data.candle_states(quality_data.since(days)))
+    states = data.section(lambda: quality_data.candle_states(quality_data.since(days)))
     if states is None:
         return
     if states.empty:
         st.info("No candles in this period.")
         return
     tables.show(states, "candle_states")
-    matches = _section(quality_data.reconciliations)
+    matches = data.section(quality_data.reconciliations)
     if matches is not None and not matches.empty:
         st.caption("Curated candles against the exchange's own klines (latest check per market):")
         tables.show(

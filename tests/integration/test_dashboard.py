@@ -382,6 +382,7 @@ def test_quality_page_shows_validations_gaps_corrections_dead_letters_and_states
     gaps = table(at, "gap_id")
     row = gaps[gaps["gap_id"] == seeded.gap_id].iloc[0]
     assert (row["status"], row["missing_ids"]) == ("open", 3)
+    assert pd.isna(row["started_at"])  # a trade-id gap has no times: an empty cell, not "None"
     fixes = table(at, "change")
     ours_fix = fixes[fixes["exchange"] == seeded.exchange].iloc[0]
     assert ours_fix["change"] == "close 0.00141 -> 0.00142, trades 3 -> 4"
