@@ -35,6 +35,7 @@ LOOKBACKS: dict[str, timedelta] = {
 }
 CUSTOM = "Custom"
 DEFAULT_LOOKBACK = "1h"
+EARLIEST = datetime(2009, 1, 1)
 # Offered bucket sizes; any other whole number of s/m/h/d/w can be typed (such as 13m).
 BUCKETS = ("1s", "1m", "3m", "5m", "15m", "30m", "45m", "1h", "2h", "4h", "6h", "12h", "1d", "1w")
 DEFAULT_BUCKET = "1m"
@@ -137,11 +138,16 @@ def _show_market(view: View) -> None:
         asked = rollups.parse_bucket(view.bucket, base)
         # Sized by the data in the window, not the window: ten minutes of a new market over "7d" stay 1m.
         data_start, data_end = max(start, first), min(end, newest + timedelta(seconds=base))
-        bucket = asked
-        if data_end > data_start:
-            bucket = rollups.fit_bucket(asked, data_start, data_end, data.MAX_CANDLES, base)
-            # From the bucket holding the first candle: it opens before the first candle, not after it.
-            start = max(start, bucket.start_of(data_start))
+        if data_end <= data_start:
+            st.info(
+                f"No candles for {view.exchange} {view.symbol} between {in_zone(start, view.tz)} and "
+                f"{in_zone(end, view.tz)}: its data runs from {in_zone(first, view.tz)} to "
+                f"{in_zone(newest, view.tz)}. Choose a range inside it."
+            )
+            return
+        bucket = rollups.fit_bucket(asked, data_start, data_end, data.MAX_CANDLES, base)
+        # From the bucket holding the first candle: it opens before the first candle, not after it.
+        start = max(start, bucket.start_of(data_start))
         if bucket != asked:
             count = rollups.bucket_count(asked, data_start, data_end)
             st.info(
@@ -160,12 +166,8 @@ def _show_market(view: View) -> None:
     except data.DataError as exc:
         st.error(str(exc))
         return
-    if candles.empty:
-        st.info(
-            f"No candles for {view.exchange} {view.symbol} between {in_zone(start, view.tz)} and "
-            f"{in_zone(end, view.tz)}: its data runs from {in_zone(first, view.tz)} to "
-            f"{in_zone(newest, view.tz)}. Choose a range inside it."
-        )
+    if candles.empty:  # the market's candles were deleted between the two queries
+        st.info(f"No candles for {view.exchange} {view.symbol} in this range any more; pick another range.")
         return
 
     figures = market_stats.kpis(list(candles.itertuples(index=False)))
@@ -224,10 +226,12 @@ def _range_inputs(tz: str, newest: datetime) -> tuple[datetime, datetime] | None
     zone = ZoneInfo(tz)
     default_end = newest.astimezone(zone).replace(tzinfo=None, second=0, microsecond=0) + timedelta(minutes=1)
     left, right = st.columns(2)
+    # Trades exist from 2009 on (the producer rejects earlier times); a day ahead covers every zone.
+    bounds = {"min_value": EARLIEST, "max_value": datetime.now(UTC).replace(tzinfo=None) + timedelta(days=1)}
     start = left.datetime_input(
-        f"From ({tz})", value=default_end - timedelta(hours=6), key="start", step=timedelta(minutes=1)
+        f"From ({tz})", value=default_end - timedelta(hours=6), key="start", step=timedelta(minutes=1), **bounds
     )
-    end = right.datetime_input(f"To ({tz})", value=default_end, key="end", step=timedelta(minutes=1))
+    end = right.datetime_input(f"To ({tz})", value=default_end, key="end", step=timedelta(minutes=1), **bounds)
     if start is None or end is None:
         st.warning("Give both ends of the range.")
         return None
