@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from candlelake.config import load_settings
+from candlelake.platform.orchestrator import components
+
 pytestmark = pytest.mark.integration
 
 CLI = str(Path(sys.executable).parent / "candlelake")
@@ -110,4 +113,6 @@ def test_status_when_nothing_runs_shows_every_part_stopped(runtime_dir: Path) ->
     result = cli("status", CANDLELAKE_RUNTIME_DIR=str(runtime_dir))
     assert result.returncode == 1
     lines = [line for line in result.stdout.splitlines()[1:] if line.strip()]
-    assert len(lines) == 9 and all("stopped" in line for line in lines)
+    parts = [p.name for p in components(load_settings())]
+    assert [line.split()[0] for line in lines] == parts and len(parts) == 10
+    assert all("stopped" in line for line in lines)
