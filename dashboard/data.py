@@ -57,15 +57,10 @@ MARKET_SPAN_SQL = """
 # between the newest candle holding an id below the gap and the oldest holding an id above it (the
 # candles keep their first and last trade id). Disconnect intervals carry their own times.
 MISSING_SQL = """
-    WITH window_ids AS (
-        SELECT (SELECT first_trade_id FROM candles
-                 WHERE exchange = %(exchange)s AND symbol = %(symbol)s AND first_trade_id IS NOT NULL
-                   AND open_time >= %(start)s AND open_time < %(end)s
-                 ORDER BY open_time LIMIT 1) AS first_id,
-               (SELECT last_trade_id FROM candles
-                 WHERE exchange = %(exchange)s AND symbol = %(symbol)s AND last_trade_id IS NOT NULL
-                   AND open_time >= %(start)s AND open_time < %(end)s
-                 ORDER BY open_time DESC LIMIT 1) AS last_id
+    WITH id_gaps AS MATERIALIZED (  -- first: almost always empty, and then nothing below runs
+        SELECT * FROM trade_gaps
+         WHERE exchange = %(exchange)s AND symbol = %(symbol)s AND first_id IS NOT NULL
+           AND status IN ('open', 'unfillable')
     )
     SELECT g.gap_id, g.kind, g.status, g.cause, g.first_id, g.last_id,
            coalesce((SELECT max(c.open_time) + %(base)s FROM candles AS c
@@ -76,10 +71,16 @@ MISSING_SQL = """
                       WHERE c.exchange = g.exchange AND c.symbol = g.symbol
                         AND c.open_time >= %(start)s AND c.open_time < %(end)s
                         AND c.first_trade_id > g.last_id), %(end)s) AS ended_at
-      FROM trade_gaps AS g, window_ids AS w
-     WHERE g.exchange = %(exchange)s AND g.symbol = %(symbol)s AND g.first_id IS NOT NULL
-       AND g.status IN ('open', 'unfillable')
-       AND g.first_id <= w.last_id AND g.last_id >= w.first_id
+      FROM id_gaps AS g
+       -- The window's first and last trade ids: uncorrelated, so computed once, and only for a gap.
+     WHERE g.first_id <= (SELECT last_trade_id FROM candles
+                           WHERE exchange = %(exchange)s AND symbol = %(symbol)s AND last_trade_id IS NOT NULL
+                             AND open_time >= %(start)s AND open_time < %(end)s
+                           ORDER BY open_time DESC LIMIT 1)
+       AND g.last_id >= (SELECT first_trade_id FROM candles
+                          WHERE exchange = %(exchange)s AND symbol = %(symbol)s AND first_trade_id IS NOT NULL
+                            AND open_time >= %(start)s AND open_time < %(end)s
+                          ORDER BY open_time LIMIT 1)
     UNION ALL
     SELECT gap_id, kind, status, cause, NULL, NULL, greatest(started_at, %(start)s), least(ended_at, %(end)s)
       FROM trade_gaps

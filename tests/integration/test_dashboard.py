@@ -210,7 +210,7 @@ def test_a_range_without_data_and_a_reversed_range_are_explained(seeded: Seed) -
         [info] = [i.value for i in at.info if "No candles for" in i.value]
         assert "its data runs from 2019-10-11 00:00 UTC to 2019-10-13 11:19 UTC" in info
         assert not at.get("plotly_chart")
-    at.datetime_input(key="end").set_value(datetime(2017, 12, 31)).run()
+    at.datetime_input(key="end").set_value(datetime(2009, 6, 1)).run()  # before the start (2010)
     assert any("must end after it starts" in e.value for e in at.error)
 
 
