@@ -2,7 +2,8 @@
 
 Only wiring lives here: page config, the page list for `st.navigation`, the display time zone (shared by
 every page; data stays UTC), and a footer saying what the dashboard reads. Each page is a script under
-`pages/`; data access is in `dashboard/data.py`.
+`views/` (not `pages/`: Streamlit would also serve a `pages/` folder as standalone pages that skip
+this router, and its path fix); data access is in `dashboard/data.py`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from dashboard import url_params  # noqa: E402
 st.set_page_config(page_title="candlelake", page_icon=":material/candlestick_chart:", layout="wide")
 
 pages = [
-    st.Page("pages/markets.py", title="Markets", icon=":material/candlestick_chart:", default=True),
-    st.Page("pages/quality.py", title="Quality", icon=":material/fact_check:"),
-    st.Page("pages/pipeline.py", title="Pipeline", icon=":material/monitor_heart:"),
+    st.Page("views/markets.py", title="Markets", icon=":material/candlestick_chart:", default=True),
+    st.Page("views/quality.py", title="Quality", icon=":material/fact_check:"),
+    st.Page("views/pipeline.py", title="Pipeline", icon=":material/monitor_heart:"),
 ]
 page = st.navigation(pages)
 

@@ -306,7 +306,7 @@ def test_injection_through_every_parameter_changes_nothing_and_is_named(
     assert any("is not a bucket" in e.value for e in at.error)
     at = open_app()
     at.query_params["period"] = payload
-    at.switch_page("pages/quality.py").run()
+    at.switch_page("views/quality.py").run()
     assert not at.exception
     assert any("Unknown period" in w.value and payload in w.value for w in at.warning)
     assert _fingerprint(services, seeded.exchange) == before
@@ -356,7 +356,7 @@ def test_no_candles_gets_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_unreachable_database_gets_a_clear_error_without_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CANDLELAKE_PG_PORT", "1")  # nothing listens on port 1
     monkeypatch.setenv("CANDLELAKE_PG_READER_PASSWORD", "s3cret-not-shown")
-    for page in (None, "pages/quality.py", "pages/pipeline.py"):
+    for page in (None, "views/quality.py", "views/pipeline.py"):
         at = open_app()
         if page:
             at.switch_page(page).run()
@@ -374,7 +374,7 @@ def test_quality_page_shows_validations_gaps_corrections_dead_letters_and_states
     services: Settings, seeded: Seed
 ) -> None:
     at = open_app()
-    at.switch_page("pages/quality.py").run()
+    at.switch_page("views/quality.py").run()
     assert not at.exception, at.exception
     failed = [e.value for e in at.error if seeded.exchange in e.value]
     assert failed and "`candles` failed" in failed[0] and "open <= high: 1 of 1440 rows" in failed[0]
@@ -398,14 +398,14 @@ def test_quality_page_shows_validations_gaps_corrections_dead_letters_and_states
 
 def test_pipeline_page_shows_each_part_the_producer_and_the_streams_lag(seeded: Seed) -> None:
     at = open_app()
-    at.switch_page("pages/pipeline.py").run()
+    at.switch_page("views/pipeline.py").run()
     assert not at.exception, at.exception
     tiles = [m.value for m in at.markdown]
     assert any("**kafka** :red-badge[down]" in t for t in tiles), tiles
     assert any("**producer** :orange-badge[stuck]" in t for t in tiles)
     checks = table(at, "checked by")
     assert any(seeded.tag in d for d in checks["detail"])
-    assert any(f"**{seeded.tag}** (simulator, pid 4242)" in t for t in tiles)
+    assert any(f"**{seeded.tag}** :green-badge[reporting] (simulator, pid 4242)" in t for t in tiles), tiles
     assert metric(at, "Produced") == "990"
     assert metric(at, "Throughput") == "9.9/s"  # 990 trades in the 100 s between start and heartbeat
     lag = next(m for m in at.metric if m.label == "Lag" and m.value == "1,234 records")

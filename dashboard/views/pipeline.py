@@ -14,7 +14,15 @@ from dashboard import data, pipeline_data, tables
 from dashboard.formats import age_seconds, describe_age
 
 REFRESH_SECONDS = 10
-BADGES = {"healthy": "green", "stopped": "gray", "stuck": "orange", "dead": "red", "down": "red"}
+BADGES = {
+    "healthy": "green",
+    "reporting": "green",
+    "stopped": "gray",
+    "not reporting": "gray",
+    "stuck": "orange",
+    "dead": "red",
+    "down": "red",
+}
 
 
 def _badge(state: str) -> str:
@@ -73,7 +81,9 @@ def _producers(now: datetime) -> None:
         uptime = (pd.Timestamp(r.heartbeat_at) - pd.Timestamp(r.started_at)).total_seconds()
         rate = r.produced / uptime if uptime > 0 else 0.0
         with st.container(border=True):
-            st.markdown(f"**{r.producer}** ({r.source}, pid {r.pid}), last heartbeat {describe_age(heartbeat)}")
+            # A running producer reports every few seconds; the supervisor calls a minute of silence stuck.
+            state = _badge("reporting") if heartbeat is not None and heartbeat <= 60 else _badge("not reporting")
+            st.markdown(f"**{r.producer}** {state} ({r.source}, pid {r.pid}), last heartbeat {describe_age(heartbeat)}")
             cols = st.columns(6)
             cols[0].metric("Produced", f"{r.produced:,}", help="Trades sent to Kafka and acknowledged")
             cols[1].metric("Throughput", f"{rate:,.1f}/s", help="Produced trades per second since the producer started")
