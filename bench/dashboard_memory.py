@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
@@ -34,6 +33,8 @@ import psycopg2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import rollup_query as rollup_bench  # noqa: E402 - bench/ is sys.path[0] when run as a script
+
 from candlelake.config import load_settings  # noqa: E402
 from candlelake.platform.dashboard import DashboardComponent  # noqa: E402
 
@@ -49,14 +50,6 @@ UPSERT = """
         vwap = (candles.quote_volume + EXCLUDED.quote_volume) / (candles.volume + EXCLUDED.volume),
         updated_at = now()
 """
-
-
-def _sibling(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def free_port() -> int:
@@ -129,7 +122,6 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
-    rollup_bench = _sibling("rollup_query")
     settings = dataclasses.replace(load_settings(), dashboard_port=free_port())
     exchange, symbol = f"benchmem{uuid.uuid4().hex[:6]}", rollup_bench.SYMBOL
     conn = psycopg2.connect(settings.pg_dsn(), application_name="candlelake-bench")

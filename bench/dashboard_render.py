@@ -17,7 +17,6 @@ Prints a Markdown table, writes the figures as JSON to bench/results/, and delet
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -31,21 +30,12 @@ import psycopg2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import rollup_query as rollup_bench  # noqa: E402 - bench/ is sys.path[0] when run as a script
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from candlelake.config import load_settings  # noqa: E402
 
-
-def _sibling(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-rollup_bench = _sibling("rollup_query")
 APP = str(ROOT / "dashboard" / "app.py")
 # (lookback preset, bucket asked): each view draws at most 5,000 candles; "1m over 1y" is raised to 2h.
 VIEWS = (

@@ -100,8 +100,8 @@ def _alerts(view: View) -> list[market_stats.Alert]:
     return [market_stats.Alert(Decimal(level), direction) for level, direction in saved]
 
 
-def _show_alerts(view: View, candles: pd.DataFrame, places: int) -> list[market_stats.AlertStatus]:
-    statuses = [market_stats.alert_status(list(candles.itertuples(index=False)), a) for a in _alerts(view)]
+def _show_alerts(view: View, rows: list[market_stats.Candle], places: int) -> list[market_stats.AlertStatus]:
+    statuses = [market_stats.alert_status(rows, a) for a in _alerts(view)]
     announced: set[tuple[str, str, str]] = st.session_state.setdefault("alerts_announced", set())
     for s in statuses:
         level = price(s.alert.level, places)
@@ -170,7 +170,8 @@ def _show_market(view: View) -> None:
         st.info(f"No candles for {view.exchange} {view.symbol} in this range any more; pick another range.")
         return
 
-    figures = market_stats.kpis(list(candles.itertuples(index=False)))
+    rows = list(candles.itertuples(index=False))  # read by the tiles and every alert
+    figures = market_stats.kpis(rows)
     places = price_places(candles["close"].iloc[-200:].tolist())
     label = view.lookback if view.lookback != CUSTOM else "range"
     row1 = st.columns(4)
@@ -188,7 +189,7 @@ def _show_market(view: View) -> None:
     row2[2].metric("VWAP", price(figures.vwap, places), help="Quote volume / volume: the average price paid")
     row2[3].metric(f"Volume ({label})", format(figures.volume, ",f"))
 
-    statuses = _show_alerts(view, candles, places)
+    statuses = _show_alerts(view, rows, places)
     # A band covers whole buckets: a one-minute gap inside a 1h candle shades that candle, not a hairline.
     bands = [
         charts.Band(
