@@ -23,6 +23,49 @@ CREATE TABLE IF NOT EXISTS candles (
     updated_at              timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (exchange, symbol, open_time)
 );
+-- coverage: what the nightly batch knew of the candle's interval when it curated it (include/candlelake/
+-- coverage.py): 'complete' (every instant covered by a feed, a replay or a backfill, so trades = 0 means a
+-- quiet market) or 'partial' (some of it unseen: the values hold only the trades that were seen). NULL on
+-- live and closed candles, which the read path judges against the `coverage` table itself.
+ALTER TABLE candles ADD COLUMN IF NOT EXISTS coverage text CHECK (coverage IN ('complete', 'partial'));
+
+-- Coverage: the intervals in which candlelake saw every trade of a market, per source (include/candlelake/
+-- coverage.py). Written by the code paths that write the trades: a live feed's connected sessions (ended at
+-- each disconnect, extended on every health beat), a replayed file's span (a data.binance.vision day or
+-- month file spans its whole day or month; a capture spans its first to last trade), a REST backfill's
+-- fetched range, the simulator's run. One row per (exchange, symbol, source, started_at): recording the same
+-- interval again (a second replay of a file) changes nothing. Overlaps are fine; readers take the union.
+CREATE TABLE IF NOT EXISTS coverage (
+    exchange    text        NOT NULL,
+    symbol      text        NOT NULL,
+    source      text        NOT NULL,
+    kind        text        NOT NULL CHECK (kind IN ('live', 'replay', 'backfill', 'simulator')),
+    started_at  timestamptz NOT NULL,
+    ended_at    timestamptz NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    CHECK (ended_at >= started_at),
+    PRIMARY KEY (exchange, symbol, source, started_at)
+);
+CREATE INDEX IF NOT EXISTS coverage_market ON coverage (exchange, symbol, ended_at);
+
+-- The covered part of [t0, t1) for one market: the union of its coverage intervals, less the id gaps whose
+-- times are known and that no backfill closed. One multirange, so "is this bucket covered" is a single
+-- containment test (`market_coverage(...) @> tstzrange(open, close)`).
+CREATE OR REPLACE FUNCTION market_coverage(ex text, sy text, t0 timestamptz, t1 timestamptz)
+RETURNS tstzmultirange LANGUAGE sql STABLE AS $fn$
+    SELECT (coalesce((SELECT range_agg(tstzrange(c.started_at, c.ended_at, '[)'))
+                        FROM coverage c
+                       WHERE c.exchange = ex AND c.symbol = sy AND c.ended_at > t0 AND c.started_at < t1),
+                     '{}'::tstzmultirange)
+          - coalesce((SELECT range_agg(tstzrange(g.started_at, g.ended_at, '[]'))
+                        FROM trade_gaps g
+                       WHERE g.exchange = ex AND g.symbol = sy AND g.kind <> 'disconnect'
+                         AND g.status IN ('open', 'unfillable')
+                         AND g.started_at IS NOT NULL AND g.ended_at IS NOT NULL
+                         AND g.ended_at >= t0 AND g.started_at < t1),
+                     '{}'::tstzmultirange))
+           * tstzmultirange(tstzrange(t0, t1, '[)'))
+$fn$;
 
 -- One row per streaming micro-batch, written by the streaming job's query listener. A run that has
 -- been idle since it started records batch_id = -1, refreshed while idle, so freshness is always known.
