@@ -48,24 +48,6 @@ CREATE TABLE IF NOT EXISTS coverage (
 );
 CREATE INDEX IF NOT EXISTS coverage_market ON coverage (exchange, symbol, ended_at);
 
--- The covered part of [t0, t1) for one market: the union of its coverage intervals, less the id gaps whose
--- times are known and that no backfill closed. One multirange, so "is this bucket covered" is a single
--- containment test (`market_coverage(...) @> tstzrange(open, close)`).
-CREATE OR REPLACE FUNCTION market_coverage(ex text, sy text, t0 timestamptz, t1 timestamptz)
-RETURNS tstzmultirange LANGUAGE sql STABLE AS $fn$
-    SELECT (coalesce((SELECT range_agg(tstzrange(c.started_at, c.ended_at, '[)'))
-                        FROM coverage c
-                       WHERE c.exchange = ex AND c.symbol = sy AND c.ended_at > t0 AND c.started_at < t1),
-                     '{}'::tstzmultirange)
-          - coalesce((SELECT range_agg(tstzrange(g.started_at, g.ended_at, '[]'))
-                        FROM trade_gaps g
-                       WHERE g.exchange = ex AND g.symbol = sy AND g.kind <> 'disconnect'
-                         AND g.status IN ('open', 'unfillable')
-                         AND g.started_at IS NOT NULL AND g.ended_at IS NOT NULL
-                         AND g.ended_at >= t0 AND g.started_at < t1),
-                     '{}'::tstzmultirange))
-           * tstzmultirange(tstzrange(t0, t1, '[)'))
-$fn$;
 
 -- One row per streaming micro-batch, written by the streaming job's query listener. A run that has
 -- been idle since it started records batch_id = -1, refreshed while idle, so freshness is always known.
@@ -139,6 +121,25 @@ CREATE TABLE IF NOT EXISTS trade_gaps (
 CREATE UNIQUE INDEX IF NOT EXISTS trade_gaps_range ON trade_gaps (exchange, symbol, kind, first_id, last_id)
     WHERE first_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS trade_gaps_open ON trade_gaps (detected_at) WHERE status = 'open';
+
+-- The covered part of [t0, t1) for one market: the union of its coverage intervals, less the id gaps whose
+-- times are known and that no backfill closed. One multirange, so "is this bucket covered" is a single
+-- containment test (`market_coverage(...) @> tstzrange(open, close)`).
+CREATE OR REPLACE FUNCTION market_coverage(ex text, sy text, t0 timestamptz, t1 timestamptz)
+RETURNS tstzmultirange LANGUAGE sql STABLE AS $fn$
+    SELECT (coalesce((SELECT range_agg(tstzrange(c.started_at, c.ended_at, '[)'))
+                        FROM coverage c
+                       WHERE c.exchange = ex AND c.symbol = sy AND c.ended_at > t0 AND c.started_at < t1),
+                     '{}'::tstzmultirange)
+          - coalesce((SELECT range_agg(tstzrange(g.started_at, g.ended_at, '[]'))
+                        FROM trade_gaps g
+                       WHERE g.exchange = ex AND g.symbol = sy AND g.kind <> 'disconnect'
+                         AND g.status IN ('open', 'unfillable')
+                         AND g.started_at IS NOT NULL AND g.ended_at IS NOT NULL
+                         AND g.ended_at >= t0 AND g.started_at < t1),
+                     '{}'::tstzmultirange))
+           * tstzmultirange(tstzrange(t0, t1, '[)'))
+$fn$;
 
 -- The highest trade id a live producer has sent per market, so a restarted producer knows which ids it
 -- missed while it was down.
