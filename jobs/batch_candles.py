@@ -101,8 +101,18 @@ def _recompute(
     trades_read = batch.read_lake_trades(
         spark, lake, args.exchange, symbols, start, end, curated=curated, checkpoint=checkpoint
     ).count()
+    covered = batch.load_coverage(settings.pg_dsn(), args.exchange, start, end)
     candles = batch.recompute(
-        spark, lake, args.exchange, symbols, start, end, args.interval, curated=curated, checkpoint=checkpoint
+        spark,
+        lake,
+        args.exchange,
+        symbols,
+        start,
+        end,
+        args.interval,
+        covered=covered,
+        curated=curated,
+        checkpoint=checkpoint,
     ).persist()
     return candles, trades_read, started
 

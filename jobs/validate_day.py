@@ -95,14 +95,25 @@ def _validate(spark: SparkSession, settings: Settings, exchange: str, day: date,
     lake = settings.lake_dir
     try:
         trades = batch.read_lake_trades(spark, lake, exchange, None, start, end, curated=curated, checkpoint=checkpoint)
+        # The coverage as it stands now: a backfill since staging makes the stage stale, and the audit says so.
+        covered = batch.load_coverage(settings.pg_dsn(), exchange, start, end)
         recomputed = batch.recompute(
-            spark, lake, exchange, None, start, end, settings.candle_interval, curated=curated, checkpoint=checkpoint
+            spark,
+            lake,
+            exchange,
+            None,
+            start,
+            end,
+            settings.candle_interval,
+            covered=covered,
+            curated=curated,
+            checkpoint=checkpoint,
         )
         staged = None
         if stage is not None:
             files = [str(p) for p in staging.staged_files(lake, exchange, day)]
-            reader = spark.read.schema(transforms.CANDLE_SCHEMA)
-            staged = reader.parquet(*files) if files else spark.createDataFrame([], transforms.CANDLE_SCHEMA)
+            reader = spark.read.schema(transforms.CURATED_SCHEMA)
+            staged = reader.parquet(*files) if files else spark.createDataFrame([], transforms.CURATED_SCHEMA)
         outcome = validate.validate_day(
             settings,
             exchange,
@@ -113,6 +124,7 @@ def _validate(spark: SparkSession, settings: Settings, exchange: str, day: date,
             recomputed=recomputed,
             stage=stage,
             interval=settings.candle_interval,
+            covered=covered,
         )
     except Exception as exc:
         import psycopg2

@@ -11,12 +11,16 @@ covered batch (committed per the lake query's checkpoint when given; without one
 batch). Only the days that overlap [start, end) are read; rows are then cut to
 start <= trade_time < end. The close before `start` (for buckets at the start of the range without
 trades) is the price of each market's last trade in the `lookback` before `start`.
+
+Coverage decides what an interval without trades is (candlelake.coverage): a quiet candle where the
+market was covered throughout, nothing where it was not; and every candle says whether its interval
+was covered throughout (`complete`) or not (`partial`). `load_coverage` reads it from PostgreSQL.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -24,7 +28,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from candlelake import transforms
+from candlelake import coverage, transforms
 from candlelake.lake import catalog
 
 TRADES_TABLE = "trades"
@@ -108,7 +112,21 @@ def previous_closes(
         spark, lake, exchange, symbols, start - lookback, start, curated=curated, checkpoint=checkpoint
     )
     order = F.struct(F.col("trade_time"), F.col("trade_id"))
-    return trades.groupBy(*transforms.MARKET_KEY).agg(F.max_by(F.col("price"), order).alias("close"))
+    return trades.groupBy(*transforms.MARKET_KEY).agg(
+        F.max_by(F.col("price"), order).alias("close"), F.max(F.unix_micros(F.col("trade_time"))).alias("trade_us")
+    )
+
+
+def load_coverage(
+    dsn: str, exchange: str, start: datetime, end: datetime, lookback: timedelta = DEFAULT_LOOKBACK
+) -> dict[tuple[str, str], list[coverage.Span]]:
+    """(exchange, symbol) -> the market's merged coverage of [start - lookback, end), as recompute() takes it.
+
+    The lookback is read too, so that a covered stretch running into the range from before it (a live
+    session over midnight, yesterday's day file) carries the close of its last trade.
+    """
+    found = coverage.load_dsn(dsn, exchange, utc(start) - lookback, utc(end))
+    return {(exchange, symbol): spans for symbol, spans in found.items()}
 
 
 def recompute(
@@ -121,15 +139,17 @@ def recompute(
     interval: str = "1 minute",
     lookback: timedelta = DEFAULT_LOOKBACK,
     *,
+    covered: Mapping[tuple[str, str], Sequence[coverage.Span]],
     curated: Path | None = None,
     checkpoint: Path | None = None,
 ) -> DataFrame:
-    """Curated candles for [start, end): lake trades, deduplicated, aggregated, every empty bucket filled.
+    """Curated candles for [start, end) (CURATED_SCHEMA): lake trades, deduplicated, aggregated, judged
+    against `covered` ((exchange, symbol) -> merged coverage, from load_coverage), quiet where covered.
 
-    Buckets are filled up to `end` for every market with a trade in range or in the `lookback` before
-    it; a market's buckets before its first known trade stay empty. The candles before filling are
-    cached (persisted) for the query's lifetime in the session: a day of them is small. `curated` and
-    `checkpoint` as in read_lake_trades.
+    A covered bucket without trades is a quiet candle when the previous close is known inside the same
+    covered stretch: from a candle in range or the last trade in the `lookback` before it. The
+    candles before filling are cached (persisted) for the query's lifetime in the session: a day of
+    them is small. `curated` and `checkpoint` as in read_lake_trades.
     """
     where = {"curated": curated, "checkpoint": checkpoint}
     trades = transforms.dedupe_trades(read_lake_trades(spark, lake, exchange, symbols, start, end, **where))
@@ -137,7 +157,9 @@ def recompute(
     # keeps that to one pass over the trades. The cache goes with the session (or spark.catalog.clearCache()).
     built = transforms.candles(trades, interval).persist()
     previous = previous_closes(spark, lake, exchange, symbols, start, lookback, **where) if lookback else None
-    return transforms.fill_empty_intervals(built, interval, start=utc(start), end=utc(end), previous=previous)
+    wanted = set(symbols or ())
+    spans = {key: merged for key, merged in covered.items() if key[0] == exchange and (not wanted or key[1] in wanted)}
+    return transforms.fill_empty_intervals(built, interval, spans, utc(start), utc(end), previous)
 
 
 @dataclass(frozen=True)
@@ -146,6 +168,7 @@ class RecomputeSummary:
     duplicates_dropped: int
     candles_written: int
     empty_intervals_filled: int
+    partial_candles: int
     seconds: float
 
     @property
@@ -166,6 +189,7 @@ def summarize(candles: DataFrame, trades_read: int, started: float) -> Recompute
         F.count(F.lit(1)).alias("n"),
         F.coalesce(F.sum("trades"), F.lit(0)).alias("counted"),
         F.count_if(F.col("trades") == 0).alias("empty"),
+        F.count_if(F.col("coverage") == coverage.PARTIAL).alias("partial"),
     ).first()
     assert row is not None  # a global aggregate always has one row
     return RecomputeSummary(
@@ -173,5 +197,6 @@ def summarize(candles: DataFrame, trades_read: int, started: float) -> Recompute
         duplicates_dropped=trades_read - int(row["counted"]),
         candles_written=int(row["n"]),
         empty_intervals_filled=int(row["empty"]),
+        partial_candles=int(row["partial"]),
         seconds=time.monotonic() - started,
     )

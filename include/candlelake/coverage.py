@@ -79,26 +79,36 @@ def state_of(merged: Sequence[Span], open_us: int, step_us: int) -> State:
     return COMPLETE if covering(merged, open_us, open_us + step_us) is not None else PARTIAL
 
 
-def complete_buckets(merged: Sequence[Span], start_us: int, end_us: int, step_us: int) -> Iterator[tuple[int, int]]:
-    """(bucket open, start of its covered stretch) for every bucket of [start_us, end_us) covered throughout.
+def carriers(merged: Sequence[Span], step_us: int) -> list[int]:
+    """Per covered stretch, the earliest open time of a candle whose close it may carry into quiet buckets.
 
-    Buckets are aligned on the epoch; a bucket must lie inside [start_us, end_us) as a whole.
+    A bucket without trades repeats the close of the last candle before it, which must lie in the same
+    covered stretch, so that no unseen trade can have moved the price since. A candle that straddles
+    the stretch's start carries too (its trades are all inside the stretch), unless the stretch before
+    also reaches into it: then its last trade may lie before the loss, and nothing after it is known.
     """
-    for span_start, span_end in merged:
+    found = []
+    for index, (span_start, _) in enumerate(merged):
+        straddled = span_start - span_start % step_us
+        shared = straddled < span_start and index > 0 and merged[index - 1][1] > straddled
+        found.append(straddled + step_us if shared else straddled)
+    return found
+
+
+def complete_buckets(
+    merged: Sequence[Span], start_us: int, end_us: int, step_us: int
+) -> Iterator[tuple[int, int, int]]:
+    """(bucket open, stretch start, earliest carrier) for every bucket of [start_us, end_us) covered throughout.
+
+    Buckets are aligned on the epoch and lie inside [start_us, end_us) as a whole; see `carriers`. A
+    close from before the range (the lookback) carries when its trade is at or after the stretch start.
+    """
+    for (span_start, span_end), carrier in zip(merged, carriers(merged, step_us), strict=True):
         lo = max(span_start, start_us)
         first = -(-lo // step_us) * step_us  # the first bucket open at or after lo
         last_end = min(span_end, end_us)
         for open_us in range(first, last_end - step_us + 1, step_us):
-            yield open_us, span_start
-
-
-def quiet_allowed(merged: Sequence[Span], last_trade_us: int, open_us: int, step_us: int) -> bool:
-    """May the bucket at `open_us` be a quiet candle carrying the close of the trade at `last_trade_us`?
-
-    Yes when the whole stretch from that trade to the bucket's end is covered: no unseen trade can have
-    moved the price in between.
-    """
-    return covering(merged, last_trade_us, open_us + step_us) is not None
+            yield open_us, span_start, carrier
 
 
 # --- where a file's coverage comes from -------------------------------------------------------------
@@ -167,10 +177,12 @@ def record_dsn(dsn: str, intervals: Sequence[Interval]) -> None:
 
     if not intervals:
         return
-    with psycopg2.connect(dsn, connect_timeout=5, application_name="candlelake-coverage") as conn:
-        with conn.cursor() as cur:
+    conn = psycopg2.connect(dsn, connect_timeout=5, application_name="candlelake-coverage")
+    try:
+        with conn, conn.cursor() as cur:
             record(cur, intervals)
-    conn.close()
+    finally:
+        conn.close()
 
 
 _MARKETS = """
@@ -185,7 +197,9 @@ _SPANS = """
 """
 
 
-def load(cur: Any, exchange: str, start: datetime, end: datetime, symbols: Iterable[str] | None = None) -> dict[str, list[Span]]:
+def load(
+    cur: Any, exchange: str, start: datetime, end: datetime, symbols: Iterable[str] | None = None
+) -> dict[str, list[Span]]:
     """Merged coverage of [start, end) per symbol of `exchange` (every covered symbol when None)."""
     if symbols is None:
         cur.execute(_MARKETS, (exchange, start, end))
@@ -202,11 +216,12 @@ def load_dsn(
 ) -> dict[str, list[Span]]:
     import psycopg2
 
-    with psycopg2.connect(dsn, connect_timeout=5, application_name="candlelake-coverage") as conn:
-        with conn.cursor() as cur:
-            found = load(cur, exchange, start, end, symbols)
-    conn.close()
-    return found
+    conn = psycopg2.connect(dsn, connect_timeout=5, application_name="candlelake-coverage")
+    try:
+        with conn, conn.cursor() as cur:
+            return load(cur, exchange, start, end, symbols)
+    finally:
+        conn.close()
 
 
 # --- live sessions ----------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
-from candlelake.sinks.postgres_candles import COLUMNS
+from candlelake.sinks.postgres_candles import COLUMNS as CANDLE_COLUMNS
 from candlelake.staging import StageInfo, read_stage_info, stage_dir, staged_files
 
 if TYPE_CHECKING:
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A curated candle is a candle plus what coverage made of it (candlelake.coverage).
+COLUMNS: tuple[str, ...] = (*CANDLE_COLUMNS, "coverage")
 KEY = ("exchange", "symbol", "open_time")
 VALUES = tuple(c for c in COLUMNS if c not in KEY)  # what a correction compares
 _TIMES = ("open_time", "close_time")
@@ -91,13 +93,15 @@ class LoadResult:
     changed: int  # values differ from PostgreSQL's: the late-data corrections
     unchanged: int  # same values (a live or closed one among them became curated)
     upserted: int  # rows written: inserted + changed + unchanged ones that were not curated yet
+    withdrawn: int  # quiet candles of the day the stage no longer holds (their time is not covered)
     seconds: float
 
     def text(self) -> str:
         """One line for the task log."""
         return (
             f"{self.exchange} {self.trade_date.isoformat()}: {self.candles} candles published as curated "
-            f"({self.inserted} new, {self.changed} corrected, {self.unchanged} unchanged) in {self.seconds:.1f} s"
+            f"({self.inserted} new, {self.changed} corrected, {self.unchanged} unchanged, "
+            f"{self.withdrawn} quiet candles withdrawn) in {self.seconds:.1f} s"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -149,6 +153,7 @@ def load_day(settings: Settings, exchange: str, day: date, run_id: str) -> LoadR
         changed=counts[2],
         unchanged=counts[3],
         upserted=counts[4],
+        withdrawn=counts[5],
         seconds=time.monotonic() - started,
     )
     log.info("%s", result.text())
@@ -280,6 +285,21 @@ _UPSERT_SQL = (
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in VALUES)
     + ", state = 'curated', updated_at = now()"
 )
+# A quiet candle (trades = 0) of the staged range that the stage does not hold any more: written by an
+# earlier load, before coverage showed that nobody was watching then. "No trades" it is not: it goes, and
+# the correction records what it was (after = {}).
+_WITHDRAWN = """
+    FROM candles c
+   WHERE c.exchange = %(exchange)s AND c.open_time >= %(start)s AND c.open_time < %(end)s AND c.trades = 0
+     AND NOT EXISTS (SELECT 1 FROM curated_stage s
+                      WHERE s.exchange = c.exchange AND s.symbol = c.symbol AND s.open_time = c.open_time)
+"""
+_WITHDRAW_CORRECTIONS_SQL = (
+    "INSERT INTO candle_corrections (load_id, exchange, symbol, open_time, was_state, before, after) "
+    "SELECT %(load_id)s, c.exchange, c.symbol, c.open_time, c.state, "
+    "jsonb_build_object('trades', c.trades, 'coverage', c.coverage), '{}'::jsonb" + _WITHDRAWN
+)
+_WITHDRAW_SQL = "DELETE" + _WITHDRAWN
 
 
 def check_validated(cur: psycopg2.extensions.cursor, info: StageInfo, day: date) -> None:
@@ -321,8 +341,8 @@ def check_validated(cur: psycopg2.extensions.cursor, info: StageInfo, day: date)
 
 def _publish(
     cur: psycopg2.extensions.cursor, info: StageInfo, day: date, rows: Sequence[tuple[Any, ...]], run_id: str
-) -> tuple[int, int, int, int, int]:
-    """(load_id, inserted, changed, unchanged, upserted), on the caller's transaction."""
+) -> tuple[int, int, int, int, int, int]:
+    """(load_id, inserted, changed, unchanged, upserted, withdrawn), on the caller's transaction."""
     cur.execute("SET LOCAL TIME ZONE 'UTC'")  # timestamps in the correction JSON read as UTC
     # One load of a day at a time: a second one waits and then finds the first one's candles.
     cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"curated_load:{info.exchange}:{day}",))
@@ -347,7 +367,13 @@ def _publish(
     cur.execute(_CORRECTIONS_SQL, (load_id,))
     cur.execute(_UPSERT_SQL)
     upserted = int(cur.rowcount)
-    return load_id, inserted, changed, unchanged, upserted
+    staged_range = {"exchange": info.exchange, "start": start, "end": info.end(), "load_id": load_id}
+    cur.execute(_WITHDRAW_CORRECTIONS_SQL, staged_range)
+    cur.execute(_WITHDRAW_SQL, staged_range)
+    withdrawn = int(cur.rowcount)
+    if withdrawn:
+        cur.execute("UPDATE curated_loads SET withdrawn = %s WHERE load_id = %s", (withdrawn, load_id))
+    return load_id, inserted, changed, unchanged, upserted, withdrawn
 
 
 def corrections(conn: psycopg2.extensions.connection, load_id: int) -> Iterator[dict[str, Any]]:

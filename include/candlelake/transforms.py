@@ -22,6 +22,7 @@ where precision loss is allowed instead of returning numbers that are quietly wr
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from pyspark.sql import Column, DataFrame, Window
@@ -35,6 +36,8 @@ from pyspark.sql.types import (
     StructType,
     TimestampType,
 )
+
+from candlelake import coverage
 
 PRICE_TYPE = DecimalType(28, 10)
 QTY_TYPE = DecimalType(28, 10)
@@ -98,6 +101,21 @@ CANDLE_SCHEMA = StructType(
     ]
 )
 CANDLE_COLUMNS: tuple[str, ...] = tuple(CANDLE_SCHEMA.fieldNames())
+
+# A recomputed (curated) candle: the candle and what coverage made of it, 'complete' or 'partial'
+# (candlelake.coverage). Staged files and the curated rows in PostgreSQL carry it.
+CURATED_SCHEMA = StructType([*CANDLE_SCHEMA.fields, StructField("coverage", StringType(), False)])
+CURATED_COLUMNS: tuple[str, ...] = tuple(CURATED_SCHEMA.fieldNames())
+
+_GRID_SCHEMA = StructType(
+    [
+        StructField("exchange", StringType(), False),
+        StructField("symbol", StringType(), False),
+        StructField("_open_us", LongType(), False),
+        StructField("_stretch_us", LongType(), False),
+        StructField("_carrier_us", LongType(), False),
+    ]
+)
 
 # A decimal string that fits DECIMAL(28,10) without rounding: at most 18 integer digits and 10
 # significant fractional digits (trailing zeros beyond those are harmless, e.g. "0.001200000000").
@@ -284,60 +302,73 @@ def _bucket_micros(moment: datetime, step: int) -> int:
 def fill_empty_intervals(
     candles: DataFrame,
     interval: str,
-    start: datetime | None = None,
-    end: datetime | None = None,
+    covered: Mapping[tuple[str, str], Sequence[coverage.Span]],
+    start: datetime,
+    end: datetime,
     previous: DataFrame | None = None,
 ) -> DataFrame:
-    """Candles plus one candle for every interval without trades, as Binance emits it.
+    """Candles with their coverage, plus a quiet candle for every covered interval without trades.
 
-    For each (exchange, symbol), every bucket from the market's first candle up to its last candle
-    (or up to the bucket holding the instant before `end`, end exclusive) that has no candle gets
-    open = high = low = close = the previous close, zero volumes, trades = 0 and NULL vwap and
-    first/last_trade_id: `trades = 0` marks "no trades", never "data missing". Buckets before a
-    market's first candle stay empty (nothing is known about them) unless `previous` gives the
-    market's close before `start` (columns exchange, symbol, close: the price of its last trade before
-    `start`); then filling starts at `start`'s bucket, also for markets with no candle in range.
+    `covered` holds each market's merged coverage (candlelake.coverage; epoch microseconds). A candle
+    whose interval lies inside it throughout is `complete`, any other candle `partial`. An interval of
+    [start, end) without trades becomes a candle (open = high = low = close = the previous close, zero
+    volumes, trades = 0, NULL vwap and trade ids, as Binance emits it) only when it is covered throughout
+    and the previous close is known inside the same covered stretch (coverage.complete_buckets): from a
+    candle in range, or from `previous` (columns exchange, symbol, close, trade_us: each market's last
+    trade before `start`). Everything else without trades is absent: `trades = 0` means "no trades",
+    never "data missing".
 
-    A sequence of bucket starts per market is joined to the candles and the previous close is the
-    last non-NULL close in open_time order: exact (closes are copied, never computed) and one row per
-    bucket, so a day of 1-minute candles is 1,440 rows per market. Returns CANDLE_SCHEMA columns with
-    vwap and the trade ids nullable.
+    The complete buckets are listed on the driver (1,440 rows per market and day) and joined to the
+    candles; the previous close is the last non-NULL close in open_time order: exact (closes are copied,
+    never computed). Returns CURATED_SCHEMA columns.
     """
     step = interval_micros(interval)
-    if previous is not None and start is None:
-        raise ValueError("fill_empty_intervals: `previous` closes need the `start` they precede")
     keys = list(MARKET_KEY)
-    open_us = F.unix_micros(F.col("open_time"))
-    bounds = candles.groupBy(*keys).agg(F.min(open_us).alias("_first"), F.max(open_us).alias("_last"))
-    first = F.col("_first")
-    if previous is not None and start is not None:
-        prev = previous.select(*keys, F.col("close").cast(PRICE_TYPE).alias("_prev_close"))
-        bounds = bounds.join(prev, keys, "full_outer")
-        first = F.when(F.col("_prev_close").isNotNull(), F.lit(_bucket_micros(start, step))).otherwise(first)
-    else:
-        bounds = bounds.withColumn("_prev_close", F.lit(None).cast(PRICE_TYPE))
-    last = F.lit(_bucket_micros(end - timedelta(microseconds=1), step)) if end is not None else F.col("_last")
-    grid = bounds.select(
+    first_us, end_us = _bucket_micros(start, step), _bucket_micros(end - timedelta(microseconds=1), step) + step
+    grid_rows = [
+        (exchange, symbol, open_us, stretch, carrier)
+        for (exchange, symbol), spans in sorted(covered.items())
+        for open_us, stretch, carrier in coverage.complete_buckets(spans, first_us, end_us, step)
+    ]
+    grid = candles.sparkSession.createDataFrame(grid_rows, _GRID_SCHEMA).select(
         *keys,
-        "_prev_close",
-        F.explode(
-            F.when(first <= last, F.sequence(first, last, F.lit(step))).otherwise(F.array().cast("array<bigint>"))
-        ).alias("_open_us"),
-    ).select(*keys, "_prev_close", F.timestamp_micros(F.col("_open_us")).alias("open_time"))
-
-    closes = candles.select(*keys, "open_time", F.col("close").alias("_close"), F.lit(True).alias("_real"))
-    in_order = Window.partitionBy(*keys).orderBy("open_time").rowsBetween(Window.unboundedPreceding, -1)
-    marked = grid.join(closes, [*keys, "open_time"], "left").withColumn(
-        "_before", F.coalesce(F.last(F.col("_close"), ignorenulls=True).over(in_order), F.col("_prev_close"))
+        F.timestamp_micros(F.col("_open_us")).alias("open_time"),
+        F.lit(True).alias("_complete"),
+        "_stretch_us",
+        "_carrier_us",
     )
-    empty = marked.where(F.col("_real").isNull() & F.col("_before").isNotNull())
+    real = candles.select(*CANDLE_COLUMNS, F.lit(True).alias("_real"))
+    rows = real.join(grid, [*keys, "open_time"], "full_outer")
+    if previous is not None:
+        prev = previous.select(
+            *keys, F.col("close").cast(PRICE_TYPE).alias("_prev_close"), F.col("trade_us").alias("_prev_us")
+        )
+        rows = rows.join(prev, keys, "left")
+    else:
+        rows = rows.withColumn("_prev_close", F.lit(None).cast(PRICE_TYPE)).withColumn(
+            "_prev_us", F.lit(None).cast(LongType())
+        )
+    before = Window.partitionBy(*keys).orderBy("open_time").rowsBetween(Window.unboundedPreceding, -1)
+    real_close = F.when(F.col("_real").isNotNull(), F.col("close"))
+    real_open = F.when(F.col("_real").isNotNull(), F.unix_micros(F.col("open_time")))
+    marked = rows.withColumn("_before", F.last(real_close, ignorenulls=True).over(before)).withColumn(
+        "_before_us", F.last(real_open, ignorenulls=True).over(before)
+    )
+    carried = F.when(
+        F.col("_before").isNotNull() & (F.col("_before_us") >= F.col("_carrier_us")), F.col("_before")
+    ).when(F.col("_before").isNull() & (F.col("_prev_us") >= F.col("_stretch_us")), F.col("_prev_close"))
+    state = F.when(F.col("_complete").isNotNull(), F.lit(coverage.COMPLETE)).otherwise(F.lit(coverage.PARTIAL))
+    found = real.join(grid.select(*keys, "open_time", "_complete"), [*keys, "open_time"], "left").select(
+        *CANDLE_COLUMNS, state.alias("coverage")
+    )
+    empty = marked.where(F.col("_real").isNull()).withColumn("_carried", carried).where(F.col("_carried").isNotNull())
     zero_volume = F.lit(0).cast(VOLUME_TYPE)
     zero_quote = F.lit(0).cast(QUOTE_TYPE)
     fills = empty.select(
         *keys,
         F.col("open_time"),
         F.timestamp_micros(F.unix_micros(F.col("open_time")) + F.lit(step - 1_000)).alias("close_time"),
-        *[F.col("_before").alias(name) for name in ("open", "high", "low", "close")],
+        *[F.col("_carried").alias(name) for name in ("open", "high", "low", "close")],
         zero_volume.alias("volume"),
         zero_quote.alias("quote_volume"),
         F.lit(0).cast(LongType()).alias("trades"),
@@ -346,5 +377,6 @@ def fill_empty_intervals(
         F.lit(None).cast(VWAP_TYPE).alias("vwap"),
         F.lit(None).cast(LongType()).alias("first_trade_id"),
         F.lit(None).cast(LongType()).alias("last_trade_id"),
+        F.lit(coverage.COMPLETE).alias("coverage"),
     )
-    return candles.select(*CANDLE_COLUMNS).unionByName(fills)
+    return found.unionByName(fills)

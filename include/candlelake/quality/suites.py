@@ -8,7 +8,8 @@ so the stored suite stays the same from day to day and the validation result sho
 Two checks on candles need more than one row of the stage and are expressed through evidence columns
 that `candlelake.quality.validate.checked_candles` adds next to the staged columns:
 
-- `gap_before`: NULL, or which intervals are missing between a candle and its market's previous one;
+- `gap_before`: NULL, or which intervals are missing between a candle and its market's previous one
+  where coverage says the market was watched (uncovered time rightly has no candles);
 - `recompute_mismatch`: NULL when the staged candle equals the recomputation from the lake's trades in
   every column, else the columns that differ (or that the candle is missing on one side).
 
@@ -128,7 +129,7 @@ def candles_suite() -> ExpectationSuite:
     evidence = [
         (
             GAP_COLUMN,
-            "no missing interval between a market's first and last candle",
+            "no missing interval inside a market's covered time",
             "(unexpected values name the missing intervals and the candle after them)",
         ),
         (

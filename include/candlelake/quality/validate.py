@@ -35,7 +35,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from candlelake import staging
+from candlelake import coverage, staging
 from candlelake.quality import suites
 
 if TYPE_CHECKING:
@@ -169,10 +169,18 @@ def _iso(column: Any) -> Any:
     return F.date_format(column, "yyyy-MM-dd'T'HH:mm:ss'Z'")
 
 
-def checked_candles(staged: DataFrame, recomputed: DataFrame, interval: str) -> DataFrame:
+def checked_candles(
+    staged: DataFrame,
+    recomputed: DataFrame,
+    interval: str,
+    covered: Mapping[tuple[str, str], Sequence[coverage.Span]],
+) -> DataFrame:
     """Staged candles plus the candles suite's evidence columns (see candlelake.quality.suites).
 
-    `gap_before` compares each staged candle with its market's previous one (no wider than `interval`);
+    `gap_before` compares each staged candle with its market's previous one: more than `interval` apart
+    is a gap when the first missing interval had to be a quiet candle, that is when it lies inside a
+    covered stretch of `covered` (each market's merged coverage) that the previous candle belongs to
+    (coverage.complete_buckets' "earliest carrier"). Uncovered time has no candles, rightly.
     `recompute_mismatch` comes from a full outer join with `recomputed` on (exchange, symbol, open_time),
     so a recomputed candle missing from the stage is a row too (key only, staged values NULL). Equality is
     null-safe and exact on every candle column. Needs a UTC session time zone (the jobs' sessions).
@@ -183,7 +191,7 @@ def checked_candles(staged: DataFrame, recomputed: DataFrame, interval: str) -> 
     from candlelake import transforms
 
     keys = list(suites.CANDLE_KEY)
-    values = [c for c in transforms.CANDLE_COLUMNS if c not in keys]
+    values = [c for c in transforms.CURATED_COLUMNS if c not in keys]
     step = transforms.interval_micros(interval)
 
     by_market = Window.partitionBy("exchange", "symbol").orderBy("open_time")
@@ -193,8 +201,18 @@ def checked_candles(staged: DataFrame, recomputed: DataFrame, interval: str) -> 
     missing = F.when(apart % F.lit(step) == 0, (apart / F.lit(step) - 1).cast("long").cast("string")).otherwise(
         (apart / F.lit(step) - 1).cast("decimal(20,3)").cast("string")
     )
+    first_missing = F.unix_micros(F.col("_previous")) + F.lit(step)
+    stretches = staged.sparkSession.createDataFrame(
+        [
+            (exchange, symbol, start, end, carrier)
+            for (exchange, symbol), spans in sorted(covered.items())
+            for (start, end), carrier in zip(spans, coverage.carriers(spans, step), strict=True)
+        ],
+        "exchange string, symbol string, _s long, _e long, _carrier long",
+    )
+    inside = stretches.alias("c")
     gap = F.when(
-        F.col("_previous").isNotNull() & (apart > F.lit(step)),
+        F.col("_previous").isNotNull() & (apart > F.lit(step)) & F.col("_covered"),
         F.concat(
             F.col("symbol"),
             F.lit(": "),
@@ -205,12 +223,23 @@ def checked_candles(staged: DataFrame, recomputed: DataFrame, interval: str) -> 
             _iso(F.col("open_time")),
         ),
     )
+    with_previous = staged.select(*transforms.CURATED_COLUMNS).withColumn("_previous", previous)
+    # One flag per staged candle: is its first missing predecessor inside a stretch it had to be filled in?
+    flagged = (
+        with_previous.alias("s")
+        .join(
+            F.broadcast(inside),
+            (F.col("s.exchange") == F.col("c.exchange"))
+            & (F.col("s.symbol") == F.col("c.symbol"))
+            & (F.col("c._s") <= first_missing)
+            & (F.col("c._e") >= first_missing + F.lit(step))
+            & (F.unix_micros(F.col("s._previous")) >= F.col("c._carrier")),
+            "left",
+        )
+        .select("s.*", F.col("c._s").isNotNull().alias("_covered"))
+    )
     stage = (
-        staged.select(*transforms.CANDLE_COLUMNS)
-        .withColumn("_previous", previous)
-        .withColumn(suites.GAP_COLUMN, gap)
-        .drop("_previous")
-        .withColumn("_in_stage", F.lit(True))
+        flagged.withColumn(suites.GAP_COLUMN, gap).drop("_previous", "_covered").withColumn("_in_stage", F.lit(True))
     )
     truth = recomputed.select(*keys, *[F.col(c).alias(f"_r_{c}") for c in values], F.lit(True).alias("_in_recompute"))
     joined = stage.join(truth, keys, "full_outer")
@@ -524,14 +553,16 @@ def validate_day(
     recomputed: DataFrame,
     stage: staging.StageInfo | None,
     interval: str,
+    covered: Mapping[tuple[str, str], Sequence[coverage.Span]],
     record: bool = True,
 ) -> DayOutcome:
     """Validate one exchange's UTC day; store the results, rebuild Data Docs, record `quality_runs`.
 
     `trades`: the day's trades as the batch reads them (candlelake.batch.read_lake_trades);
-    `staged`: the staged candles' files read with CANDLE_SCHEMA (None when nothing is staged);
-    `recomputed`: candlelake.batch.recompute of the same day from the same lake; `stage`: the stage
-    record. The candles suite also fails when the files no longer match the stage's fingerprint.
+    `staged`: the staged candles' files read with CURATED_SCHEMA (None when nothing is staged);
+    `recomputed`: candlelake.batch.recompute of the same day from the same lake, with the same
+    `covered` (each market's merged coverage); `stage`: the stage record. The candles suite also fails
+    when the files no longer match the stage's fingerprint.
     """
     started = time.monotonic()
     # The read first, cached: the recomputation below reads the same plan and takes it from the cache.
@@ -554,7 +585,7 @@ def validate_day(
             )
         # Checkpointed, not only cached: Great Expectations plans a few dozen queries on each frame,
         # and Spark would analyse the whole recomputation's plan for every one of them.
-        candles_frame = checked_candles(staged, recomputed, interval).localCheckpoint(eager=True)
+        candles_frame = checked_candles(staged, recomputed, interval, covered).localCheckpoint(eager=True)
     distinct = distinct_trades(trades).localCheckpoint(eager=True)
     distinct_rows = distinct.count()
     trades.unpersist()

@@ -413,6 +413,7 @@ CREATE TABLE IF NOT EXISTS curated_loads (
     unchanged    bigint      NOT NULL,
     loaded_at    timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE curated_loads ADD COLUMN IF NOT EXISTS withdrawn bigint NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS curated_loads_day ON curated_loads (exchange, trade_date, loaded_at DESC);
 CREATE TABLE IF NOT EXISTS candle_corrections (
     load_id    bigint      NOT NULL REFERENCES curated_loads (load_id) ON DELETE CASCADE,
