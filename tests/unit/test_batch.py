@@ -1,7 +1,9 @@
 """The batch recompute: dedupe, empty-interval filling and candles from a lake, against plain-Python truth.
 
 Real data: Binance's own 1m and 5m klines for XRP/ETH (2019-10-11..13) must come out of `candles()` +
-`fill_empty_intervals()` on the same market's trades, every interval, the empty ones included.
+`fill_empty_intervals()` on the same market's trades, every interval, the empty ones included, when the
+market was covered throughout (the 1,091 quiet minutes stay quiet candles). Coverage itself (complete
+vs partial, quiet only inside covered time) has its properties in test_coverage.py.
 """
 
 from __future__ import annotations
@@ -54,6 +56,12 @@ def trades_df(spark, trades):
         for t in trades
     ]
     return spark.createDataFrame(rows, T.TRADE_SCHEMA)
+
+
+def whole(markets, start: datetime, end: datetime) -> dict:
+    """Coverage of every market in `markets` ((exchange, symbol) pairs) over all of [start, end)."""
+    span = (int(start.timestamp() * 1e6), int(end.timestamp() * 1e6))
+    return {market: [span] for market in markets}
 
 
 def collect(df) -> dict[tuple[str, str, datetime], dict]:
@@ -143,7 +151,8 @@ def test_fill_empty_intervals_fills_a_three_minute_gap_field_by_field(spark):
     candles = spark.createDataFrame(
         [candle_row("BTCUSDT", 0, "100.5", "99"), candle_row("BTCUSDT", 4, "101", "102")], T.CANDLE_SCHEMA
     )
-    got = collect(T.fill_empty_intervals(candles, "1 minute"))
+    covered = whole([("binance", "BTCUSDT")], BASE, BASE + 5 * MINUTE)
+    got = collect(T.fill_empty_intervals(candles, "1 minute", covered, BASE, BASE + 5 * MINUTE))
     assert sorted(k[2] for k in got) == [BASE + n * MINUTE for n in range(5)]
     for n in (1, 2, 3):
         t = BASE + n * MINUTE
@@ -164,6 +173,7 @@ def test_fill_empty_intervals_fills_a_three_minute_gap_field_by_field(spark):
             "vwap": None,
             "first_trade_id": None,
             "last_trade_id": None,
+            "coverage": "complete",
         }
     # The real candles pass through untouched.
     assert got[("binance", "BTCUSDT", BASE)]["open"] == D("99")
@@ -182,7 +192,12 @@ def test_fill_empty_intervals_leaves_the_start_empty_and_markets_independent(spa
         ],
         T.CANDLE_SCHEMA,
     )
-    got = collect(T.fill_empty_intervals(candles, "1 minute"))
+    covered = {
+        **whole([("binance", "BTCUSDT")], BASE, BASE + 5 * MINUTE),
+        **whole([("binance", "ETHUSDT")], BASE, BASE + 4 * MINUTE),  # not watched in minute 4
+        **whole([("other", "BTCUSDT")], BASE + MINUTE, BASE + 2 * MINUTE),
+    }
+    got = collect(T.fill_empty_intervals(candles, "1 minute", covered, BASE, BASE + 5 * MINUTE))
     closes = {(e, s, int((t - BASE) / MINUTE)): (v["close"], v["trades"]) for (e, s, t), v in got.items()}
     assert closes == {
         ("binance", "BTCUSDT", 2): (D("100"), 1),  # minutes 0 and 1: before the first trade, no candle
@@ -191,18 +206,20 @@ def test_fill_empty_intervals_leaves_the_start_empty_and_markets_independent(spa
         ("binance", "ETHUSDT", 0): (D("3000"), 1),
         ("binance", "ETHUSDT", 1): (D("3000"), 0),
         ("binance", "ETHUSDT", 2): (D("3001"), 1),
-        ("binance", "ETHUSDT", 3): (D("3002"), 1),  # ends at its own last candle, not BTCUSDT's
+        ("binance", "ETHUSDT", 3): (D("3002"), 1),  # ends with its own coverage, not BTCUSDT's
         ("other", "BTCUSDT", 1): (D("7"), 1),
     }
 
 
 def test_fill_empty_intervals_uses_the_previous_close_and_end(spark):
     candles = spark.createDataFrame([candle_row("BTCUSDT", 2, "100")], T.CANDLE_SCHEMA)
+    before_us = BASE_US - 1_000
     previous = spark.createDataFrame(
-        [("binance", "BTCUSDT", D("98")), ("binance", "ETHUSDT", D("3000"))],
-        "exchange string, symbol string, close decimal(28,10)",
+        [("binance", "BTCUSDT", D("98"), before_us), ("binance", "ETHUSDT", D("3000"), before_us)],
+        "exchange string, symbol string, close decimal(28,10), trade_us long",
     )
-    got = collect(T.fill_empty_intervals(candles, "1 minute", BASE, BASE + 4 * MINUTE, previous))
+    covered = whole([("binance", "BTCUSDT"), ("binance", "ETHUSDT")], BASE - MINUTE, BASE + 4 * MINUTE)
+    got = collect(T.fill_empty_intervals(candles, "1 minute", covered, BASE, BASE + 4 * MINUTE, previous))
     closes = {(s, int((t - BASE) / MINUTE)): (v["open"], v["close"], v["trades"]) for (_, s, t), v in got.items()}
     assert closes == {
         ("BTCUSDT", 0): (D("98"), D("98"), 0),
@@ -210,6 +227,33 @@ def test_fill_empty_intervals_uses_the_previous_close_and_end(spark):
         ("BTCUSDT", 2): (D("100"), D("100"), 1),
         ("BTCUSDT", 3): (D("100"), D("100"), 0),
         **{("ETHUSDT", n): (D("3000"), D("3000"), 0) for n in range(4)},  # no trade in range, still known
+    }
+
+
+def test_a_close_from_before_an_uncovered_stretch_is_not_carried(spark):
+    """The trade before `start` lies before the covered stretch: unseen trades may have moved the price."""
+    candles = spark.createDataFrame([candle_row("BTCUSDT", 2, "100")], T.CANDLE_SCHEMA)
+    previous = spark.createDataFrame(
+        [("binance", "BTCUSDT", D("98"), BASE_US - 120_000_000)],
+        "exchange string, symbol string, close decimal(28,10), trade_us long",
+    )
+    covered = whole([("binance", "BTCUSDT")], BASE - MINUTE, BASE + 4 * MINUTE)  # from a minute before start
+    got = collect(T.fill_empty_intervals(candles, "1 minute", covered, BASE, BASE + 4 * MINUTE, previous))
+    assert {int((t - BASE) / MINUTE): v["trades"] for (_, _, t), v in got.items()} == {2: 1, 3: 0}
+
+
+def test_edges_of_a_mid_minute_capture_are_partial_and_nothing_follows_it(spark):
+    start_us, end_us = BASE_US + 16_000_000, BASE_US + 3 * 60_000_000 + 30_000_001  # 00:16 .. 03:30
+    trades = [trade(1, "10", "1", start_us), trade(2, "11", "1", BASE_US + 90_000_000), trade(3, "12", "1", end_us - 1)]
+    covered = {("binance", "BTCUSDT"): [(start_us, end_us)]}
+    built = T.candles(trades_df(spark, trades), "1 minute")
+    got = collect(T.fill_empty_intervals(built, "1 minute", covered, BASE, BASE + 10 * MINUTE))
+    minutes = {int((t - BASE) / MINUTE): (v["trades"], v["coverage"], v["close"]) for (_, _, t), v in got.items()}
+    assert minutes == {
+        0: (1, "partial", D(10)),
+        1: (1, "complete", D(11)),
+        2: (0, "complete", D(11)),  # quiet, inside the capture
+        3: (1, "partial", D(12)),  # minutes 4..9: after the capture, no candle at all
     }
 
 
@@ -248,7 +292,10 @@ def test_recompute_from_the_lake_equals_the_reference_despite_duplicates(spark, 
     # Another exchange's partition and a trade outside the range must not leak in.
     write_lake(spark, tmp_path, [[trade(1, "1", "1", BASE_US, exchange="coinbase")]])
     start, end = BASE, BASE + 15 * MINUTE
-    result = batch.recompute(spark, tmp_path, "binance", None, start, end, "1 minute")
+    markets = [("binance", "BTCUSDT"), ("binance", "ETHUSDT")]
+    result = batch.recompute(
+        spark, tmp_path, "binance", None, start, end, "1 minute", covered=whole(markets, start, end)
+    )
     assert_matches_reference(collect(result), reference_filled(trades, end_us=BASE_US + 15 * 60_000_000))
     read = batch.read_lake_trades(spark, tmp_path, "binance", None, start, end).count()
     summary = batch.summarize(result, read, 0.0)
@@ -260,7 +307,10 @@ def test_recompute_takes_the_close_before_start_and_filters_symbols(spark, tmp_p
     inside = trade(2, "51", "1", BASE_US + 2 * 60_000_000)
     eth = trade(3, "9", "1", BASE_US, symbol="ETHUSDT")
     write_lake(spark, tmp_path, [[before, eth], [inside]])
-    result = batch.recompute(spark, tmp_path, "binance", ["BTCUSDT"], BASE, BASE + 4 * MINUTE, "1 minute")
+    covered = whole([("binance", "BTCUSDT"), ("binance", "ETHUSDT")], BASE - 2 * 60 * MINUTE, BASE + 4 * MINUTE)
+    result = batch.recompute(
+        spark, tmp_path, "binance", ["BTCUSDT"], BASE, BASE + 4 * MINUTE, "1 minute", covered=covered
+    )
     got = {int((t - BASE) / MINUTE): (s, v["close"], v["trades"]) for (_, s, t), v in collect(result).items()}
     assert got == {
         0: ("BTCUSDT", D(50), 0),
@@ -292,7 +342,16 @@ def test_order_batches_and_duplicates_do_not_change_the_candles(spark, chosen, r
     union = frames[0]
     for frame in frames[1:]:
         union = union.unionByName(frame)
-    result = T.fill_empty_intervals(T.candles(T.dedupe_trades(union), "1 minute"), "1 minute")
+    # Each market watched from BASE to the end of its last candle: quiet between trades, nothing after.
+    step = 60_000_000
+    ends = {}
+    for t in chosen:
+        ends[(t.exchange, t.symbol)] = max(
+            ends.get((t.exchange, t.symbol), 0), t.trade_time_us - t.trade_time_us % step + step
+        )
+    covered = {market: [(BASE_US, end)] for market, end in ends.items()}
+    end = BASE + timedelta(microseconds=max(ends.values()) - BASE_US)
+    result = T.fill_empty_intervals(T.candles(T.dedupe_trades(union), "1 minute"), "1 minute", covered, BASE, end)
     assert_matches_reference(collect(result), reference_filled(chosen))
 
 
@@ -319,7 +378,13 @@ def xrpeth_trades(spark):
 @pytest.mark.parametrize(("interval", "klines_file"), [("1 minute", "klines-1m.json"), ("5 minutes", "klines-5m.json")])
 def test_candles_equal_binance_klines_including_empty_intervals(xrpeth_trades, interval, klines_file):
     klines = json.loads((xrpeth_folder() / klines_file).read_text())
-    got = collect(T.fill_empty_intervals(T.candles(xrpeth_trades, interval), interval))
+    # Binance's klines, first to last, as the span covered: a day file covers its whole day.
+    step = T.interval_micros(interval)
+    start = datetime.fromtimestamp(klines[0][0] / 1000, UTC)
+    end = datetime.fromtimestamp(klines[-1][0] / 1000, UTC) + timedelta(microseconds=step)
+    covered = whole([("binance", "XRPETH")], start, end)
+    got = collect(T.fill_empty_intervals(T.candles(xrpeth_trades, interval), interval, covered, start, end))
+    assert {v["coverage"] for v in got.values()} == {"complete"}
     by_ms = {int(k[2].timestamp() * 1000): v for k, v in got.items()}
     assert sorted(by_ms) == [k[0] for k in klines]
     empty = 0
