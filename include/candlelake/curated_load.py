@@ -239,10 +239,13 @@ _DUPLICATES_SQL = """
 SELECT symbol, open_time FROM curated_stage GROUP BY symbol, open_time HAVING count(*) > 1 LIMIT 1
 """
 # Per staged candle: the state it had (NULL: new) and, when it existed, the fields whose values differ,
-# before and after (NULL when none differ). Decimals go into JSON as text, so they stay exact.
+# before and after (NULL when none differ). Decimals go into JSON as text, so they stay exact. A live or
+# closed candle has no coverage yet (the stream does not judge it): getting one is no correction, while a
+# curated candle's coverage changing (partial, then complete once a replay filled its minute) is.
+_ONLY_CURATED = " AND c.state = 'curated'"
 _DIFF_VALUES = ",\n".join(
-    f"('{c}', c.{c} IS DISTINCT FROM s.{c}, to_jsonb(c.{c}{'::text' if c in _DECIMALS else ''}), "
-    f"to_jsonb(s.{c}{'::text' if c in _DECIMALS else ''}))"
+    f"('{c}', c.{c} IS DISTINCT FROM s.{c}{_ONLY_CURATED if c == 'coverage' else ''}, "
+    f"to_jsonb(c.{c}{'::text' if c in _DECIMALS else ''}), to_jsonb(s.{c}{'::text' if c in _DECIMALS else ''}))"
     for c in VALUES
 )
 _DIFF_SQL = f"""

@@ -95,9 +95,10 @@ CANDLE_SCHEMA = StructType(
         StructField("trades", LongType(), False),
         StructField("taker_buy_volume", VOLUME_TYPE, False),
         StructField("taker_buy_quote_volume", QUOTE_TYPE, False),
+        # NULL in a quiet candle, as Binance's empty kline has no trade ids (and no vwap).
         StructField("vwap", VWAP_TYPE, True),
-        StructField("first_trade_id", LongType(), False),
-        StructField("last_trade_id", LongType(), False),
+        StructField("first_trade_id", LongType(), True),
+        StructField("last_trade_id", LongType(), True),
     ]
 )
 CANDLE_COLUMNS: tuple[str, ...] = tuple(CANDLE_SCHEMA.fieldNames())

@@ -24,7 +24,7 @@ from candlelake.curated_load import NotStaged, NotValidated, corrections, load_d
 from candlelake.klines import read_kline_file
 from candlelake.sinks.postgres_candles import COLUMNS, upsert_candles
 from candlelake.staging import STAGE_INFO, StageInfo, stage_dir, write_stage
-from candlelake.transforms import CANDLE_SCHEMA
+from candlelake.transforms import CURATED_SCHEMA
 from tests.support.spark import local_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -94,8 +94,18 @@ def real_candles(exchange: str) -> list[tuple[Any, ...]]:
     return rows
 
 
-def stage(spark: Any, settings: Settings, exchange: str, rows: list[tuple[Any, ...]], run_id: str) -> StageInfo:
-    return write_stage(spark.createDataFrame(rows, CANDLE_SCHEMA), settings.lake_dir, exchange, DAY, run_id)
+def stage(
+    spark: Any,
+    settings: Settings,
+    exchange: str,
+    rows: list[tuple[Any, ...]],
+    run_id: str,
+    coverage: str | list[str] = "complete",
+) -> StageInfo:
+    """Stage candle rows (postgres_candles.COLUMNS order) as the nightly batch does, each with its coverage."""
+    states = [coverage] * len(rows) if isinstance(coverage, str) else coverage
+    curated = [(*r, c) for r, c in zip(rows, states, strict=True)]
+    return write_stage(spark.createDataFrame(curated, CURATED_SCHEMA), settings.lake_dir, exchange, DAY, run_id)
 
 
 def validate(
@@ -256,3 +266,40 @@ def test_load_counts_corrections_is_idempotent_and_stream_upserts_cannot_undo_it
     upsert_candles(conn, replayed, "live")
     upsert_candles(conn, replayed, "closed")
     assert stored(conn, exchange) == now
+
+
+def quiet_after(row: tuple[Any, ...], minutes: int) -> tuple[Any, ...]:
+    """A candle without trades `minutes` after `row`, at its close (Binance's empty kline)."""
+    at = row[2] + timedelta(minutes=minutes)
+    close = row[7]
+    return (row[0], row[1], at, at + timedelta(seconds=60) - timedelta(milliseconds=1), close, close, close, close,
+            Decimal(0), Decimal(0), 0, Decimal(0), Decimal(0), None, None, None)  # fmt: skip
+
+
+def test_coverage_is_published_and_quiet_candles_no_longer_covered_are_withdrawn(
+    spark, settings, exchange, conn
+) -> None:
+    rows = real_candles(exchange)[:5]
+    quiet = [quiet_after(rows[-1], m) for m in (1, 2)]
+    # The first load believed minutes 5 and 6 quiet (covered); its first minute was partly unseen.
+    info = stage(spark, settings, exchange, [*rows, *quiet], "run-1", ["partial"] + ["complete"] * 6)
+    validate(conn, info)
+    first = load_day(settings, exchange, DAY, "run-1")
+    assert (first.inserted, first.withdrawn) == (7, 0)
+    with conn.cursor() as cur:
+        cur.execute("SELECT open_time, coverage FROM candles WHERE exchange = %s ORDER BY open_time", (exchange,))
+        published = cur.fetchall()
+    assert [c for _, c in published] == ["partial"] + ["complete"] * 6
+
+    # Coverage recorded later shows minute 6 unseen: the next stage holds no candle there.
+    info = stage(spark, settings, exchange, [*rows, quiet[0]], "run-2", ["partial"] + ["complete"] * 5)
+    validate(conn, info)
+    second = load_day(settings, exchange, DAY, "run-2")
+    assert (second.inserted, second.changed, second.withdrawn) == (0, 0, 1)
+    assert quiet[1][2] not in stored(conn, exchange) and quiet[0][2] in stored(conn, exchange)
+    (correction,) = corrections(conn, second.load_id)
+    assert correction["open_time"] == quiet[1][2] and correction["after"] == {}
+    assert correction["before"] == {"trades": 0, "coverage": "complete"}
+    with conn.cursor() as cur:
+        cur.execute("SELECT withdrawn FROM curated_loads WHERE load_id = %s", (second.load_id,))
+        assert cur.fetchone() == (1,)

@@ -29,7 +29,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from candlelake import batch, staging
+from candlelake import batch, coverage, staging
 from candlelake import transforms as T
 from candlelake.config import Settings
 from candlelake.lake import catalog
@@ -67,10 +67,15 @@ def spark(settings: Settings) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def exchange(settings: Settings) -> Iterator[str]:
+    """A market pair seen the whole day (a live feed connected throughout): every minute is covered."""
     name = f"qtest{uuid.uuid4().hex[:8]}"
+    day = (coverage.to_us(START), coverage.to_us(START + timedelta(days=1)))
+    seen = [coverage.Interval(name, s, "test", "live", *day) for s in ("BTCUSDT", "ETHUSDT")]
+    coverage.record_dsn(settings.pg_dsn(), seen)
     yield name
     with psycopg2.connect(settings.pg_dsn()) as conn, conn.cursor() as cur:
         cur.execute("DELETE FROM quality_runs WHERE exchange = %s", (name,))
+        cur.execute("DELETE FROM coverage WHERE exchange = %s", (name,))
     conn.close()
 
 
@@ -106,7 +111,10 @@ def lake_day(settings: Settings, spark: Any, exchange: str) -> list[tuple]:
 
 def recompute(settings: Settings, spark: Any, exchange: str) -> Any:
     end = START + timedelta(days=1)
-    return batch.recompute(spark, settings.lake_dir, exchange, None, START, end, "1 minute", **lake_args(settings))
+    covered = batch.load_coverage(settings.pg_dsn(), exchange, START, end)
+    return batch.recompute(
+        spark, settings.lake_dir, exchange, None, START, end, "1 minute", covered=covered, **lake_args(settings)
+    )
 
 
 def validate(settings: Settings, spark: Any, exchange: str, run_id: str, trades: Any | None = None) -> DayOutcome:
@@ -116,7 +124,7 @@ def validate(settings: Settings, spark: Any, exchange: str, run_id: str, trades:
         trades = batch.read_lake_trades(spark, settings.lake_dir, exchange, None, START, end, **lake_args(settings))
     stage = staging.read_stage_info(settings.lake_dir, exchange, DAY)
     files = [str(p) for p in staging.staged_files(settings.lake_dir, exchange, DAY)]
-    staged = spark.read.schema(T.CANDLE_SCHEMA).parquet(*files) if stage else None
+    staged = spark.read.schema(T.CURATED_SCHEMA).parquet(*files) if stage else None
     outcome = validate_day(
         settings,
         exchange,
@@ -127,6 +135,7 @@ def validate(settings: Settings, spark: Any, exchange: str, run_id: str, trades:
         recomputed=recompute(settings, spark, exchange),
         stage=stage,
         interval="1 minute",
+        covered=batch.load_coverage(settings.pg_dsn(), exchange, START, end),
     )
     spark.catalog.clearCache()
     return outcome
@@ -199,7 +208,7 @@ def bad_stage(spark: Any, good: Any, exchange: str) -> Any:
         .where(~at("ETHUSDT", 5))
     )
     duplicate = good.where(at("ETHUSDT", 8))
-    return bad.unionByName(duplicate).select(*T.CANDLE_COLUMNS)
+    return bad.unionByName(duplicate).select(*T.CURATED_COLUMNS)
 
 
 def test_null_negative_conflicting_and_out_of_day_trades_fail_the_trades_suite(

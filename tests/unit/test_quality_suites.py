@@ -158,17 +158,32 @@ def candle(symbol: str, minute: int, close: str, volume: str = "1", trades: int 
     t = T0 + minute * MINUTE
     p = D(close)
     return ("binance", symbol, t, t + MINUTE - timedelta(milliseconds=1), p, p, p, p, D(volume), p * D(volume),
-            trades, D(0), D(0), p, minute, minute)  # fmt: skip
+            trades, D(0), D(0), p, minute, minute, "complete")  # fmt: skip
 
 
-def checked(spark, staged: list[tuple], recomputed: list[tuple]) -> dict[tuple[str, int], tuple]:
+def minutes_us(first: int, last: int) -> tuple[int, int]:
+    """The span from minute `first` to the end of minute `last`, in epoch microseconds."""
+    start = int(T0.timestamp()) * 1_000_000
+    return start + first * 60_000_000, start + (last + 1) * 60_000_000
+
+
+# Both markets seen from the first minute to the tenth, unless a test says otherwise.
+COVERED = {("binance", s): [minutes_us(0, 9)] for s in ("BTCUSDT", "ETHUSDT")}
+
+
+def checked(
+    spark, staged: list[tuple], recomputed: list[tuple], covered=COVERED
+) -> dict[tuple[str, int], tuple]:
     from pyspark.sql import functions as F
 
     from candlelake import transforms as T
     from candlelake.quality.validate import checked_candles
 
     frame = checked_candles(
-        spark.createDataFrame(staged, T.CANDLE_SCHEMA), spark.createDataFrame(recomputed, T.CANDLE_SCHEMA), "1 minute"
+        spark.createDataFrame(staged, T.CURATED_SCHEMA),
+        spark.createDataFrame(recomputed, T.CURATED_SCHEMA),
+        "1 minute",
+        covered,
     )
     minute = ((F.unix_micros("open_time") - int(T0.timestamp() * 1e6)) / 60_000_000).cast("int")
     rows = frame.select("symbol", minute.alias("m"), suites.GAP_COLUMN, suites.MISMATCH_COLUMN).collect()
@@ -192,6 +207,17 @@ def test_a_missing_minute_is_named_on_the_candle_after_it(spark) -> None:
     assert out[("BTCUSDT", 0)][0] is None
     # The recomputation has the two minutes: rows of their own, key only.
     assert out[("BTCUSDT", 1)] == (None, "BTCUSDT 2026-11-20T12:01:00Z: missing from the staged candles")
+
+
+def test_missing_minutes_outside_coverage_are_no_gap(spark) -> None:
+    # Seen in minutes 0-1 and again from minute 3: minute 2 had no observer, so no candle is right there.
+    covered = {("binance", "BTCUSDT"): [minutes_us(0, 1), minutes_us(3, 9)]}
+    truth = [candle("BTCUSDT", m, "100") for m in (0, 1, 3)]
+    assert checked(spark, truth, truth, covered)[("BTCUSDT", 3)] == (None, None)
+    # Minute 1 lies in the covered stretch the candle of minute 0 belongs to: it had to be a quiet candle.
+    staged = [c for c in truth if c[2] != T0 + MINUTE]
+    gap = checked(spark, staged, truth, covered)[("BTCUSDT", 3)][0]
+    assert gap is not None and gap.startswith("BTCUSDT: ")
 
 
 def test_a_changed_value_names_the_candle_the_column_and_both_values(spark) -> None:
