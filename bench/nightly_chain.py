@@ -30,13 +30,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pyarrow.parquet as pq
 
+from candlelake import coverage
 from candlelake.config import load_settings
 from candlelake.lake import catalog
 
@@ -97,6 +98,12 @@ def measure(n: int) -> dict[str, Any]:
         lake = Path(tmp) / "lake"
         print(f"{n:,} trades: writing bronze", file=sys.stderr)
         day, files = write_bronze(lake, exchange, n)
+        # The simulator saw the whole day: each market covered, as its producer records it.
+        gen = _generator()
+        seen = (coverage.to_us(gen.DAY_START), coverage.to_us(gen.DAY_START + timedelta(days=1)))
+        coverage.record_dsn(
+            settings.pg_dsn(), [coverage.Interval(exchange, s, "simulator", "simulator", *seen) for s in gen.SYMBOLS]
+        )
         env = {
             **os.environ,
             "CANDLELAKE_LAKE_DIR": str(lake),
@@ -137,7 +144,7 @@ def measure(n: int) -> dict[str, Any]:
 
 def _cleanup(dsn: str, exchange: str) -> None:
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        for table in ("candles", "curated_loads", "quality_runs", "lake_compactions"):
+        for table in ("candles", "curated_loads", "quality_runs", "lake_compactions", "coverage"):
             cur.execute(f"DELETE FROM {table} WHERE exchange = %s", (exchange,))  # table names are constants
     conn.close()
 
