@@ -185,6 +185,53 @@ def record_dsn(dsn: str, intervals: Sequence[Interval]) -> None:
         conn.close()
 
 
+class CoverageStore:
+    """Writes a long-running producer's coverage on one connection, reopened after a failure."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._conn: Any = None
+
+    def write(self, intervals: Sequence[Interval]) -> None:
+        """Upsert `intervals`; raises on a database error (the caller keeps them for the next try)."""
+        import psycopg2
+
+        if not intervals:
+            return
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg2.connect(self.dsn, connect_timeout=5, application_name="candlelake-coverage")
+        try:
+            with self._conn, self._conn.cursor() as cur:
+                record(cur, intervals)
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+
+def recording_intervals(exchange_symbol_spans: dict[tuple[str, str], Span], name: str, source: str) -> list[Interval]:
+    """The coverage of a replayed file named `name`: per market, the day or month a data.binance.vision
+    name says it holds (widened to the trades if any lie outside), else its first to its last trade.
+
+    `exchange_symbol_spans` maps (exchange, symbol) to (first trade us, last trade us); the end is one
+    microsecond after the last trade, so that trade lies inside the half-open interval.
+    """
+    named = dump_span(name)
+    found = []
+    for (exchange, symbol), (first, last) in sorted(exchange_symbol_spans.items()):
+        start, end = first, last + 1
+        if named is not None:
+            start, end = min(start, named[0]), max(end, named[1])
+        found.append(Interval(exchange, symbol, source, "replay", start, end))
+    return found
+
+
 _MARKETS = """
     SELECT DISTINCT symbol FROM coverage
      WHERE exchange = %s AND ended_at > %s AND started_at < %s
@@ -263,6 +310,10 @@ class LiveSessions:
             for (exchange, symbol), started in self._open.items()
         ]
         return closed + current
+
+    def add(self, interval: Interval) -> None:
+        """A finished interval of another kind (a REST backfill's) to write with the next rows."""
+        self._closed.append(interval)
 
     def requeue(self, rows: Iterable[Interval]) -> None:
         """Rows a failed write did not store: closed ones are kept for the next write (open ones are redone)."""

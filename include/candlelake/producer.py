@@ -205,7 +205,11 @@ class SimulatorFeed:
         self.sent = 0
 
     async def run(self, emit: Emit, stop: asyncio.Event) -> None:
+        from candlelake.ingest.events import Reconnected
+
         loop = asyncio.get_running_loop()
+        # Every trade of these markets comes from here: the run is their coverage.
+        emit(Reconnected(self.sim.exchange, "simulator", True, self.sim.symbols))
         next_at = loop.time()
         while not stop.is_set() and (self.limit is None or self.sent < self.limit):
             next_at += self.sim.next_gap_us() / 1e6
@@ -324,6 +328,7 @@ def run(
     settings: Settings, source: str, symbols: list[str] | None, rate: float, seed: int, limit: int | None = None
 ) -> int:
     """The producer process: run the source until a signal (or `limit`), flush, report; trades produced."""
+    from candlelake.coverage import CoverageStore
     from candlelake.dead_letter import DeadLetterSink
     from candlelake.ingest.gaps import GapLedger
 
@@ -337,6 +342,8 @@ def run(
 
     counters = Counters()
     ledger = GapLedger(settings.pg_dsn()) if live else None
+    # Price points are no trades: they cover nothing.
+    store = CoverageStore(settings.pg_dsn()) if source not in PRICE_SOURCES else None
     dead_letters = DeadLetterSink(settings, client_id=f"candlelake-{source}-dead-letter")
     prices = KafkaPriceSink(settings) if source in PRICE_SOURCES else None
     pipeline = Pipeline(
@@ -348,6 +355,8 @@ def run(
         grace_s=settings.gap_grace_s,
         track_gaps=live,
         source=f"{source}@{socket.gethostname()}",
+        coverage=store,
+        coverage_kind="live" if live else "simulator",
     )
     pipeline.attach(make_trade_sink(settings, pipeline.delivered, pipeline.delivery_failed, f"candlelake-{source}"))
     if ledger is not None:
@@ -374,6 +383,9 @@ def run(
         if prices is not None:
             prices.close()
         pipeline.maintain()  # the ledger rows of failures found while flushing
+        pipeline.close_coverage()
+        if store is not None:
+            store.close()
         reporter.stop()
         if ledger is not None:
             ledger.close_connection()

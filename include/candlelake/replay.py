@@ -39,6 +39,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Protocol
 
+from candlelake import coverage
 from candlelake.config import Settings
 from candlelake.sources import binance, coinbase
 from candlelake.sources.validate import EXCHANGES, InvalidTrade, Rejection
@@ -371,6 +372,9 @@ class ReplaySummary:
     elapsed_s: float = 0.0
     delivered: int | None = None
     delivery_failures: int = 0
+    # (exchange, symbol) -> [first, last] trade time (us) of the accepted trades: the file's coverage.
+    markets: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    covered: list[coverage.Interval] = field(default_factory=list)  # what was recorded, once delivered
 
     @property
     def rate(self) -> float:
@@ -436,6 +440,8 @@ def replay(
             t = item.trade_time_us
             summary.first_trade_us = t if summary.first_trade_us is None else min(summary.first_trade_us, t)
             summary.last_trade_us = t if summary.last_trade_us is None else max(summary.last_trade_us, t)
+            span = summary.markets.setdefault((item.exchange, item.symbol), [t, t])
+            span[0], span[1] = min(span[0], t), max(span[1], t)
         if progress is not None and time.monotonic() >= next_report:
             elapsed = time.monotonic() - started
             progress(
@@ -484,5 +490,27 @@ def run(
         dead_letters.flush_counts(settings.pg_dsn())  # never raises: a warning, the topic has them all
     summary.delivered = counters.produced
     summary.delivery_failures = counters.delivery_failures + dead_letters.failures
+    if summary.delivery_failures == 0:
+        record_coverage(settings, recording, summary)
     say(summary.text())
     return 0 if summary.delivery_failures == 0 else 1
+
+
+def record_coverage(settings: Settings, recording: Recording, summary: ReplaySummary) -> None:
+    """Record what the file covered, once all of it was delivered (a lost trade would make it a lie).
+
+    The source names the file, so replaying it again writes the same rows: nothing changes.
+    """
+    spans = {market: (first, last) for market, (first, last) in summary.markets.items()}
+    # Only an exchange's own dump is cut at the day or month its name says; a capture spans its trades.
+    dump = recording.path.name if recording.format in CSV_FORMATS.values() else ""
+    intervals = coverage.recording_intervals(spans, dump, f"replay:{recording.path.name}")
+    try:
+        coverage.record_dsn(settings.pg_dsn(), intervals)
+    except Exception as exc:  # the trades are in Kafka; the candles will say partial until it is recorded
+        _stderr(
+            f"replay: could not record the file's coverage ({str(exc).strip().splitlines()[0]}); its candles "
+            "stay partial or absent until it is: replay the file again once PostgreSQL is up"
+        )
+        return
+    summary.covered = intervals

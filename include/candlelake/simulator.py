@@ -62,6 +62,11 @@ class Simulator:
             price = Decimal(_START_PRICES.get(symbol.upper(), "100"))
             self._markets.append(_Market(symbol.upper(), price, _tick_for(price), Decimal("0.00001"), first_trade_id))
 
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The markets it trades, as its trades name them."""
+        return tuple(m.symbol for m in self._markets)
+
     def next_gap_us(self) -> int:
         """Microseconds until the next trade (exponential with mean 1/rate)."""
         return max(0, int(self._rng.expovariate(self.rate) * 1_000_000))

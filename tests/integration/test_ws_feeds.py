@@ -192,7 +192,7 @@ def test_binance_delivers_every_trade_in_order(exchange: Any, path: Path, symbol
     assert as_rows(events.trades) == expected
     assert {t.source for t in events.trades} == {"binance-ws" if exchange == "binance" else "binance-usdm-ws"}
     assert {t.exchange for t in events.trades} == {exchange}
-    assert events.of(Reconnected) == [Reconnected(exchange, feed.url, True)]
+    assert events.of(Reconnected) == [Reconnected(exchange, feed.url, True, feed.symbols)]
     assert isinstance(events.events[0], Reconnected)
     assert events.of(Disconnect) == [] and events.of(Rejection) == []
     assert [c.frames_sent for c in connections] == [len(expected)]
@@ -206,7 +206,7 @@ def test_coinbase_delivers_every_match_in_order() -> None:
 
     assert as_rows(events.trades) == coinbase_expected(replay, COINBASE_PRODUCTS)
     assert {t.source for t in events.trades} == {"coinbase-ws"}
-    assert events.of(Reconnected) == [Reconnected("coinbase", fake.url, True)]
+    assert events.of(Reconnected) == [Reconnected("coinbase", fake.url, True, feed.symbols)]
     assert events.of(Disconnect) == [] and events.of(Rejection) == []
 
 

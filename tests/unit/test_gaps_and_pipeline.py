@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from candlelake.coverage import Interval
 from candlelake.ingest.events import Disconnect, PricePoint, Reconnected, TradeIdMark
 from candlelake.ingest.gaps import GapTracker
 from candlelake.ingest.pipeline import Counters, Pipeline
@@ -219,3 +220,121 @@ def test_delivery_failure_becomes_a_gap_for_the_backfill() -> None:
     # The trade passed the tracker when it first came; the backfill must send it again anyway.
     assert pipeline.backfill(gap) == (1, 0)
     assert [t.trade_id for t in trades.items] == [7]  # type: ignore[attr-defined]
+
+
+# --- coverage: the feed's sessions ----------------------------------------------------------------
+
+
+class CoverageList:
+    """A coverage store in memory; fails while `down` (PostgreSQL unreachable)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str, str, int], Interval] = {}
+        self.down = False
+
+    def write(self, intervals: list[Interval]) -> None:
+        if self.down:
+            raise OSError("connection refused\nmore detail")
+        for i in intervals:  # the table's upsert: one row per session start, its end the latest word
+            self.rows[(i.exchange, i.symbol, i.source, i.started_us)] = i
+
+    def spans(self, symbol: str) -> list[tuple[int, int]]:
+        return sorted((i.started_us, i.ended_us) for i in self.rows.values() if i.symbol == symbol)
+
+
+def covered_pipeline(history: FakeHistory | None = None) -> tuple[Pipeline, CoverageList, list[int], Clock]:
+    wall = [1_000_000]
+    clock = Clock()
+    store = CoverageList()
+    pipeline = Pipeline(
+        Counters(),
+        ListSink(),
+        histories={"binance": history} if history else {},
+        grace_s=0,
+        clock=clock,
+        source="binance@test",
+        coverage=store,
+        coverage_every_s=5.0,
+        now_us=lambda: wall[0],
+    )
+    pipeline.attach(ListSink())
+    return pipeline, store, wall, clock
+
+
+def test_a_connected_feed_covers_its_markets_until_the_connection_is_lost() -> None:
+    pipeline, store, wall, clock = covered_pipeline()
+    pipeline.emit(Reconnected("binance", "ws://x", True, ("BTCUSDT", "ETHUSDT")))
+    wall[0] = 4_000_000
+    pipeline.maintain()  # the first beat writes the open sessions up to now
+    assert store.spans("BTCUSDT") == store.spans("ETHUSDT") == [(1_000_000, 4_000_000)]
+    # Lost at 6 s, connected again at 186 s: the three minutes between are not covered.
+    wall[0] = 186_000_000
+    pipeline.emit(Disconnect("binance", ("BTCUSDT", "ETHUSDT"), 6_000_000, 186_000_000, "code 1006"))
+    pipeline.emit(Reconnected("binance", "ws://x", False, ("BTCUSDT", "ETHUSDT")))
+    clock.now = 3.0  # not yet due
+    pipeline.maintain()
+    assert store.spans("BTCUSDT") == [(1_000_000, 4_000_000)]
+    clock.now = 5.0
+    wall[0] = 200_000_000
+    pipeline.maintain()
+    assert store.spans("BTCUSDT") == [(1_000_000, 6_000_000), (186_000_000, 200_000_000)]
+    wall[0] = 210_000_000
+    pipeline.close_coverage()  # the producer stops: the open session ends now
+    assert store.spans("ETHUSDT") == [(1_000_000, 6_000_000), (186_000_000, 210_000_000)]
+    assert {i.kind for i in store.rows.values()} == {"live"} and {i.source for i in store.rows.values()} == {
+        "binance@test"
+    }
+
+
+def test_an_overlapping_rotation_loses_no_coverage() -> None:
+    pipeline, store, wall, _ = covered_pipeline()
+    pipeline.emit(Reconnected("binance", "ws://x", True, ("BTCUSDT",)))
+    wall[0] = 50_000_000
+    pipeline.emit(Disconnect("binance", ("BTCUSDT",), 50_000_000, 50_000_000, "planned rotation"))
+    pipeline.emit(Reconnected("binance", "ws://x", False, ("BTCUSDT",)))
+    wall[0] = 90_000_000
+    pipeline.close_coverage()
+    assert store.spans("BTCUSDT") == [(1_000_000, 90_000_000)]
+
+
+def test_coverage_that_cannot_be_written_is_kept_and_written_later() -> None:
+    pipeline, store, wall, clock = covered_pipeline()
+    pipeline.emit(Reconnected("binance", "ws://x", True, ("BTCUSDT",)))
+    pipeline.emit(Disconnect("binance", ("BTCUSDT",), 2_000_000, 9_000_000, "code 1006"))
+    store.down = True
+    pipeline.maintain()
+    assert store.rows == {}
+    store.down, clock.now, wall[0] = False, 5.0, 12_000_000
+    pipeline.emit(Reconnected("binance", "ws://x", False, ("BTCUSDT",)))
+    pipeline.maintain()
+    # The lost session, and the new one, open for no time yet (extended by the next writes).
+    assert store.spans("BTCUSDT") == [(1_000_000, 2_000_000), (12_000_000, 12_000_000)]
+
+
+def test_a_gap_backfilled_whole_covers_the_time_its_trades_span() -> None:
+    pipeline, store, _, _ = covered_pipeline(FakeHistory({2, 3, 4, 5}))
+    for trade_id in (1, 6):
+        pipeline.emit(trade(trade_id))
+    pipeline.maintain()
+    gap = pipeline.next_backfill(0.1)
+    assert gap is not None and pipeline.backfill(gap) == (4, 0)
+    pipeline.write_coverage()
+    (filled,) = store.rows.values()
+    t0 = 1_700_000_000_000_000
+    assert (filled.kind, filled.source, filled.started_us, filled.ended_us) == (
+        "backfill",
+        "binance@test:backfill",
+        t0 + 2,
+        t0 + 5 + 1,
+    )
+
+
+def test_a_gap_the_exchange_cannot_fill_covers_nothing() -> None:
+    pipeline, store, _, _ = covered_pipeline(FakeHistory({2, 3, 5}))
+    for trade_id in (1, 6):
+        pipeline.emit(trade(trade_id))
+    pipeline.maintain()
+    gap = pipeline.next_backfill(0.1)
+    assert gap is not None and pipeline.backfill(gap) == (3, 1)
+    pipeline.write_coverage()
+    assert store.rows == {}

@@ -61,11 +61,16 @@ class PricePoint:
 
 @dataclass(frozen=True, slots=True)
 class Reconnected:
-    """A feed is connected again (or for the first time when `first` is true); counted as a reconnect."""
+    """A feed is connected again (or for the first time when `first` is true); counted as a reconnect.
+
+    From now on the feed delivers every trade of `symbols`: a live coverage session starts for each (a
+    Disconnect that ends one comes before this event, with the time the connection was lost).
+    """
 
     exchange: str
     url: str
     first: bool
+    symbols: tuple[str, ...] = ()
 
 
 Event = Trade | Rejection | Disconnect | TradeIdMark | PricePoint | Reconnected

@@ -5,11 +5,15 @@
                                         --> prices topic          (price points)
                                         --> gap ledger            (holes, disconnects, failed deliveries)
                                         --> Backfill              (declared gaps, fetched by id over REST)
+                                        --> coverage              (connected sessions, filled gaps)
 
 `emit` is thread-safe and does no network I/O of its own beyond handing records to the Kafka client,
 so a WebSocket receive loop can call it for every message. Ledger writes and backfills happen on the
 maintenance thread (`maintain`, every second), which never blocks a feed; a ledger that cannot be
-written (PostgreSQL down) keeps its rows queued and retries.
+written (PostgreSQL down) keeps its rows queued and retries. Coverage (candlelake.coverage) follows the
+feeds' Reconnected and Disconnect events: a session per market from its connection to the moment the
+connection was lost, written every few seconds while it lasts, so a producer killed without a word
+leaves coverage up to its last write, and a restart begins a new session.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from candlelake.coverage import Interval, LiveSessions
 from candlelake.ingest.events import Disconnect, Event, PricePoint, Reconnected, TradeIdMark
 from candlelake.ingest.gaps import DELIVERY, Gap, GapLedger, GapTracker
 from candlelake.sources.validate import Rejection
@@ -42,6 +47,16 @@ class RejectionSink(Protocol):
 
 class PriceSink(Protocol):
     def send(self, point: PricePoint) -> None: ...
+
+
+class CoverageWriter(Protocol):
+    """Where coverage rows go (candlelake.coverage.CoverageStore); raises when they were not stored."""
+
+    def write(self, intervals: list[Interval]) -> None: ...
+
+
+def wall_us() -> int:
+    return time.time_ns() // 1000
 
 
 class TradeHistory(Protocol):
@@ -100,6 +115,8 @@ class Pipeline:
 
     `ledger` None runs without PostgreSQL (tests, replay): gaps are still tracked and counted.
     `histories` maps an exchange to its REST trade history, used to backfill its gaps automatically.
+    `coverage` receives the feeds' sessions (kind `coverage_kind`) every `coverage_every_s`; None
+    records none. `now_us` is the wall clock coverage is measured in (epoch microseconds).
     """
 
     def __init__(
@@ -113,6 +130,10 @@ class Pipeline:
         track_gaps: bool = True,
         source: str = "producer",
         clock: Callable[[], float] = time.monotonic,
+        coverage: CoverageWriter | None = None,
+        coverage_kind: str = "live",
+        coverage_every_s: float = 5.0,
+        now_us: Callable[[], int] = wall_us,
     ) -> None:
         self.counters = counters
         self.dead_letters = dead_letters
@@ -129,6 +150,11 @@ class Pipeline:
         self._backfills: queue.Queue[Gap] = queue.Queue()
         self._last_disconnect: dict[str, tuple[float, str]] = {}
         self.declared: list[Gap] = []  # every gap declared in this run (tests and summaries read it)
+        self.coverage = coverage
+        self.sessions = LiveSessions(source, coverage_kind)
+        self.coverage_every_s = coverage_every_s
+        self.now_us = now_us
+        self._coverage_written = float("-inf")
 
     def attach(self, sink: Any) -> None:
         self.trades = sink
@@ -150,6 +176,8 @@ class Pipeline:
         elif isinstance(event, Disconnect):
             self._disconnect(event)
         elif isinstance(event, Reconnected):
+            with self._lock:
+                self.sessions.connected(event.exchange, event.symbols, self.now_us())
             if not event.first:
                 with self.counters.lock:
                     self.counters.reconnects += 1
@@ -182,6 +210,8 @@ class Pipeline:
     def _disconnect(self, event: Disconnect) -> None:
         with self._lock:
             self._last_disconnect[event.exchange] = (self.clock(), event.cause)
+            if event.ended_us > event.started_us:  # an overlapping rotation lost nothing
+                self.sessions.lost(event.exchange, event.symbols, event.started_us)
         source = self.source
 
         def write(ledger: GapLedger) -> None:
@@ -246,6 +276,30 @@ class Pipeline:
             self.declared.append(gap)
             self._ledger_queue.append(self._declare(gap))
         self._flush_ledger()
+        if now - self._coverage_written >= self.coverage_every_s:
+            self._coverage_written = now
+            self.write_coverage()
+
+    def write_coverage(self) -> None:
+        """Write the sessions as they stand (open ones up to now); what fails is kept for the next try."""
+        if self.coverage is None:
+            return
+        with self._lock:
+            rows = self.sessions.rows(self.now_us())
+        if not rows:
+            return
+        try:
+            self.coverage.write(rows)
+        except Exception as exc:
+            log.warning("could not write coverage (%s); retrying in a few seconds", first_line(exc))
+            with self._lock:
+                self.sessions.requeue(rows)
+
+    def close_coverage(self) -> None:
+        """The feeds stopped: every session ends now, and is written."""
+        with self._lock:
+            self.sessions.close_all(self.now_us())
+        self.write_coverage()
 
     def _declare(self, gap: Gap) -> Callable[[GapLedger], None]:
         source = self.source
@@ -268,9 +322,7 @@ class Pipeline:
             try:
                 write(self.ledger)
             except Exception as exc:
-                log.warning(
-                    "could not write the gap ledger (%s); retrying in a second", str(exc).strip().splitlines()[0]
-                )
+                log.warning("could not write the gap ledger (%s); retrying in a second", first_line(exc))
                 self.ledger.close_connection()
                 return
             self._ledger_queue.popleft()
@@ -300,6 +352,7 @@ class Pipeline:
         history = self.histories[gap.exchange]
         sent = 0
         returned: set[int] = set()
+        times: list[int] = []
         for item in history.trades_between(gap.symbol, gap.first_id, gap.last_id):
             if isinstance(item, Rejection):
                 self.emit(item)
@@ -307,6 +360,7 @@ class Pipeline:
             if not gap.first_id <= item.trade_id <= gap.last_id:
                 continue
             returned.add(item.trade_id)
+            times.append(item.trade_time_us)
             with self._lock:
                 wanted = resend or self.tracker.is_missing(item.exchange, item.symbol, item.trade_id)
                 if wanted and not resend:
@@ -321,7 +375,21 @@ class Pipeline:
         not_found = gap.size - len(returned)
         with self.counters.lock:
             self.counters.backfilled += sent
+        if not_found == 0 and times:
+            # Every id of the gap is known now, so every trade between its first and last one is: the
+            # stretch they span is covered (ids rise with time on both exchanges).
+            interval = Interval(
+                gap.exchange, gap.symbol, f"{self.source}:backfill", "backfill", min(times), max(times) + 1
+            )
+            with self._lock:
+                self.sessions.add(interval)
         return sent, not_found
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line for a log: its message's first line, or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def price_point_json(point: PricePoint) -> bytes:

@@ -319,7 +319,7 @@ class WebSocketFeed:
         log.info("%s: connected to %s", self, self.url)
         if gap is not None:
             emit(Disconnect(self.exchange, self.symbols, gap.at_us, now_us(), gap.cause))
-        emit(Reconnected(self.exchange, self.url, first))
+        emit(Reconnected(self.exchange, self.url, first, self.symbols))
         link.last_message_us = now_us()
         link.started.set()
 
