@@ -140,7 +140,12 @@ def cmd_gaps(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from candlelake import replay
 
-    return replay.run(settings, args.path, args.exchange, args.symbol, args.rate, _say)
+    if args.chain_timeout is not None and not args.chain_timeout > 0:
+        raise ConfigError(f"--chain-timeout {args.chain_timeout:g}: give a positive number of minutes")
+    timeout_s = 60.0 * (args.chain_timeout if args.chain_timeout is not None else 60.0)
+    return replay.run(
+        settings, args.path, args.exchange, args.symbol, args.rate, _say, chain=args.chain, chain_timeout_s=timeout_s
+    )
 
 
 def cmd_candles(settings: Settings, args: argparse.Namespace) -> int:
@@ -202,6 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--rate", type=float, help="at most this many trades per second (default: as fast as possible)")
     replay.add_argument(
         "--symbol", help="symbol of a file whose name does not say it; in a capture, replay only this symbol"
+    )
+    replay.add_argument(
+        "--no-chain",
+        dest="chain",
+        action="store_false",
+        help="for trades older than the live stream: do not run the nightly chain (compaction, validation, "
+        "curated load, reconciliation) for their days through Airflow (default: run it and wait)",
+    )
+    replay.add_argument(
+        "--chain-timeout", type=float, metavar="MINUTES", help="give up following the chain after this (default 60)"
     )
     replay.set_defaults(func=cmd_replay)
 

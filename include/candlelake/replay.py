@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -44,6 +44,7 @@ from candlelake.config import Settings
 from candlelake.sources import binance, coinbase
 from candlelake.sources.validate import EXCHANGES, InvalidTrade, Rejection
 from candlelake.trade import Trade
+from candlelake.util import first_line
 
 CSV_FORMATS = {binance.AGG_TRADES: "aggTrades-csv", binance.TRADES: "trades-csv"}
 CAPTURE = "ws-capture"
@@ -374,6 +375,8 @@ class ReplaySummary:
     delivery_failures: int = 0
     # (exchange, symbol) -> [first, last] trade time (us) of the accepted trades: the file's coverage.
     markets: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    older: int = 0  # accepted trades older than `horizon_us`, the live stream's watermark
+    horizon_us: int | None = None
     covered: list[coverage.Interval] = field(default_factory=list)  # what was recorded, once delivered
 
     @property
@@ -416,9 +419,13 @@ def replay(
     rate: float | None = None,
     progress: Callable[[str], None] | None = None,
     progress_every_s: float = 5.0,
+    horizon_us: int | None = None,
 ) -> ReplaySummary:
-    """Send every new trade to `trades` and every rejection to `rejections`; at most `rate` trades/s."""
-    summary = ReplaySummary(recording.path, recording.format)
+    """Send every new trade to `trades` and every rejection to `rejections`; at most `rate` trades/s.
+
+    Trades older than `horizon_us` (the live stream's watermark) are counted in `older`.
+    """
+    summary = ReplaySummary(recording.path, recording.format, horizon_us=horizon_us)
     seen = SeenIds()
     started = time.monotonic()
     next_send = started
@@ -442,6 +449,8 @@ def replay(
             summary.last_trade_us = t if summary.last_trade_us is None else max(summary.last_trade_us, t)
             span = summary.markets.setdefault((item.exchange, item.symbol), [t, t])
             span[0], span[1] = min(span[0], t), max(span[1], t)
+            if horizon_us is not None and t < horizon_us:
+                summary.older += 1
         if progress is not None and time.monotonic() >= next_report:
             elapsed = time.monotonic() - started
             progress(
@@ -466,14 +475,21 @@ def run(
     symbol: str | None,
     rate: float | None,
     say: Callable[[str], None],
+    chain: bool = True,
+    chain_timeout_s: float = 3600.0,
 ) -> int:
-    """`candlelake replay`: 0 when every accepted trade and rejection was delivered, 1 otherwise."""
+    """`candlelake replay`: 0 when every accepted trade and rejection was delivered (and, for trades older
+    than the live stream, their curated candles were made when `chain`), 1 otherwise."""
+    from candlelake import history_chain
     from candlelake.dead_letter import DeadLetterSink
     from candlelake.producer import Counters, KafkaTradeSink
 
     if rate is not None and not rate > 0:
         raise ReplayError(f"--rate {rate}: give a positive number of trades per second")
+    if not chain_timeout_s > 0:
+        raise ReplayError(f"--chain-timeout {chain_timeout_s / 60:g}: give a positive number of minutes")
     recording = open_recording(path, exchange, symbol)
+    horizon = coverage.to_us(history_chain.stream_horizon(settings))
     counters = Counters()
     trades = KafkaTradeSink(settings, counters, client_id="candlelake-replay", per_trade=False)
     try:
@@ -482,7 +498,7 @@ def run(
         trades.close()
         raise
     try:
-        summary = replay(recording, trades, dead_letters, rate, progress=_stderr)
+        summary = replay(recording, trades, dead_letters, rate, progress=_stderr, horizon_us=horizon)
     finally:
         # Closing flushes: every record handed to a client is delivered or counted as failed.
         trades.close()
@@ -493,7 +509,57 @@ def run(
     if summary.delivery_failures == 0:
         record_coverage(settings, recording, summary)
     say(summary.text())
-    return 0 if summary.delivery_failures == 0 else 1
+    if summary.delivery_failures:
+        return 1
+    if not summary.older:
+        return 0
+    say(
+        f"{summary.older} of {summary.accepted} trades are older than the live stream's watermark "
+        f"({_iso(horizon)}): the stream lands them in the lake but builds no live candle from them; their "
+        "candles come from the nightly chain"
+    )
+    ok = True
+    for market_exchange, symbols, days in history_days(summary):
+        if not chain:
+            span = f"{days[0].isoformat()} .. {days[-1].isoformat()}"
+            say(f"  --no-chain: trigger lake_compaction for {market_exchange} {span} (wait_for_lake off) to make them")
+            continue
+        try:
+            offsets = _end_offsets(settings)
+            outcome = history_chain.run_chain(
+                settings, market_exchange, symbols, days, offsets, _stderr, timeout_s=chain_timeout_s
+            )
+        except history_chain.ChainError as exc:
+            say(f"the chain did not run: {exc}")
+            ok = False
+            continue
+        for dag_id, (run_id, state) in outcome.runs.items():
+            say(f"  {dag_id:<22} {state:<8} {run_id}")
+        for day in outcome.candles:
+            say(day.text())
+        ok = ok and outcome.succeeded
+    return 0 if ok else 1
+
+
+def history_days(summary: ReplaySummary) -> list[tuple[str, list[str], list[date]]]:
+    """Per exchange of the replayed trades: its symbols and the UTC days from its first to its last trade."""
+    from candlelake.history_chain import days_between
+
+    by_exchange: dict[str, list[tuple[str, list[int]]]] = {}
+    for (market_exchange, market_symbol), span in sorted(summary.markets.items()):
+        by_exchange.setdefault(market_exchange, []).append((market_symbol, span))
+    found = []
+    for market_exchange, markets in by_exchange.items():
+        first = min(span[0] for _, span in markets)
+        last = max(span[1] for _, span in markets)
+        found.append((market_exchange, [s for s, _ in markets], days_between(first, last)))
+    return found
+
+
+def _end_offsets(settings: Settings) -> dict[int, int]:
+    from candlelake.ingest.range_backfill import topic_end_offsets
+
+    return topic_end_offsets(settings)
 
 
 def record_coverage(settings: Settings, recording: Recording, summary: ReplaySummary) -> None:
@@ -509,7 +575,7 @@ def record_coverage(settings: Settings, recording: Recording, summary: ReplaySum
         coverage.record_dsn(settings.pg_dsn(), intervals)
     except Exception as exc:  # the trades are in Kafka; the candles will say partial until it is recorded
         _stderr(
-            f"replay: could not record the file's coverage ({str(exc).strip().splitlines()[0]}); its candles "
+            f"replay: could not record the file's coverage ({first_line(exc)}); its candles "
             "stay partial or absent until it is: replay the file again once PostgreSQL is up"
         )
         return

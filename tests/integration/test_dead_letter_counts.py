@@ -128,7 +128,7 @@ def test_counts_per_code_equal_the_dead_letter_topic_and_a_second_replay_adds_to
 ) -> None:
     file = capture(tmp_path / "capture.jsonl")
     said: list[str] = []
-    assert replay.run(settings, str(file), None, None, None, said.append) == 0
+    assert replay.run(settings, str(file), None, None, None, said.append, chain=False) == 0
     assert "rejected    8 (malformed 4, missing-field 2, non-positive-price 1, not-finite 1)" in said[0]
 
     first = dead_letters(settings)
@@ -148,7 +148,7 @@ def test_counts_per_code_equal_the_dead_letter_topic_and_a_second_replay_adds_to
         assert first_at == min(datetime.fromisoformat(d["time"]) for d in ours)
         assert last_at == max(datetime.fromisoformat(d["time"]) for d in ours)
 
-    assert replay.run(settings, str(file), None, None, None, said.append) == 0
+    assert replay.run(settings, str(file), None, None, None, said.append, chain=False) == 0
     both = dead_letters(settings)
     assert len(both) == 16
     again = table(settings)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
@@ -80,11 +81,16 @@ def test_replay_sends_exactly_the_captured_trades_and_dead_letters_a_malformed_l
     trades_start = end_offsets(consumer, settings.trades_topic)
     dead_start = end_offsets(consumer, settings.dead_letter_topic)
     started_us = time.time_ns() // 1000
-    result = subprocess.run([CLI, "replay", str(capture)], capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [CLI, "replay", str(capture), "--no-chain"], capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert "accepted    199" in result.stdout and "delivered 199" in result.stdout
     assert "rejected    1 (non-positive-price 1)" in result.stdout
     assert "duplicates  1" in result.stdout and "skipped     1" in result.stdout
+    # A capture from 2025: older than any live stream, and said so, with what to run instead of the chain.
+    assert "199 of 199 trades are older than the live stream's watermark" in result.stdout
+    assert "--no-chain: trigger lake_compaction for binance " in result.stdout
 
     trades_end = end_offsets(consumer, settings.trades_topic)
     dead_end = end_offsets(consumer, settings.dead_letter_topic)
@@ -105,3 +111,18 @@ def test_replay_sends_exactly_the_captured_trades_and_dead_letters_a_malformed_l
     assert len(dead) == 1
     assert "is not above zero" in dead[0]["reason"] and dead[0]["source"] == "replay:binance-ws"
     assert dead[0]["time"].startswith("20")
+
+    # The file's coverage, per market: its first to its last trade (a capture is cut nowhere else).
+    times: dict[str, list[int]] = {}
+    for t in arrived:
+        times.setdefault(t["symbol"], []).append(t["trade_time"])
+    with psycopg2.connect(settings.pg_dsn()) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT symbol, kind, (extract(epoch FROM started_at) * 1e6)::bigint, "
+            "(extract(epoch FROM ended_at) * 1e6)::bigint FROM coverage WHERE source = 'replay:capture.jsonl'"
+        )
+        recorded = {r[0]: r[1:] for r in cur.fetchall()}
+    conn.close()
+    assert set(recorded) == set(times)
+    for symbol, seen in times.items():
+        assert recorded[symbol] == ("replay", min(seen), max(seen) + 1)

@@ -34,6 +34,7 @@ from candlelake.ingest.events import Disconnect, Event, PricePoint, Reconnected,
 from candlelake.ingest.gaps import DELIVERY, Gap, GapLedger, GapTracker
 from candlelake.sources.validate import Rejection
 from candlelake.trade import Trade, decimal_text
+from candlelake.util import first_line
 
 log = logging.getLogger(__name__)
 
@@ -384,12 +385,6 @@ class Pipeline:
             with self._lock:
                 self.sessions.add(interval)
         return sent, not_found
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception as one line for a log: its message's first line, or its type when it has none."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def price_point_json(point: PricePoint) -> bytes:
