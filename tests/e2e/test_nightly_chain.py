@@ -30,9 +30,8 @@ import pytest
 
 from candlelake.config import Settings
 from candlelake.staging import stage_dir, staged_files
-from tests.e2e.airflow_support import dags_test, failed_task_logs, next_run, rows, trigger
+from tests.e2e.airflow_support import client, dags_test, failed_task_logs, rows
 from tests.e2e.conftest import FAKE_BINANCE_REST_PORT, run_cli
-from tests.e2e.test_pipeline import lake_rows, wait_for
 
 pytestmark = [
     pytest.mark.e2e,
@@ -44,6 +43,9 @@ DATA = ROOT / "tests" / "fixtures" / "binance-spot-xrpeth-2019-10"
 KLINE_FILES = ROOT / "tests" / "fixtures" / "klines"
 TRADES = 12_477
 DAYS = [date(2019, 10, 11), date(2019, 10, 12), date(2019, 10, 13)]
+CHAIN_DAGS = ("lake_compaction", "data_quality", "load_curated_candles", "reconcile_klines")
+# The capture runs from 2019-10-11T00:00:11.620Z to 2019-10-13T11:19:28.844Z: minutes per day it covers.
+MINUTES = {DAYS[0]: 1440, DAYS[1]: 1440, DAYS[2]: 11 * 60 + 20}
 
 
 def klines(name: str) -> list[list[float]]:
@@ -65,33 +67,36 @@ def kline_server() -> Any:
         yield server
 
 
+def replayed_runs(output: str) -> dict[str, str]:
+    """dag_id -> run_id from the lines `candlelake replay` ends with ("  lake_compaction   success  <run id>")."""
+    found = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] in CHAIN_DAGS:
+            found[parts[0]] = parts[2]
+    return found
+
+
+def replay_history() -> Any:
+    return run_cli(
+        "replay", str(DATA / "aggtrades.json.gz"), "--exchange", "binance", "--symbol", "XRPETH", timeout=1500
+    )
+
+
 @pytest.fixture(scope="module")
 def chain(platform: Settings, kline_server: Any) -> dict[str, Any]:
-    replay = run_cli("replay", str(DATA / "aggtrades.json.gz"), "--exchange", "binance", "--symbol", "XRPETH")
-    assert replay.returncode == 0, replay.stdout + replay.stderr
-    wait_for(
-        "every replayed trade in the lake",
-        lambda: len({r["trade_id"] for r in lake_rows(platform, "binance") if r["symbol"] == "XRPETH"}) >= TRADES,
-        timeout=180,
-    )
-    started = datetime.now(UTC)
-    runs = {
-        "lake_compaction": trigger(
-            platform,
-            "lake_compaction",
-            {
-                "trade_date": DAYS[0].isoformat(),
-                "through_date": DAYS[-1].isoformat(),
-                "exchanges": ["binance"],
-                "settle_minutes": 0,
-            },
-        )
-    }
-    for dag_id in ("data_quality", "load_curated_candles", "reconcile_klines"):
-        runs[dag_id] = next_run(platform, dag_id, started, "binance")
+    """A user's one command: `candlelake replay` of the history runs the chain and waits for it."""
+    replay = replay_history()
+    output = replay.stdout + replay.stderr
+    assert replay.returncode == 0, output[-6000:]
+    assert f"{TRADES} of {TRADES} trades are older than the live stream's watermark" in replay.stdout
+    ids = replayed_runs(replay.stdout)
+    assert set(ids) == set(CHAIN_DAGS), output[-4000:]
+    with client(platform) as api:
+        runs = {dag_id: api.get_dag_run(dag_id, run_id) for dag_id, run_id in ids.items()}
     for dag_id, run in runs.items():
         assert run.state == "success", f"{dag_id} {run.state}:\n{failed_task_logs(platform, run)}"
-    return runs
+    return {**runs, "output": replay.stdout}
 
 
 def served(interval: str, first_ms: int, end_ms: int) -> list[dict[str, str]]:
@@ -131,6 +136,55 @@ def test_curated_candles_equal_binance_klines_for_every_interval(chain, interval
     assert {r["state"] for r in result} == {"curated"}
 
 
+NINE = (
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "trades",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+)
+
+
+def test_full_minutes_equal_the_kline_files_on_nine_fields_and_the_edges_are_partial(chain) -> None:
+    from candlelake.klines import read_kline_file
+
+    first_ms, last_ms = 1570752011620, 1570965568844  # the capture's first and last trade
+    served_1m = served("1m", first_ms - first_ms % 60_000, last_ms + 86_400_000 * 2)
+    by_time = {r["open_time"]: r for r in served_1m}
+    files = sorted(KLINE_FILES.glob("XRPETH-1m-2019-10-1*.csv"))
+    compared = 0
+    for kline in (k for path in files for k in read_kline_file(path)):
+        row = by_time[kline.open_time.strftime("%Y-%m-%dT%H:%M:%SZ")]
+        theirs = [kline.open, kline.high, kline.low, kline.close, kline.volume, kline.quote_volume, kline.trades,
+                  kline.taker_buy_volume, kline.taker_buy_quote_volume]  # fmt: skip
+        ours = [Decimal(row[n]) for n in NINE]
+        assert ours == [Decimal(v) for v in theirs], f"{row['open_time']}: ours {ours}, the kline {theirs}"
+        compared += 1
+    assert compared == sum(MINUTES.values())
+    # The capture starts 11.6 s into its first minute and ends 28.8 s into its last: both partial, the
+    # rest complete; nothing after its last minute, and nothing on the day after.
+    coverage = [r["coverage"] for r in served_1m]
+    assert coverage[0] == coverage[-1] == "partial" and set(coverage[1:-1]) == {"complete"}
+    assert served_1m[-1]["open_time"] == iso(last_ms - last_ms % 60_000)
+    hours = served("1h", first_ms - first_ms % 3_600_000, last_ms + 3_600_000)
+    assert hours[0]["coverage"] == hours[-1]["coverage"] == "partial"  # each holds a partial minute
+    assert {r["coverage"] for r in hours[1:-1]} == {"complete"}
+    assert served("1m", 1571011200000, 1571097600000) == []  # 2019-10-14
+    # The replay ended with the count and state of what it made.
+    for day in DAYS:
+        partial = 1 if day in (DAYS[0], DAYS[-1]) else 0
+        quiet = sum(1 for r in served_1m if r["open_time"].startswith(day.isoformat()) and r["trades"] == "0")
+        line = (
+            f"XRPETH {day.isoformat()}: {MINUTES[day]} curated candles ({MINUTES[day] - partial} complete, "
+            f"{quiet} of them quiet; {partial} partial)"
+        )
+        assert line in chain["output"], chain["output"][-3000:]
+
+
 def test_compaction_kept_every_trade_once(platform: Settings, chain) -> None:
     found = rows(
         platform,
@@ -162,7 +216,8 @@ def test_quality_and_reconciliation_are_recorded(platform: Settings, chain) -> N
         (chain["load_curated_candles"].run_id,),
     )
     assert [d for d, _ in loaded] == DAYS
-    assert all(n == 1440 for _, n in loaded)  # every minute of each day: filled ones included
+    # Every covered minute of each day, quiet ones included; nothing after the capture's last trade.
+    assert [n for _, n in loaded] == [MINUTES[d] for d in DAYS]
     matched = rows(
         platform,
         "SELECT trade_date, klines, matched, mismatched, match_rate FROM kline_reconciliations "
@@ -172,6 +227,23 @@ def test_quality_and_reconciliation_are_recorded(platform: Settings, chain) -> N
     assert [r[0] for r in matched] == DAYS
     assert sum(r[1] for r in matched) == len(klines("klines-1m.json"))
     assert all(r[3] == 0 and r[4] == 1.0 for r in matched), matched
+
+
+def test_replaying_the_same_file_again_changes_no_candle(platform: Settings, chain) -> None:
+    snapshot = "SELECT open_time, open, high, low, close, volume, trades, coverage, state, updated_at FROM candles "
+    snapshot += "WHERE exchange = 'binance' AND symbol = 'XRPETH' ORDER BY open_time"
+    before = rows(platform, snapshot)
+    again = replay_history()
+    assert again.returncode == 0, (again.stdout + again.stderr)[-6000:]
+    load = replayed_runs(again.stdout)["load_curated_candles"]
+    assert load != chain["load_curated_candles"].run_id
+    counts = rows(
+        platform,
+        "SELECT trade_date, inserted, changed, withdrawn FROM curated_loads WHERE run_id = %s ORDER BY 1",
+        (load,),
+    )
+    assert counts == [(d, 0, 0, 0) for d in DAYS]
+    assert rows(platform, snapshot) == before  # not even updated_at moved
 
 
 def test_a_corrupted_candle_fails_validation_and_is_not_loaded(platform: Settings, chain) -> None:
