@@ -201,6 +201,15 @@ def test_backfill_dag_fills_a_recorded_gap_and_brings_the_day_up_to_date(platfor
     assert "10 sent, 0 not found" in log
     [(status, filled)] = rows(platform, "SELECT status, filled FROM trade_gaps WHERE gap_id = %s", (gap_id,))
     assert (status, filled) == ("filled", 10)
+    # The filled gap's trades are known whole now: the time they span is covered, from the first to the last.
+    gap_times = sorted(t.trade_time_us for t in trades if t.trade_id in gap)
+    spans = rows(
+        platform,
+        "SELECT (extract(epoch FROM started_at) * 1e6)::bigint, (extract(epoch FROM ended_at) * 1e6)::bigint "
+        "FROM coverage WHERE exchange = %s AND symbol = %s AND kind = 'backfill'",
+        (exchange, symbol),
+    )
+    assert (gap_times[0], gap_times[-1] + 1) in spans
     assert landed() == set(ids)
     day = datetime.fromtimestamp(trades[0].trade_time_us / 1e6, UTC).date().isoformat()
     assert f"next: lake_compaction of {exchange} {day} .. {day}" in log, log[-4000:]

@@ -7,7 +7,7 @@ deliveries, and gaps found while no producer was running. An Airflow backfill DA
 Only ids inside a gap's range are sent, each once; Spark's dedupe on (exchange, symbol, trade_id) makes a
 repeat harmless anyway. A gap is closed 'filled' when the exchange returned every id, 'unfillable' when
 it no longer has some (the count is kept), and stays 'open' with a note when the exchange could not be
-reached, for the next run.
+reached, for the next run. A gap filled whole records the time its trades span as coverage.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
+from candlelake import coverage
 from candlelake.config import ConfigError, Settings
 from candlelake.ingest.gaps import Gap, GapLedger
 from candlelake.ingest.kafka_sinks import TradeSink
@@ -110,7 +111,7 @@ def _fill(
         summary.failed += 1
         summary.errors.append(f"gap {gap.gap_id}: no REST history for {gap.exchange}")
         return
-    sent, returned = 0, set()
+    sent, returned, times = 0, set(), []
     try:
         for item in history.trades_between(gap.symbol, gap.first_id, gap.last_id):
             if isinstance(item, Rejection):
@@ -118,6 +119,7 @@ def _fill(
                 summary.rejected += 1
             elif gap.first_id <= item.trade_id <= gap.last_id and item.trade_id not in returned:
                 returned.add(item.trade_id)
+                times.append(item.trade_time_us)
                 trades.send(item)
                 summary.trade_days.add(datetime.fromtimestamp(item.trade_time_us / 1e6, UTC).date())
                 sent += 1
@@ -130,6 +132,11 @@ def _fill(
     trades.flush()
     not_found = gap.size - len(returned)
     ledger.close(gap.gap_id, sent, not_found)
+    if not not_found and times:
+        # Every id of the gap is known now, so is every trade between its first and its last: that
+        # stretch is covered (ids rise with time), as the running producer records it for its own fills.
+        span = coverage.Interval(gap.exchange, gap.symbol, "backfill", "backfill", min(times), max(times) + 1)
+        coverage.record_dsn(settings.pg_dsn(), [span])
     summary.trades_sent += sent
     summary.not_found += not_found
     if not_found:

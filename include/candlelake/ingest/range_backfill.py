@@ -8,20 +8,24 @@ Two sources:
   file or a folder of them), replayed through the producer's validation; only trades with
   start <= trade_time < end (and of the symbols, when given) are sent.
 
-Either way the trades go into Kafka like live ones; the streaming job lands them in the lake, where the
-nightly chain (compaction, validation, curated load) takes them into the candles of their days.
+Either way the trades go into Kafka like live ones, and what they cover is recorded (candlelake.coverage:
+a file its day, or its first to its last trade, inside start..end). The streaming job lands them in the
+lake, where the nightly chain (compaction, validation, curated load) takes them into the candles of their
+days.
 `BackfillOutcome.days` are those days; `offsets` are the topic's end offsets once every trade was
 acknowledged, so the DAG can wait until the lake query has read that far.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from candlelake import coverage
 from candlelake.config import ConfigError, Settings
 
 SOURCES = ("rest", "files")
@@ -161,20 +165,27 @@ def _from_files(
     trades = KafkaTradeSink(settings, counters, client_id="candlelake-backfill-files", per_trade=False)
     dead_letters = DeadLetterSink(settings, client_id="candlelake-backfill-files-dead-letter")
     seen = SeenIds()
+    covered: list[coverage.Interval] = []
     try:
         for path in files:
             recording = open_recording(path, request.exchange)
             sent_before = outcome.sent
+            spans: dict[tuple[str, str], tuple[int, int]] = {}
             for item in read(recording):
                 if isinstance(item, Rejection):
                     dead_letters.send(item)
                     outcome.rejected += 1
                 elif (request.symbols and item.symbol not in request.symbols) or not request.covers(item.trade_time_us):
                     outcome.outside += 1
-                elif seen.add(item.key, item.trade_id):
-                    trades.send(item)
-                    outcome.sent += 1
-                    outcome.days.add(datetime.fromtimestamp(item.trade_time_us / 1e6, UTC).date())
+                else:
+                    t = item.trade_time_us
+                    first, last = spans.get((item.exchange, item.symbol), (t, t))
+                    spans[(item.exchange, item.symbol)] = (min(first, t), max(last, t))
+                    if seen.add(item.key, item.trade_id):
+                        trades.send(item)
+                        outcome.sent += 1
+                        outcome.days.add(datetime.fromtimestamp(t / 1e6, UTC).date())
+            covered += _clipped(coverage.recording_intervals(spans, path.name, f"replay:{path.name}"), request)
             say(f"  {path.name}: {recording.lines} lines, {outcome.sent - sent_before} trades sent")
     finally:
         trades.close()  # flushes: every trade is acknowledged or counted as failed
@@ -184,6 +195,20 @@ def _from_files(
         outcome.errors.append(
             f"{counters.delivery_failures + dead_letters.failures} records were not taken by Kafka; run it again"
         )
+        return
+    # What the files saw, once all of it is in Kafka (a lost trade would make it a lie).
+    coverage.record_dsn(settings.pg_dsn(), covered)
+
+
+def _clipped(intervals: list[coverage.Interval], request: BackfillRequest) -> list[coverage.Interval]:
+    """`intervals` inside the request's [start, end): only trades inside it were sent."""
+    assert request.start is not None and request.end is not None  # parse_request makes sure for files
+    lo, hi = coverage.to_us(request.start), coverage.to_us(request.end)
+    return [
+        dataclasses.replace(i, started_us=max(i.started_us, lo), ended_us=min(i.ended_us, hi))
+        for i in intervals
+        if i.ended_us > lo and i.started_us < hi
+    ]
 
 
 def topic_end_offsets(settings: Settings) -> dict[int, int]:
