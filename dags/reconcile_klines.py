@@ -8,13 +8,19 @@ Runs when `load_curated_candles` updates the `curated_candles` asset, for the da
 by hand to check any day.
 
 - `plan_days`: the (exchange, day) pairs of the triggering asset events, or the form's
-- `reconcile_day`: one mapped task per day: fetch the klines (exchange REST API, or kline files in
-  data.binance.vision format) and compare open, high, low, close, volume (and quote and taker-buy
-  volumes where the kline has them) with the curated candles
-- `check_match_rate`: fails when a symbol's share of mismatching minutes is above `max_mismatch_rate`
+- `reconcile_day`: one mapped task per day: take the klines (kline files in data.binance.vision format
+  from the form's `files_dir` or CANDLELAKE_KLINE_FILES where they have the day, else the exchange's
+  REST API) and compare open, high, low, close, volume (and quote and taker-buy volumes where the kline
+  has them) with the curated candles
+- `check_match_rate`: fails when a symbol's share of mismatching covered minutes is above
+  `max_mismatch_rate`; skipped ("skipped: no kline source") when no kline source could be reached
 
+Only covered minutes are judged: a candle whose interval was not fully observed (coverage `partial`)
+is counted as partial and a kline in a minute we did not cover as not covered, neither a mismatch.
 Every comparison is kept in `kline_reconciliations` (match rate, counts, up to 10 examples of what
-differed). Exchanges without klines (the simulator) are reported as such and not failed.
+differed). Exchanges without klines (the simulator) are reported as such and not failed. Without
+internet (the offline default) and without kline files, the REST API cannot be reached: the run ends
+with `check_match_rate` skipped, not failed, and says so.
 """
 
 from __future__ import annotations
@@ -42,15 +48,18 @@ from candlelake.orchestration import CURATED_CANDLES
         "trade_date": Param("", type="string", description="Manual runs: the UTC day, YYYY-MM-DD."),
         "symbols": Param([], type="array", description="Symbols to compare. Empty: every curated symbol of the day."),
         "source": Param(
-            "rest",
+            "auto",
             type="string",
-            enum=["rest", "files"],
-            description="Klines from the exchange's REST API or from files.",
+            enum=["auto", "rest", "files"],
+            description="auto: kline files where they have the day, else the exchange's REST API; or only one.",
         ),
         "files_dir": Param(
             "",
             type="string",
-            description="For source=files: a folder of data.binance.vision kline files (BTCUSDT-1m-2026-11-30.zip).",
+            description=(
+                "data.binance.vision kline files (BTCUSDT-1m-2026-11-30.zip or .csv): a folder, a glob or a "
+                "file. Empty: CANDLELAKE_KLINE_FILES."
+            ),
         ),
         "max_mismatch_rate": Param(
             -1.0,
@@ -75,8 +84,6 @@ def reconcile_klines() -> None:
 
     @task(execution_timeout=timedelta(minutes=30))
     def reconcile_day(day: dict[str, str]) -> list[dict[str, Any]]:
-        from pathlib import Path
-
         from candlelake.config import load_settings
         from candlelake.orchestration import DayKey
         from candlelake.reconcile import reconcile_day as reconcile
@@ -84,7 +91,7 @@ def reconcile_klines() -> None:
         context = get_current_context()
         params = context["params"]
         key = DayKey.from_dict(day)
-        files = Path(params["files_dir"]) if params["files_dir"] else None
+        files = str(params["files_dir"]).strip() or None
         results = reconcile(
             load_settings(),
             key.exchange,
@@ -100,20 +107,21 @@ def reconcile_klines() -> None:
 
     @task
     def check_match_rate(per_day: list[list[dict[str, Any]]]) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         from candlelake.config import load_settings
-        from candlelake.reconcile import ReconcileFailed, ReconcileResult, check_threshold
+        from candlelake.reconcile import ReconcileFailed, ReconcileResult, ReconcileSkipped, check_results
 
         limit = float(get_current_context()["params"]["max_mismatch_rate"])
         if limit < 0:
             limit = load_settings().reconcile_max_mismatch_rate
         results = [ReconcileResult.from_dict(r) for day in per_day for r in day]
         try:
-            check_threshold(results, limit)
+            return check_results(results, limit)
         except ReconcileFailed as exc:
             raise AirflowFailException(str(exc)) from None
-        return {"checked": len(results), "max_mismatch_rate": limit}
+        except ReconcileSkipped as exc:
+            raise AirflowSkipException(str(exc)) from None
 
     check_match_rate(reconcile_day.expand(day=plan_days()))
 

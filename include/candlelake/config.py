@@ -187,6 +187,7 @@ class Settings:
     supervisor_producer_max_age_s: float
     supervisor_batch_max_age_s: float
     reconcile_max_mismatch_rate: float
+    kline_files: str  # data.binance.vision kline files for reconcile_klines: a folder, glob or file; "" none
 
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -335,4 +336,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         supervisor_producer_max_age_s=e.number("CANDLELAKE_SUPERVISOR_PRODUCER_MAX_AGE_S", 60.0, 1.0),
         supervisor_batch_max_age_s=e.number("CANDLELAKE_SUPERVISOR_BATCH_MAX_AGE_S", 180.0, 1.0),
         reconcile_max_mismatch_rate=e.number("CANDLELAKE_RECONCILE_MAX_MISMATCH_RATE", 0.0, 0.0),
+        kline_files=e.text("CANDLELAKE_KLINE_FILES", ""),
     )

@@ -215,21 +215,81 @@ class CoverageStore:
                 self._conn = None
 
 
-def recording_intervals(exchange_symbol_spans: dict[tuple[str, str], Span], name: str, source: str) -> list[Interval]:
+def recording_intervals(
+    exchange_symbol_spans: dict[tuple[str, str], Span],
+    name: str,
+    source: str,
+    holes: dict[tuple[str, str], list[Span]] | None = None,
+) -> list[Interval]:
     """The coverage of a replayed file named `name`: per market, the day or month a data.binance.vision
-    name says it holds (widened to the trades if any lie outside), else its first to its last trade.
+    name says it holds (widened to the trades if any lie outside), else its first to its last trade,
+    less the market's `holes` (where its trade ids skip: trades the file does not hold).
 
     `exchange_symbol_spans` maps (exchange, symbol) to (first trade us, last trade us); the end is one
     microsecond after the last trade, so that trade lies inside the half-open interval.
     """
     named = dump_span(name)
     found = []
-    for (exchange, symbol), (first, last) in sorted(exchange_symbol_spans.items()):
+    for market, (first, last) in sorted(exchange_symbol_spans.items()):
         start, end = first, last + 1
         if named is not None:
             start, end = min(start, named[0]), max(end, named[1])
-        found.append(Interval(exchange, symbol, source, "replay", start, end))
+        for piece in subtract([(start, end)], (holes or {}).get(market, [])):
+            found.append(Interval(market[0], market[1], source, "replay", *piece))
     return found
+
+
+def subtract(spans: Sequence[Span], cuts: Iterable[Span]) -> list[Span]:
+    """`spans` (merged) less every span of `cuts`."""
+    result = list(spans)
+    for cut_start, cut_end in merge(cuts):
+        pieces = []
+        for start, end in result:
+            if cut_end <= start or cut_start >= end:
+                pieces.append((start, end))
+                continue
+            if start < cut_start:
+                pieces.append((start, cut_start))
+            if cut_end < end:
+                pieces.append((cut_end, end))
+        result = pieces
+    return result
+
+
+def gap_fill_span(before_us: int | None, inside: Sequence[int], after_us: int | None) -> Span | None:
+    """The time a trade-id gap filled whole covers, given the times of its trades (`inside`) and of the
+    trades just before and after it, when the exchange returned those.
+
+    Every trade between the one before the gap and the one after it is now known (ids rise with time):
+    from the first to the second, both included. Without a neighbour, the gap's own first or last trade
+    bounds it. None when nothing was fetched.
+    """
+    if not inside and (before_us is None or after_us is None):
+        return None
+    start = before_us if before_us is not None else min(inside)
+    end = (after_us if after_us is not None else max(inside)) + 1
+    return (start, end) if end > start else None
+
+
+class IdHoles:
+    """Where a recording's trade ids skip, per market, as the time nothing is known about.
+
+    Binance (trade and aggregate) and Coinbase ids rise by one per trade of a market, so a skip means
+    trades the file does not hold: between the trade before the skip and the one after, coverage is cut
+    (both trades' own microseconds included: another trade may share either). A trade arriving out of
+    order can only make a cut too many, never one too few.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], tuple[int, int]] = {}
+        self.holes: dict[tuple[str, str], list[Span]] = {}
+
+    def add(self, market: tuple[str, str], trade_id: int, time_us: int) -> None:
+        previous = self._last.get(market)
+        if previous is not None and trade_id > previous[0] + 1:
+            self.holes.setdefault(market, []).append((min(previous[1], time_us), max(previous[1], time_us) + 1))
+        if previous is None or trade_id > previous[0]:
+            self._last[market] = (trade_id, time_us)
 
 
 _MARKETS = """

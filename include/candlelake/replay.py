@@ -378,6 +378,7 @@ class ReplaySummary:
     older: int = 0  # accepted trades older than `horizon_us`, the live stream's watermark
     horizon_us: int | None = None
     covered: list[coverage.Interval] = field(default_factory=list)  # what was recorded, once delivered
+    holes: coverage.IdHoles = field(default_factory=coverage.IdHoles)  # where the file's ids skip
 
     @property
     def rate(self) -> float:
@@ -449,6 +450,7 @@ def replay(
             summary.last_trade_us = t if summary.last_trade_us is None else max(summary.last_trade_us, t)
             span = summary.markets.setdefault((item.exchange, item.symbol), [t, t])
             span[0], span[1] = min(span[0], t), max(span[1], t)
+            summary.holes.add((item.exchange, item.symbol), item.trade_id, t)
             if horizon_us is not None and t < horizon_us:
                 summary.older += 1
         if progress is not None and time.monotonic() >= next_report:
@@ -570,7 +572,7 @@ def record_coverage(settings: Settings, recording: Recording, summary: ReplaySum
     spans = {market: (first, last) for market, (first, last) in summary.markets.items()}
     # Only an exchange's own dump is cut at the day or month its name says; a capture spans its trades.
     dump = recording.path.name if recording.format in CSV_FORMATS.values() else ""
-    intervals = coverage.recording_intervals(spans, dump, f"replay:{recording.path.name}")
+    intervals = coverage.recording_intervals(spans, dump, f"replay:{recording.path.name}", summary.holes.holes)
     try:
         coverage.record_dsn(settings.pg_dsn(), intervals)
     except Exception as exc:  # the trades are in Kafka; the candles will say partial until it is recorded

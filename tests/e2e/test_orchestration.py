@@ -201,8 +201,10 @@ def test_backfill_dag_fills_a_recorded_gap_and_brings_the_day_up_to_date(platfor
     assert "10 sent, 0 not found" in log
     [(status, filled)] = rows(platform, "SELECT status, filled FROM trade_gaps WHERE gap_id = %s", (gap_id,))
     assert (status, filled) == ("filled", 10)
-    # The filled gap's trades are known whole now: the time they span is covered, from the first to the last.
-    gap_times = sorted(t.trade_time_us for t in trades if t.trade_id in gap)
+    # Every trade from the one before the gap to the one after it is known now: that time is covered.
+    # (The capture's ids are contiguous, so those two are the trades around the removed ones.)
+    assert ids[19] == gap[0] - 1 and ids[30] == gap[-1] + 1
+    gap_times = [trades[19].trade_time_us, trades[30].trade_time_us]
     spans = rows(
         platform,
         "SELECT (extract(epoch FROM started_at) * 1e6)::bigint, (extract(epoch FROM ended_at) * 1e6)::bigint "

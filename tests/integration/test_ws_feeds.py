@@ -206,7 +206,7 @@ def test_coinbase_delivers_every_match_in_order() -> None:
 
     assert as_rows(events.trades) == coinbase_expected(replay, COINBASE_PRODUCTS)
     assert {t.source for t in events.trades} == {"coinbase-ws"}
-    assert events.of(Reconnected) == [Reconnected("coinbase", fake.url, True, feed.symbols)]
+    assert events.of(Reconnected) == [Reconnected("coinbase", fake.url, True, feed.product_ids)]
     assert events.of(Disconnect) == [] and events.of(Rejection) == []
 
 

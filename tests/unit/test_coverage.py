@@ -160,3 +160,20 @@ def test_a_quiet_market_watched_throughout_keeps_its_quiet_candles(spark) -> Non
     quiet = [c for c in got.values() if c["trades"] == 0]
     assert len(quiet) == WINDOW - 1 and {c["close"] for c in quiet} == {D("0.0191")}
     assert {c["coverage"] for c in got.values()} == {"complete"}
+
+
+def test_a_recording_whose_ids_skip_covers_nothing_between_the_trades_around_the_skip() -> None:
+    holes = coverage.IdHoles()
+    market = ("binance", "BTCUSDT")
+    for trade_id, t in ((1, 100), (2, 200), (5, 500), (6, 600), (4, 450)):  # 3 and 4 missing; 4 late
+        holes.add(market, trade_id, t)
+    assert holes.holes == {market: [(200, 501)]}  # the late 4 cuts nothing more
+    (before, after) = coverage.recording_intervals({market: (100, 600)}, "", "replay:x", holes.holes)
+    assert (before.started_us, before.ended_us, after.started_us, after.ended_us) == (100, 200, 501, 601)
+
+
+def test_a_gap_filled_whole_covers_from_the_trade_before_it_to_the_one_after() -> None:
+    assert coverage.gap_fill_span(100, [150, 170], 200) == (100, 201)
+    assert coverage.gap_fill_span(None, [150, 170], None) == (150, 171)  # no neighbours returned
+    assert coverage.gap_fill_span(None, [], 200) is None
+    assert coverage.subtract([(0, 10)], [(2, 3), (5, 12)]) == [(0, 2), (3, 5)]

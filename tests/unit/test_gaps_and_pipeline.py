@@ -162,7 +162,8 @@ def test_pipeline_declares_a_gap_after_the_grace_and_backfills_exactly_it() -> N
         pipeline.backfill(gap)
     sent = [t.trade_id for t in trades.items]  # type: ignore[attr-defined]
     assert sorted(sent) == list(range(1, 11))  # every id once: no hole, no double
-    assert history.calls == [("BTCUSDT", 4, 4), ("BTCUSDT", 6, 8)]
+    # Each gap with one id either side: their times bound the coverage the fill gives (nothing sent from them).
+    assert history.calls == [("BTCUSDT", 3, 5), ("BTCUSDT", 5, 9)]
     assert pipeline.counters.backfilled == 3  # 4, 6 and 8; 7 came from the stream
     assert pipeline.tracker.open_holes("binance", "BTCUSDT") == []
 
@@ -311,8 +312,8 @@ def test_coverage_that_cannot_be_written_is_kept_and_written_later() -> None:
     assert store.spans("BTCUSDT") == [(1_000_000, 2_000_000), (12_000_000, 12_000_000)]
 
 
-def test_a_gap_backfilled_whole_covers_the_time_its_trades_span() -> None:
-    pipeline, store, _, _ = covered_pipeline(FakeHistory({2, 3, 4, 5}))
+def test_a_gap_backfilled_whole_covers_the_time_from_the_trade_before_it_to_the_one_after() -> None:
+    pipeline, store, _, _ = covered_pipeline(FakeHistory({1, 2, 3, 4, 5, 6}))
     for trade_id in (1, 6):
         pipeline.emit(trade(trade_id))
     pipeline.maintain()
@@ -324,8 +325,8 @@ def test_a_gap_backfilled_whole_covers_the_time_its_trades_span() -> None:
     assert (filled.kind, filled.source, filled.started_us, filled.ended_us) == (
         "backfill",
         "binance@test:backfill",
-        t0 + 2,
-        t0 + 5 + 1,
+        t0 + 1,
+        t0 + 6 + 1,
     )
 
 

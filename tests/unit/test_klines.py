@@ -19,10 +19,15 @@ from pathlib import Path
 import pytest
 
 from candlelake.klines import (
+    FileKlines,
     Kline,
     KlineError,
     KlineFileNotFound,
     KlineFormatError,
+    Klines,
+    KlineSourceUnreachable,
+    RestKlines,
+    answers,
     epoch_time,
     file_klines,
     find_kline_file,
@@ -247,8 +252,115 @@ def test_kline_sources_per_exchange(tmp_path) -> None:
     assert kline_source(settings, "binance", "files", tmp_path) is not None
     with pytest.raises(KlineError, match="needs the folder"):
         kline_source(settings, "binance", "files")
-    with pytest.raises(KlineError, match="one of rest, files"):
+    with pytest.raises(KlineError, match="one of auto, rest, files"):
         kline_source(settings, "binance", "ftp")
+
+
+def test_kline_files_come_from_a_folder_a_glob_or_a_file(tmp_path, klines) -> None:
+    daily = tmp_path / "data" / "spot" / "daily" / "klines" / "XRPETH" / "1m" / "XRPETH-1m-2019-10-11.zip"
+    daily.parent.mkdir(parents=True)
+    with zipfile.ZipFile(daily, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("XRPETH-1m-2019-10-11.csv", CSV.read_text())
+    locations = (tmp_path, f"{tmp_path}/**/XRPETH-1m-*.zip", str(daily), KLINES, f"{KLINES}/XRPETH-1m-2019-10-1?.csv")
+    for location in locations:
+        assert FileKlines(location).day_klines("XRPETH", DAY) == klines, location
+    assert FileKlines(KLINES).has("XRPETH", DAY) and not FileKlines(KLINES).has("BTCUSDT", DAY)
+    with pytest.raises(KlineFileNotFound, match=r"no 1m kline file for XRPETH on 2019-10-11 matching .*\*\.zip"):
+        file_klines(f"{tmp_path}/*.zip", "XRPETH", DAY)
+    with pytest.raises(KlineFileNotFound, match=r"on 2019-10-12 in .*XRPETH-1m-2019-10-11\.zip"):
+        file_klines(daily, "XRPETH", date(2019, 10, 12))  # one file: only its own day
+
+
+def test_the_setting_gives_the_kline_files_and_auto_prefers_them(tmp_path, klines) -> None:
+    from candlelake.config import load_settings
+
+    settings = load_settings({"CANDLELAKE_KLINE_FILES": "tests/fixtures/klines"})  # relative: to the project
+    auto = kline_source(settings, "binance", "auto")
+    assert auto is not None and auto.files is not None and auto.rest is not None
+    assert auto.day_klines("XRPETH", DAY) == ("files", klines)
+    only_files = kline_source(settings, "binance", "files")
+    assert only_files is not None and only_files.rest is None
+    with pytest.raises(KlineFileNotFound):
+        only_files.day_klines("BTCUSDT", DAY)
+    rest_only = kline_source(settings, "binance", "rest")
+    assert rest_only is not None and rest_only.files is None
+    given = kline_source(settings, "binance", "auto", tmp_path)  # the form's value wins over the setting
+    assert given is not None and given.files is not None and Path(given.files.location) == tmp_path
+    none_given = kline_source(load_settings({}), "binance", "auto")
+    assert none_given is not None and none_given.files is None
+
+
+def _rest(settings, answer) -> RestKlines:
+    import httpx
+
+    from candlelake.ingest.binance_rest import BinanceRest
+    from candlelake.ingest.http import RestClient
+
+    client = RestClient("http://binance.invalid", transport=httpx.MockTransport(answer), sleep=lambda _: None)
+    return RestKlines(settings, "binance", client=BinanceRest("binance", client=client), probe=lambda url: False)
+
+
+def test_a_rest_api_that_gives_no_answer_is_unreachable_and_asked_once(klines) -> None:
+    import httpx
+
+    from candlelake.config import load_settings
+
+    asked: list[str] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    settings = load_settings({"CANDLELAKE_BINANCE_REST_URL": "http://binance.invalid"})
+    both = Klines(FileKlines(KLINES), _rest(settings, refuse))
+    assert both.day_klines("XRPETH", DAY) == ("files", klines)  # a file for the day: REST not asked
+    assert asked == []
+    with pytest.raises(KlineSourceUnreachable, match=r"binance REST API at http://binance\.invalid cannot be reached"):
+        both.day_klines("BTCUSDT", DAY)
+    tries = len(asked)
+    assert tries == 5  # the client's attempts, then the probe said nothing answers
+    with pytest.raises(KlineSourceUnreachable):
+        both.day_klines("ETHUSDT", DAY)
+    assert len(asked) == tries  # known unreachable: not asked again in this run
+
+
+def test_a_rest_api_that_answers_badly_is_an_error_not_unreachable() -> None:
+    import httpx
+
+    from candlelake.config import load_settings
+    from candlelake.ingest.http import ExchangeUnavailable
+
+    rest = _rest(load_settings({}), lambda request: httpx.Response(503, text="down for maintenance"))
+    rest._probe = lambda url: True  # something answers HTTP there
+    with pytest.raises(ExchangeUnavailable, match="HTTP 503"):
+        rest.day_klines("XRPETH", DAY)
+
+
+def test_the_probe_tells_no_answer_from_an_answer() -> None:
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    assert not answers(f"http://127.0.0.1:{closed}", timeout_s=2)
+    assert not answers("http://binance.invalid", timeout_s=2)  # no such host (.invalid never resolves)
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert answers(f"http://127.0.0.1:{server.server_port}")  # a 404 is an answer
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # --- comparison ------------------------------------------------------------------------------------------
@@ -343,7 +455,7 @@ def test_results_survive_an_xcom_round_trip(klines) -> None:
     assert data["trade_date"] == "2019-10-11" and data["match_rate"] == 0.5 and data["mismatch_rate"] == 0.5
     assert ReconcileResult.from_dict(data) == result
     assert result.text() == (
-        "binance XRPETH 2019-10-11 (rest): 2 of 4 klines matched (50.00%), 1 mismatched, 1 without a candle, "
+        "binance XRPETH 2019-10-11 (rest): 2 of 4 covered klines matched (50.00%), 1 mismatched, 1 without a candle, "
         "0 candles without a kline"
     )
     skipped = ReconcileResult("simulator", "*", DAY, "rest", note="no kline source for exchange simulator")

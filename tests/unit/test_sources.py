@@ -186,16 +186,87 @@ def test_a_trade_more_than_five_minutes_in_the_future_is_rejected() -> None:
     assert caught.value.code == "time-in-future"
 
 
+SPOT_EVENT = lines("binance-spot-aggtrade.jsonl")[0]["data"]
+USDM_EVENT = lines("binance-usdm-aggtrade.jsonl")[0]["data"]
+TRADE_EVENT = {
+    "e": "trade", "E": 1672515782136, "s": "BNBBTC", "t": 12345, "p": "0.001", "q": "100",
+    "T": 1672515782136, "m": True, "M": True,
+}  # fmt: skip
+COINBASE_MATCHES = [m for m in lines("coinbase-matches-and-ticker.jsonl") if m["type"] in coinbase.TRADE_TYPES]
+
+
+# What Binance always sends in each event (its API docs; every recorded frame has them all).
+ALWAYS_SENT = {"aggTrade": list("EsapqflTm"), "trade": list("EstpqTm")}
+EVENTS = {"spot-aggTrade": (SPOT_EVENT, "binance"), "usdm-aggTrade": (USDM_EVENT, "binance-usdm"),
+          "trade": (TRADE_EVENT, "binance")}  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    ("drop", "words"),
-    [("p", "missing field 'p'"), ("T", "missing field 'T'"), ("m", "missing field 'm'"), ("a", "missing field 'a'")],
+    ("name", "drop"), [(name, drop) for name, (event, _) in EVENTS.items() for drop in ALWAYS_SENT[event["e"]]]
 )
-def test_a_frame_missing_a_field_is_rejected(drop: str, words: str) -> None:
-    data = dict(lines("binance-spot-aggtrade.jsonl")[0]["data"])
-    del data[drop]
+@pytest.mark.parametrize("how", ["absent", "null"])
+def test_a_ws_event_missing_a_field_binance_always_sends_is_a_dead_letter(name: str, drop: str, how: str) -> None:
+    event, exchange = EVENTS[name]
+    data = {k: v for k, v in event.items() if k != drop} if how == "absent" else {**event, drop: None}
+    # The symbol is not taken from the stream name (or a replay's --symbol) instead of the frame's own.
     with pytest.raises(InvalidTrade) as caught:
-        binance.parse_trade(data, exchange="binance", source="t")
-    assert caught.value.code == "missing-field" and words in str(caught.value)
+        binance.parse_trade(data, exchange=exchange, source="t", symbol=event["s"])
+    assert caught.value.code == "missing-field"
+    assert f"missing field {drop!r} ({binance.EVENT_FIELDS[event['e']][drop]}) in a Binance {event['e']} event" in str(
+        caught.value
+    )
+    # The producer's path: the whole frame becomes a dead letter with that reason.
+    from candlelake.ingest.binance_ws import BinanceTradeFeed
+    from candlelake.sources.validate import Rejection
+
+    emitted: list[object] = []
+    feed = BinanceTradeFeed(exchange, [str(event["s"])], "ws://unused")
+    frame = json.dumps({"stream": f"{str(event['s']).lower()}@{event['e']}", "data": data})
+    feed.handle(frame, emitted.append)
+    assert len(emitted) == 1 and isinstance(emitted[0], Rejection)
+    assert (emitted[0].code, emitted[0].raw) == ("missing-field", frame)
+    assert f"missing field {drop!r}" in emitted[0].reason
+
+
+def test_every_missing_field_of_a_frame_is_named() -> None:
+    data = {k: v for k, v in SPOT_EVENT.items() if k not in ("s", "q")}
+    with pytest.raises(InvalidTrade, match=r"missing fields 's' \(symbol\), 'q' \(quantity\) in a Binance aggTrade"):
+        binance.parse_trade(data, exchange="binance", source="t", symbol="BTCUSDT")
+
+
+def test_a_rest_record_still_takes_the_symbol_given_and_needs_its_own_fields() -> None:
+    record = {k: v for k, v in SPOT_EVENT.items() if k not in ("e", "E", "s")}  # /api/v3/aggTrades
+    assert binance.parse_trade(record, exchange="binance", source="t", symbol="BTCUSDT").symbol == "BTCUSDT"
+    with pytest.raises(InvalidTrade, match="missing field 's'") as caught:
+        binance.parse_trade(record, exchange="binance", source="t")
+    assert caught.value.code == "missing-field"
+    with pytest.raises(InvalidTrade, match="missing field 'p'"):
+        binance.parse_trade({k: v for k, v in record.items() if k != "p"}, exchange="binance", source="t", symbol="X1")
+
+
+def test_every_recorded_frame_is_still_accepted() -> None:
+    for name, exchange in (("binance-spot-aggtrade.jsonl", "binance"), ("binance-usdm-aggtrade.jsonl", "binance-usdm")):
+        assert all(binance.parse_trade(m["data"], exchange=exchange, source="t") for m in lines(name))
+    assert len(COINBASE_MATCHES) == 107 and all(coinbase.parse_match(m, source="t") for m in COINBASE_MATCHES)
+
+
+@pytest.mark.parametrize("kind", ["match", "last_match"])
+@pytest.mark.parametrize("drop", sorted(coinbase.MATCH_FIELDS))
+@pytest.mark.parametrize("how", ["absent", "null"])
+def test_a_coinbase_match_missing_a_field_is_a_dead_letter(kind: str, drop: str, how: str) -> None:
+    message = next(m for m in COINBASE_MATCHES if m["type"] == kind)
+    data = {k: v for k, v in message.items() if k != drop} if how == "absent" else {**message, drop: None}
+    with pytest.raises(InvalidTrade) as caught:
+        coinbase.parse_match(data, source="t")
+    assert caught.value.code == "missing-field"
+    assert f"missing field {drop!r} ({coinbase.MATCH_FIELDS[drop]}) in a Coinbase {kind} message" in str(caught.value)
+    from candlelake.ingest.coinbase_ws import CoinbaseMatchesFeed
+    from candlelake.sources.validate import Rejection
+
+    emitted: list[object] = []
+    CoinbaseMatchesFeed([str(message["product_id"])], "ws://unused").handle(json.dumps(data), emitted.append)
+    rejections = [e for e in emitted if isinstance(e, Rejection)]
+    assert [(r.code, r.raw) for r in rejections] == [("missing-field", json.dumps(data))]
 
 
 def test_a_null_field_and_a_non_boolean_side_are_rejected() -> None:

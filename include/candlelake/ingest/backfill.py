@@ -112,12 +112,15 @@ def _fill(
         summary.errors.append(f"gap {gap.gap_id}: no REST history for {gap.exchange}")
         return
     sent, returned, times = 0, set(), []
+    around: dict[int, int] = {}  # the trades just before and after the gap: where its coverage ends
     try:
-        for item in history.trades_between(gap.symbol, gap.first_id, gap.last_id):
+        for item in history.trades_between(gap.symbol, max(gap.first_id - 1, 0), gap.last_id + 1):
             if isinstance(item, Rejection):
                 dead_letters.send(item)
                 summary.rejected += 1
-            elif gap.first_id <= item.trade_id <= gap.last_id and item.trade_id not in returned:
+            elif not gap.first_id <= item.trade_id <= gap.last_id:
+                around[item.trade_id] = item.trade_time_us
+            elif item.trade_id not in returned:
                 returned.add(item.trade_id)
                 times.append(item.trade_time_us)
                 trades.send(item)
@@ -132,11 +135,11 @@ def _fill(
     trades.flush()
     not_found = gap.size - len(returned)
     ledger.close(gap.gap_id, sent, not_found)
-    if not not_found and times:
-        # Every id of the gap is known now, so is every trade between its first and its last: that
-        # stretch is covered (ids rise with time), as the running producer records it for its own fills.
-        span = coverage.Interval(gap.exchange, gap.symbol, "backfill", "backfill", min(times), max(times) + 1)
-        coverage.record_dsn(settings.pg_dsn(), [span])
+    span = coverage.gap_fill_span(around.get(gap.first_id - 1), times, around.get(gap.last_id + 1))
+    if not not_found and span is not None:
+        coverage.record_dsn(
+            settings.pg_dsn(), [coverage.Interval(gap.exchange, gap.symbol, "backfill", "backfill", *span)]
+        )
     summary.trades_sent += sent
     summary.not_found += not_found
     if not_found:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from candlelake import coverage
 from candlelake.coverage import Interval, LiveSessions
 from candlelake.ingest.events import Disconnect, Event, PricePoint, Reconnected, TradeIdMark
 from candlelake.ingest.gaps import DELIVERY, Gap, GapLedger, GapTracker
@@ -354,11 +355,13 @@ class Pipeline:
         sent = 0
         returned: set[int] = set()
         times: list[int] = []
-        for item in history.trades_between(gap.symbol, gap.first_id, gap.last_id):
+        around: dict[int, int] = {}  # the trades just before and after the gap: where its coverage ends
+        for item in history.trades_between(gap.symbol, max(gap.first_id - 1, 0), gap.last_id + 1):
             if isinstance(item, Rejection):
                 self.emit(item)
                 continue
             if not gap.first_id <= item.trade_id <= gap.last_id:
+                around[item.trade_id] = item.trade_time_us
                 continue
             returned.add(item.trade_id)
             times.append(item.trade_time_us)
@@ -376,12 +379,9 @@ class Pipeline:
         not_found = gap.size - len(returned)
         with self.counters.lock:
             self.counters.backfilled += sent
-        if not_found == 0 and times:
-            # Every id of the gap is known now, so every trade between its first and last one is: the
-            # stretch they span is covered (ids rise with time on both exchanges).
-            interval = Interval(
-                gap.exchange, gap.symbol, f"{self.source}:backfill", "backfill", min(times), max(times) + 1
-            )
+        span = coverage.gap_fill_span(around.get(gap.first_id - 1), times, around.get(gap.last_id + 1))
+        if not_found == 0 and span is not None:
+            interval = Interval(gap.exchange, gap.symbol, f"{self.source}:backfill", "backfill", *span)
             with self._lock:
                 self.sessions.add(interval)
         return sent, not_found

@@ -171,6 +171,7 @@ def _from_files(
             recording = open_recording(path, request.exchange)
             sent_before = outcome.sent
             spans: dict[tuple[str, str], tuple[int, int]] = {}
+            holes = coverage.IdHoles()
             for item in read(recording):
                 if isinstance(item, Rejection):
                     dead_letters.send(item)
@@ -181,11 +182,14 @@ def _from_files(
                     t = item.trade_time_us
                     first, last = spans.get((item.exchange, item.symbol), (t, t))
                     spans[(item.exchange, item.symbol)] = (min(first, t), max(last, t))
+                    holes.add((item.exchange, item.symbol), item.trade_id, t)
                     if seen.add(item.key, item.trade_id):
                         trades.send(item)
                         outcome.sent += 1
                         outcome.days.add(datetime.fromtimestamp(t / 1e6, UTC).date())
-            covered += _clipped(coverage.recording_intervals(spans, path.name, f"replay:{path.name}"), request)
+            covered += _clipped(
+                coverage.recording_intervals(spans, path.name, f"replay:{path.name}", holes.holes), request
+            )
             say(f"  {path.name}: {recording.lines} lines, {outcome.sent - sent_before} trades sent")
     finally:
         trades.close()  # flushes: every trade is acknowledged or counted as failed

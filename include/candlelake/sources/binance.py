@@ -6,8 +6,11 @@ A combined-stream WebSocket `aggTrade` message, as Binance sends it (the adapter
      "data": {"e": "aggTrade", "E": 1617566591315, "s": "BTCUSDT", "a": 665076760, "p": "58001.03000000",
               "q": "0.08620500", "f": 745522877, "l": 745522877, "T": 1617566591314, "m": true, "M": true}}
 
-A `trade` event carries `t` (trade id) instead of `a`/`f`/`l`. The REST `/api/v3/aggTrades` record is the
-event without `e`, `E` and `s`; the REST `/api/v3/trades` record is
+A `trade` event carries `t` (trade id) instead of `a`/`f`/`l`. A WebSocket event (it has `e`) must carry
+every field Binance always sends (`EVENT_FIELDS`): one without is a dead letter naming what is missing,
+even where the value could be had elsewhere (the symbol from the stream name), because a frame that lost
+a field is not a frame Binance sent. The REST `/api/v3/aggTrades` record is the event without `e`, `E`
+and `s`; the REST `/api/v3/trades` record is
 `{"id": 28457, "price": "4.00000100", "qty": "12.00000000", "quoteQty": "48.000012", "time": 1499865549590,
 "isBuyerMaker": true, "isBestMatch": true}`. USD-M futures omit the best-match flag `M`, which is how a
 record whose market is not given is told apart. Times are epoch milliseconds, or microseconds where
@@ -18,10 +21,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from candlelake.sources.validate import InvalidTrade, bool_field, epoch_us, make_trade, require, text_field
+from candlelake.sources.validate import (
+    InvalidTrade,
+    bool_field,
+    epoch_us,
+    make_trade,
+    require,
+    require_all,
+    text_field,
+)
 from candlelake.trade import Trade
 
 TRADE_EVENTS = ("aggTrade", "trade")
+# What each WebSocket trade event always carries, on spot and USD-M futures alike (every recorded frame
+# has them); `M` (best match) is spot only and the trade stream's order ids `b`/`a` were dropped in 2024.
+EVENT_FIELDS: dict[str, dict[str, str]] = {
+    "aggTrade": {
+        "E": "event time", "s": "symbol", "a": "aggregate trade id", "p": "price", "q": "quantity",
+        "f": "first trade id", "l": "last trade id", "T": "trade time", "m": "buyer is maker",
+    },
+    "trade": {
+        "E": "event time", "s": "symbol", "t": "trade id", "p": "price", "q": "quantity", "T": "trade time",
+        "m": "buyer is maker",
+    },
+}  # fmt: skip
 AGG_TRADES = "aggTrades"
 TRADES = "trades"
 
@@ -47,10 +70,16 @@ def is_trade(payload: Mapping[str, object]) -> bool:
 def parse_trade(payload: Mapping[str, object], *, exchange: str, source: str, symbol: str | None = None) -> Trade:
     """One Binance trade payload (WS `aggTrade`/`trade` event or REST record) as a `Trade`.
 
-    `symbol` is used when the payload carries none (REST records); raises `InvalidTrade`.
+    `symbol` is used for REST records, which carry none; a WebSocket event must name its own (see
+    `EVENT_FIELDS`). Raises `InvalidTrade`.
     """
     data = dict(payload)
-    raw_symbol: object = data["s"] if data.get("s") is not None else symbol
+    event = data.get("e")
+    if event is not None:
+        if event not in EVENT_FIELDS:
+            raise InvalidTrade("wrong-type", f"event type {event!r} is not a trade event ({', '.join(TRADE_EVENTS)})")
+        require_all(data, EVENT_FIELDS[str(event)], f"a Binance {event} event")
+    raw_symbol: object = data["s"] if event is not None or data.get("s") is not None else symbol
     if raw_symbol is None:
         raise InvalidTrade("missing-field", "missing field 's' (symbol) and no symbol given")
     if "id" in data and "a" not in data and "t" not in data:  # REST /api/v3/trades

@@ -8,17 +8,28 @@ A raw message, as the Coinbase Exchange WebSocket feed sends it::
      "time": "2021-04-17T16:43:30.244075Z"}
 
 `side` is the maker order's side: `buy` means the resting buy order was hit, so the buyer is the maker;
-`sell` means the taker bought. `last_match` (sent once on subscribe) is the same trade record.
+`sell` means the taker bought. `last_match` (sent once on subscribe) is the same trade record. A message
+without one of `MATCH_FIELDS` (Coinbase always sends them) is a dead letter that names what is missing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from candlelake.sources.validate import InvalidTrade, iso_us, make_trade, require, text_field
+from candlelake.sources.validate import InvalidTrade, iso_us, make_trade, require_all, text_field
 from candlelake.trade import Trade
 
 TRADE_TYPES = ("match", "last_match")
+# What every match carries, on the WebSocket and in the REST trades list alike (where the product is the
+# request's and the caller adds it).
+MATCH_FIELDS = {
+    "product_id": "product",
+    "trade_id": "trade id",
+    "price": "price",
+    "size": "size",
+    "side": "maker side",
+    "time": "trade time",
+}
 
 
 def is_trade(payload: Mapping[str, object]) -> bool:
@@ -29,16 +40,17 @@ def is_trade(payload: Mapping[str, object]) -> bool:
 def parse_match(payload: Mapping[str, object], *, source: str) -> Trade:
     """One `match`/`last_match` message as a `Trade`; raises `InvalidTrade`."""
     data = dict(payload)
-    side = text_field(require(data, "side"), "side")
+    require_all(data, MATCH_FIELDS, f"a Coinbase {data.get('type') or 'trade'} message")
+    side = text_field(data["side"], "side")
     if side not in ("buy", "sell"):
         raise InvalidTrade("wrong-type", f"side must be 'buy' or 'sell', got {side!r}")
     return make_trade(
         exchange="coinbase",
-        symbol=text_field(require(data, "product_id"), "product_id"),
-        trade_id=require(data, "trade_id"),
-        price=require(data, "price"),
-        qty=require(data, "size"),
-        trade_time_us=iso_us(require(data, "time"), "time"),
+        symbol=text_field(data["product_id"], "product_id"),
+        trade_id=data["trade_id"],
+        price=data["price"],
+        qty=data["size"],
+        trade_time_us=iso_us(data["time"], "time"),
         is_buyer_maker=side == "buy",
         source=source,
     )

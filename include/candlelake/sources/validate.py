@@ -58,6 +58,19 @@ def require(payload: dict[str, object], name: str) -> object:
     return payload[name]
 
 
+def require_all(payload: dict[str, object], names: dict[str, str], what: str) -> None:
+    """Every field of `names` (field -> what it is) present and not null, else one rejection naming them all.
+
+    For messages whose format says a field is always sent: a frame without one is not trusted, even
+    where the value could be guessed.
+    """
+    missing = [name for name in names if payload.get(name) is None]
+    if missing:
+        listed = ", ".join(f"{name!r} ({names[name]})" for name in missing)
+        plural = "s" if len(missing) > 1 else ""
+        raise InvalidTrade("missing-field", f"missing field{plural} {listed} in {what}")
+
+
 # A plain decimal string within DECIMAL(28,10) on its face: the common case, checked without building
 # and normalizing a Decimal twice (replay validates tens of thousands of values a second).
 _PLAIN_DECIMAL = re.compile(r"[0-9]{1,18}(?:\.[0-9]{0,10})?")

@@ -444,6 +444,10 @@ CREATE TABLE IF NOT EXISTS kline_reconciliations (
     examples         jsonb       NOT NULL DEFAULT '[]'::jsonb,
     checked_at       timestamptz NOT NULL DEFAULT now()
 );
+-- Minutes not judged against the exchange: partial candles (part of the minute unseen, so values are of the
+-- trades seen) and klines of minutes nothing covered (no candle is right there). Neither is a mismatch.
+ALTER TABLE kline_reconciliations ADD COLUMN IF NOT EXISTS partial integer NOT NULL DEFAULT 0;
+ALTER TABLE kline_reconciliations ADD COLUMN IF NOT EXISTS not_covered integer NOT NULL DEFAULT 0;
 
 -- What the user asked for (start_stream / stop_stream): the supervisor restarts only what should run.
 CREATE TABLE IF NOT EXISTS stream_control (
