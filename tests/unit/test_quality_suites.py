@@ -171,9 +171,7 @@ def minutes_us(first: int, last: int) -> tuple[int, int]:
 COVERED = {("binance", s): [minutes_us(0, 9)] for s in ("BTCUSDT", "ETHUSDT")}
 
 
-def checked(
-    spark, staged: list[tuple], recomputed: list[tuple], covered=COVERED
-) -> dict[tuple[str, int], tuple]:
+def checked(spark, staged: list[tuple], recomputed: list[tuple], covered=COVERED) -> dict[tuple[str, int], tuple]:
     from pyspark.sql import functions as F
 
     from candlelake import transforms as T
