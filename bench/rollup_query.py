@@ -4,6 +4,8 @@
 
 Loads 525,600 synthetic 1m candles (one year, every minute) for one symbol with COPY under a
 bench-only exchange name (the rollup triggers maintain candle_rollups as they would for the stream),
+records the year's coverage as a live feed would (one session a day, rotated with an overlap, and a
+30-second loss every week, so every query judges its buckets against a multirange of 54 ranges),
 vacuums and analyzes both tables as autovacuum would have, then runs every lookback/bucket combination
 below, each returning at most 5,000 candles, `--runs` times through `candlelake.rollups.fetch_rollup` on
 the read-only role, as the CLI and dashboard do. It also times the cost the triggers add to writes: the
@@ -30,6 +32,7 @@ from pathlib import Path
 import psycopg2
 from psycopg2.extras import execute_values
 
+from candlelake import coverage
 from candlelake.config import load_settings
 from candlelake.rollups import Bucket, fetch_rollup, parse_bucket
 from candlelake.sinks.postgres_candles import TEMPLATE, UPSERT_SQL, upsert_candles
@@ -83,6 +86,24 @@ def year_of_candles(exchange: str) -> io.StringIO:
     return out
 
 
+def year_of_coverage(exchange: str) -> list[coverage.Interval]:
+    """Daily live sessions, each overlapping the next by a minute, but for a 30 s loss every Wednesday noon."""
+    sessions = []
+    for day in range(MINUTES // 1440):
+        start = START + timedelta(days=day)
+        end = start + timedelta(days=1, minutes=1)
+        if day % 7 == 0:  # 2025-01-01 is a Wednesday: the session is lost at noon, a new one starts 30 s on
+            noon = start + timedelta(hours=12)
+            sessions.append((start, noon))
+            sessions.append((noon + timedelta(seconds=30), end))
+        else:
+            sessions.append((start, end))
+    return [
+        coverage.Interval(exchange, SYMBOL, "bench-live", "live", coverage.to_us(a), coverage.to_us(b))
+        for a, b in sessions
+    ]
+
+
 def percentiles(samples_s: list[float]) -> dict[str, float]:
     ms = sorted(s * 1000 for s in samples_s)
     q = statistics.quantiles(ms, n=20, method="inclusive")
@@ -117,6 +138,10 @@ def main() -> int:
         with writer, writer.cursor() as cur:
             cur.copy_expert(f"COPY candles ({COPY_COLUMNS}) FROM STDIN", data)
         copy_s = time.perf_counter() - t0
+        sessions = year_of_coverage(exchange)
+        with writer, writer.cursor() as cur:
+            coverage.record(cur, sessions)
+        results["coverage_rows"] = len(sessions)
         data.seek(0)
         with writer, writer.cursor() as cur:
             cur.execute("CREATE TEMP TABLE candles_plain (LIKE candles INCLUDING ALL)")
@@ -141,8 +166,15 @@ def main() -> int:
 
             rows = query()  # warm the cache, and check the answer's size
             assert 0 < len(rows) <= 5000, (label, text, len(rows))
+            partial = sum(r[-1] == "partial" for r in rows)
             queries.append(
-                {"lookback": label, "bucket": text, "rows": len(rows), **percentiles(timed(query, args.runs))}
+                {
+                    "lookback": label,
+                    "bucket": text,
+                    "rows": len(rows),
+                    "partial": partial,
+                    **percentiles(timed(query, args.runs)),
+                }
             )
         results["queries"] = queries
 
@@ -181,15 +213,19 @@ def main() -> int:
             t0 = time.perf_counter()
             with writer, writer.cursor() as cur:
                 cur.execute("DELETE FROM candles WHERE exchange = %s", (exchange,))
+                cur.execute("DELETE FROM coverage WHERE exchange = %s", (exchange,))
             results["delete_s"] = round(time.perf_counter() - t0, 2)
         writer.close()
         reader.close()
 
     print(f"\n{MINUTES:,} 1m candles for one symbol; {args.runs} runs per combination\n")
-    print("| lookback | bucket | candles | p50 ms | p95 ms | max ms |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| lookback | bucket | candles | partial | p50 ms | p95 ms | max ms |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for q in queries:
-        print(f"| {q['lookback']} | {q['bucket']} | {q['rows']} | {q['p50_ms']} | {q['p95_ms']} | {q['max_ms']} |")
+        print(
+            f"| {q['lookback']} | {q['bucket']} | {q['rows']} | {q['partial']} | {q['p50_ms']} | {q['p95_ms']} "
+            f"| {q['max_ms']} |"
+        )
     print("\n| stream upsert | with triggers p50 / p95 ms | without p50 / p95 ms |")
     print("|---|---:|---:|")
     for u in upserts:

@@ -3,8 +3,12 @@
 Candles arrive with exact `Decimal` prices and volumes. Floats appear only here, for the drawing itself;
 the hover text shows the exact decimal strings, so what a user reads off the chart is never rounded.
 
-Three kinds of "nothing" look different on purpose:
-- a candle without trades (the market was quiet) is a grey dash at the repeated close;
+The kinds of "nothing", and of "not all", look different on purpose:
+- a candle without trades in covered time (the market was quiet) is a grey dash at the repeated close;
+- a partial candle (it has trades, but part of its interval was not seen) is hollow and faded, its
+  volume bar faded: its values hold only the trades that were seen;
+- time no coverage holds (no feed connected, no file or backfill spanning it) is a grey band labelled
+  "unknown (not covered)", with no candle in it unless trades were seen there anyway;
 - a gap-ledger interval (trades known to be missing, or the feed disconnected) is a shaded red or amber
   band: data is missing there, the chart is not the market;
 - before a market's first trade and after its newest candle there is simply no candle.
@@ -28,6 +32,12 @@ DOWN = "#ef5350"
 QUIET = "#9e9e9e"  # candles without trades
 MISSING = "rgba(239, 83, 80, 0.15)"  # trades known to be missing
 DISCONNECTED = "rgba(255, 167, 38, 0.15)"  # the feed had no connection
+UNKNOWN = "rgba(97, 97, 97, 0.16)"  # no coverage: nobody watched the market then
+BAND_COLOURS = {"missing": MISSING, "disconnected": DISCONNECTED, "unknown": UNKNOWN}
+_LABEL_POSITION = {"missing": "top left", "disconnected": "top left", "unknown": "bottom left"}
+HOLLOW = "rgba(0, 0, 0, 0)"
+PARTIAL_OPACITY = 0.55  # the partial candles' trace; their volume bars are fainter still
+PARTIAL_BAR_OPACITY = 0.35
 OVERLAY_COLOURS = ("#5c6bc0", "#ab47bc", "#8d6e63")
 
 # Overlays a user can switch on: label -> moving-average window (in buckets); "Bollinger" is the 20-bucket
@@ -37,7 +47,11 @@ BOLLINGER = "Bollinger 20, 2σ"
 OVERLAYS = (*MOVING_AVERAGES, BOLLINGER)
 
 PRICE_TRACE = "price"
+PARTIAL_TRACE = "partial"
 QUIET_TRACE = "no trades"
+PARTIAL = "partial"  # rollups' coverage value of a candle whose interval was not seen throughout
+PARTIAL_HOVER = "partial: part of this interval was not seen"
+UNKNOWN_LABEL = "unknown (not covered)"
 
 
 def to_floats(values: Iterable[object]) -> np.ndarray:
@@ -71,8 +85,15 @@ class Band:
 
     start: pd.Timestamp
     end: pd.Timestamp
-    label: str
-    kind: str  # "missing" or "disconnected"
+    label: str  # written on the band; empty for none (a band narrower than a candle, say)
+    kind: str  # "missing", "disconnected" or "unknown" (see BAND_COLOURS)
+
+
+def partial_mask(candles: pd.DataFrame) -> np.ndarray:
+    """True for each candle whose interval was not covered throughout (`coverage` 'partial')."""
+    if "coverage" not in candles or not len(candles):
+        return np.zeros(len(candles), dtype=bool)
+    return (candles["coverage"] == PARTIAL).to_numpy()
 
 
 def candlestick_figure(
@@ -87,41 +108,31 @@ def candlestick_figure(
 ) -> go.Figure:
     """Candlesticks over a volume panel sharing one time axis, in display zone `tz`.
 
-    `candles` needs open_time (UTC), open, high, low, close, volume, trades and state, oldest first.
-    Candles with trades are the "price" trace, candles without are the "no trades" trace, so the two
-    together hold every candle once. `revision` becomes Plotly's `uirevision`: while it stays the same, a
-    live refresh keeps the user's zoom and pan; a new market, range or bucket resets the view.
+    `candles` needs open_time (UTC), open, high, low, close, volume, trades and state, oldest first, and
+    may have `coverage`. Complete candles with trades are the "price" trace, partial ones the "partial"
+    trace, complete candles without trades the "no trades" trace, so the three together hold every
+    candle once. `bands` are shaded over both panels; the unknown ones get one legend entry. `revision`
+    becomes Plotly's `uirevision`: while it stays the same, a live refresh keeps the user's zoom and pan;
+    a new market, range or bucket resets the view.
     """
     figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.03, row_heights=[0.75, 0.25])
     times = local_times(candles["open_time"], tz) if len(candles) else candles["open_time"]
-    traded = (candles["trades"] > 0).to_numpy() if len(candles) else []
-    priced = candles[traded]
-    quiet = candles[~traded] if len(candles) else candles
-    figure.add_trace(
-        go.Candlestick(
-            x=times[traded],
-            open=to_floats(priced["open"]),
-            high=to_floats(priced["high"]),
-            low=to_floats(priced["low"]),
-            close=to_floats(priced["close"]),
-            increasing={"line": {"color": UP}, "fillcolor": UP},
-            decreasing={"line": {"color": DOWN}, "fillcolor": DOWN},
-            text=_strings(candle_hover_text(priced)),
-            hoverinfo="x+text",
-            name=PRICE_TRACE,
-        ),
-        row=1,
-        col=1,
-    )
+    partial = partial_mask(candles)
+    traded = (candles["trades"] > 0).to_numpy() & ~partial if len(candles) else partial
+    empty = ~traded & ~partial
+    priced, unseen, quiet = candles[traded], candles[partial], candles[empty]
+    figure.add_trace(_candlesticks(times[traded], priced, PRICE_TRACE), row=1, col=1)
+    figure.add_trace(_candlesticks(times[partial], unseen, PARTIAL_TRACE), row=1, col=1)
     figure.add_trace(
         go.Scatter(
-            x=times[~traded] if len(candles) else [],
+            x=times[empty] if len(candles) else [],
             y=to_floats(quiet["close"]),
             mode="markers",
             marker={"symbol": "line-ew-open", "size": 10, "color": QUIET, "line": {"width": 2}},
             hovertext=_strings(f"no trades; price stays {exact(c)}" for c in quiet["close"]),
             hoverinfo="x+text",
             name=QUIET_TRACE,
+            showlegend=bool(len(quiet)),
         ),
         row=1,
         col=1,
@@ -136,26 +147,48 @@ def candlestick_figure(
         go.Bar(
             x=times,
             y=to_floats(candles["volume"]),
-            marker={"color": _strings(colours), "line": {"width": 0}},
-            hovertext=_strings(f"vol {exact(v)}" for v in candles["volume"]),
+            marker={
+                "color": _strings(colours),
+                "line": {"width": 0},
+                "opacity": np.where(partial, PARTIAL_BAR_OPACITY, 1.0),
+            },
+            hovertext=_strings(
+                f"vol {exact(v)}" + (" (partial)" if p else "") for v, p in zip(candles["volume"], partial, strict=True)
+            ),
             hoverinfo="x+text",
             name="volume",
+            showlegend=False,  # the panel says what it is; the legend explains the price panel
         ),
         row=2,
         col=1,
     )
-    for band in bands:
+    # Unknown first, so that a ledger band over the same time is drawn on top of it.
+    ordered = sorted(bands, key=lambda b: b.kind != "unknown")
+    in_legend = False
+    for band in ordered:
         start, end = local_times(pd.Series([band.start, band.end]), tz).tolist()
+        legend = band.kind == "unknown" and not in_legend
+        in_legend = in_legend or legend
         # Shaded over both panels, labelled once (on the price panel).
         for row in (1, 2):
+            # An annotation without text is drawn as Plotly's placeholder "new text": none at all instead.
+            # Ledger labels sit at the top, unknown ones at the bottom, so the two never cover each other.
+            label = (
+                {"annotation_text": band.label, "annotation_position": _LABEL_POSITION[band.kind]}
+                if band.label and row == 1
+                else {}
+            )
             figure.add_vrect(
                 x0=start,
                 x1=end,
-                fillcolor=MISSING if band.kind == "missing" else DISCONNECTED,
+                fillcolor=BAND_COLOURS[band.kind],
                 line_width=0,
                 layer="below",
-                annotation_text=band.label if row == 1 else None,
-                annotation_position="top left",
+                **label,
+                # One legend entry names every unknown band, the narrow unlabelled ones too.
+                showlegend=legend and row == 1,
+                name=UNKNOWN_LABEL if band.kind == "unknown" else band.label,
+                legendgroup=band.kind,
                 row=row,
                 col=1,
             )
@@ -170,7 +203,8 @@ def candlestick_figure(
             col=1,
         )
     figure.update_layout(
-        showlegend=bool(overlays),
+        # The legend is what explains hollow candles and grey bands: shown whenever there are any.
+        showlegend=bool(overlays) or bool(partial.any()) or in_legend,
         legend={"orientation": "h", "y": 1.02, "x": 0, "yanchor": "bottom"},
         xaxis_rangeslider_visible=False,
         margin={"l": 10, "r": 10, "t": 40 if title or overlays else 10, "b": 10},
@@ -187,6 +221,28 @@ def candlestick_figure(
     figure.update_yaxes(title_text="volume", row=2, col=1)
     figure.update_xaxes(title_text=f"open time ({tz})", row=2, col=1)
     return figure
+
+
+def _candlesticks(times: pd.Series, candles: pd.DataFrame, name: str) -> go.Candlestick:
+    """The candles as one trace: filled for complete ones, hollow and faded for partial ones. An empty trace
+    stays in the figure (every view has the same traces) but out of the legend."""
+    hover = candle_hover_text(candles)
+    partial = name == PARTIAL_TRACE
+    fill = {"up": HOLLOW, "down": HOLLOW} if partial else {"up": UP, "down": DOWN}
+    return go.Candlestick(
+        x=times,
+        open=to_floats(candles["open"]),
+        high=to_floats(candles["high"]),
+        low=to_floats(candles["low"]),
+        close=to_floats(candles["close"]),
+        increasing={"line": {"color": UP}, "fillcolor": fill["up"]},
+        decreasing={"line": {"color": DOWN}, "fillcolor": fill["down"]},
+        opacity=PARTIAL_OPACITY if partial else 1.0,
+        text=_strings(f"{text}<br>{PARTIAL_HOVER}" for text in hover) if partial else _strings(hover),
+        hoverinfo="x+text",
+        name=name,
+        showlegend=bool(len(candles)),
+    )
 
 
 def _add_overlays(figure: go.Figure, times: pd.Series, candles: pd.DataFrame, overlays: Sequence[str]) -> None:

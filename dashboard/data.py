@@ -90,7 +90,34 @@ MISSING_SQL = """
      LIMIT 200
 """
 
-# open_time, the exchange's ten kline values, vwap, state, filled: what candlelake.rollups returns.
+# The time of [start, end) that no coverage holds (table `coverage`, less open trade-id gaps with known
+# times: the SQL function market_coverage, the same the candles are judged by), which the chart shades as
+# unknown. Cut at now() less `grace`: the rest of a live window has not happened yet, and a live feed
+# extends its coverage only on each health beat, so its last seconds are not yet reported rather than unseen.
+# A covered stretch shorter than `min_seen` (one candle) between two unknown ones is shaded too: it is
+# narrower than a candle, the candle around it is partial anyway, and a year of a flapping feed stays a
+# few hundred bands instead of thousands.
+UNCOVERED_SQL = """
+    WITH w AS MATERIALIZED (
+        SELECT t0, t1, CASE WHEN t1 > t0 THEN market_coverage(%(exchange)s, %(symbol)s, t0, t1)
+                            ELSE '{}'::tstzmultirange END AS covered
+          FROM (SELECT %(start)s::timestamptz AS t0, least(%(end)s::timestamptz, now() - %(grace)s) AS t1) AS bounds
+    ), unseen AS (
+        SELECT CASE WHEN t1 > t0 THEN tstzmultirange(tstzrange(t0, t1, '[)')) - covered
+                    ELSE '{}'::tstzmultirange END
+               + coalesce((SELECT range_agg(r) FROM unnest(covered) AS r
+                            WHERE upper(r) - lower(r) < %(min_seen)s AND lower(r) > t0 AND upper(r) < t1),
+                          '{}'::tstzmultirange) AS ranges
+          FROM w
+    )
+    SELECT lower(r) AS started_at, upper(r) AS ended_at
+      FROM unseen CROSS JOIN LATERAL unnest(ranges) AS r
+     ORDER BY 1
+     LIMIT %(limit)s
+"""
+MAX_UNCOVERED = 500
+
+# open_time, the exchange's ten kline values, vwap, state, filled, coverage: what candlelake.rollups returns.
 CANDLE_COLUMNS = rollups.COLUMNS
 DECIMAL_COLUMNS = (
     "open",
@@ -220,8 +247,10 @@ def load_candles(exchange: str, symbol: str, bucket: str, start: datetime, end: 
     """Candles of `bucket` (any size the base makes: 1m, 5m, 45m, 1d, 1w...) opening in [start, end).
 
     Rolled up from the base candles with the exchange's rules, empty intervals filled (`filled`, zero
-    `trades`); prices and volumes are exact `Decimal`s, `open_time` a UTC timestamp, oldest first.
-    Raises `rollups.RollupError` for a bucket or range a person must correct.
+    `trades`) where they were covered; `coverage` is 'complete' (every instant seen) or 'partial' (trades,
+    but part of the interval unseen); an interval neither covered nor traded is no row at all. Prices and
+    volumes are exact `Decimal`s, `open_time` a UTC timestamp, oldest first. Raises `rollups.RollupError`
+    for a bucket or range a person must correct.
     """
     base = base_seconds()
     parsed = rollups.parse_bucket(bucket, base)
@@ -244,6 +273,27 @@ def missing_intervals(exchange: str, symbol: str, start: datetime, end: datetime
     and feed disconnects (kind, status, cause, started_at, ended_at)."""
     base = timedelta(seconds=base_seconds())
     return query(MISSING_SQL, {"exchange": exchange, "symbol": symbol, "start": start, "end": end, "base": base})
+
+
+# Live coverage grows with every producer health beat: as short-lived as the candles it explains.
+@st.cache_data(ttl=2, show_spinner=False, max_entries=MAX_ENTRIES)
+def uncovered_intervals(
+    exchange: str, symbol: str, start: datetime, end: datetime, min_seen: timedelta
+) -> pd.DataFrame:
+    """The parts of [start, end) (up to the last health beats) in which nothing said it saw every trade of
+    the market, as (started_at, ended_at), oldest first, at most MAX_UNCOVERED of them; covered stretches
+    shorter than `min_seen` between two of them are counted as unseen (see UNCOVERED_SQL)."""
+    params = {"exchange": exchange, "symbol": symbol, "start": start, "end": end, "grace": coverage_grace()}
+    frame = query(UNCOVERED_SQL, {**params, "min_seen": min_seen, "limit": MAX_UNCOVERED})
+    if frame.empty:
+        return pd.DataFrame(columns=["started_at", "ended_at"])
+    return frame
+
+
+def coverage_grace() -> timedelta:
+    """How far behind now() a live feed's coverage may be without anything lost: two health beats (it is
+    extended on each beat, and one may be in flight when the page asks)."""
+    return timedelta(seconds=2 * load_settings().health_interval_s)
 
 
 def base_seconds() -> int:

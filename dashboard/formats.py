@@ -54,3 +54,16 @@ def describe_age(seconds: float | None) -> str:
     if seconds < 172_800:
         return f"{seconds // 3600:.0f} h ago"
     return f"{seconds // 86_400:.0f} days ago"
+
+
+def describe_duration(seconds: float) -> str:
+    """`45 s`, `12 min`, `3 h 20 min`, `2 days 4 h`: a length of time to the unit a person reads."""
+    whole = int(seconds)
+    if whole < 120:
+        return f"{whole} s"
+    minutes, hours, days = whole // 60, whole // 3600, whole // 86_400
+    if whole < 7200:
+        return f"{minutes} min"
+    if whole < 172_800:
+        return f"{hours} h" + (f" {minutes % 60} min" if minutes % 60 else "")
+    return f"{days} days" + (f" {hours % 24} h" if hours % 24 else "")

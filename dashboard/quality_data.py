@@ -1,5 +1,5 @@
 """What the Quality page reads: validations, the gap ledger, late-data corrections, dead letters, candle
-states. Parameterized SELECTs through `dashboard.data.query` (the read-only connection); no Streamlit
+states, coverage. Parameterized SELECTs through `dashboard.data.query` (the read-only connection); no Streamlit
 widgets here, only short-lived caches so that every open tab shares one query per refresh.
 """
 
@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from candlelake.config import load_settings
-from dashboard.data import MAX_ENTRIES, query
+from dashboard.data import MAX_ENTRIES, base_seconds, query
 from dashboard.formats import exact
 
 # The newest validation of each exchange and suite: one DISTINCT ON pass over the (exchange, trade_date,
@@ -87,6 +87,57 @@ RECONCILIATIONS_SQL = """
       FROM kline_reconciliations
      ORDER BY exchange, symbol, checked_at DESC
 """
+# Per market and UTC day since `since`: how much of the day was covered (market_coverage: the union of the
+# `coverage` rows less open trade-id gaps with known times, the same the candles are judged by) as hours and
+# as a share of the day (of its hours so far, today), in how many separate stretches, by which kinds and
+# sources, and how many base candles of the day are partial: judged against the day's coverage, as the
+# rollups judge them (the Markets page draws these hollow), and as the nightly batch stored them when it
+# curated them (`candles.coverage`; one the first count calls complete was covered later, by a backfill
+# say, and is curated again by the next batch run over that day). The days are those with coverage
+# or with candles (the 1d rollups list them without reading every candle): a day of candles without
+# coverage is a row of 0%, which is exactly what a reader must see.
+COVERAGE_SQL = """
+    WITH market_days AS (
+        SELECT c.exchange, c.symbol, (d AT TIME ZONE 'UTC')::date AS day
+          FROM coverage AS c
+         CROSS JOIN LATERAL generate_series(date_trunc('day', greatest(c.started_at, %(since)s), 'UTC'),
+                                            c.ended_at - interval '1 microsecond', interval '1 day') AS d
+         WHERE c.ended_at > c.started_at AND c.ended_at > %(since)s
+        UNION
+        SELECT exchange, symbol, (open_time AT TIME ZONE 'UTC')::date
+          FROM candle_rollups
+         WHERE bucket_seconds = 86400 AND open_time >= %(since)s
+    ), days AS (
+        SELECT m.exchange, m.symbol, m.day, b.t0, b.t_end, least(b.t_end, now()) AS t1,
+               market_coverage(m.exchange, m.symbol, b.t0, b.t_end) AS covered
+          FROM market_days AS m
+         CROSS JOIN LATERAL (SELECT m.day::timestamp AT TIME ZONE 'UTC' AS t0,
+                                    (m.day + 1)::timestamp AT TIME ZONE 'UTC' AS t_end) AS b
+         WHERE b.t0 < now()
+    )
+    SELECT d.exchange, d.symbol, d.day,
+           round(extract(epoch FROM s.covered) / 3600, 2)::float8 AS covered_hours,
+           round(100 * least(1, extract(epoch FROM s.covered) / extract(epoch FROM d.t1 - d.t0)), 1)::float8
+               AS covered_pct,
+           s.stretches AS intervals, k.kinds, k.sources, n.candles, n.partial_candles, n.curated_partial
+      FROM days AS d
+     CROSS JOIN LATERAL (SELECT coalesce(sum(upper(r) - lower(r)), interval '0') AS covered, count(*) AS stretches
+                           FROM unnest(d.covered) AS r) AS s
+     CROSS JOIN LATERAL (SELECT string_agg(DISTINCT c.kind, ', ' ORDER BY c.kind) AS kinds,
+                                string_agg(DISTINCT c.source, ', ' ORDER BY c.source) AS sources
+                           FROM coverage AS c
+                          WHERE c.exchange = d.exchange AND c.symbol = d.symbol AND c.ended_at > c.started_at
+                            AND c.ended_at > d.t0 AND c.started_at < d.t_end) AS k
+     CROSS JOIN LATERAL (SELECT count(*) AS candles,
+                                count(*) FILTER (WHERE NOT d.covered @> tstzrange(c.open_time, c.open_time + %(base)s,
+                                                                                  '[)')) AS partial_candles,
+                                count(*) FILTER (WHERE c.coverage = 'partial') AS curated_partial
+                           FROM candles AS c
+                          WHERE c.exchange = d.exchange AND c.symbol = d.symbol
+                            AND c.open_time >= d.t0 AND c.open_time < d.t_end) AS n
+     ORDER BY d.day DESC, d.exchange, d.symbol
+     LIMIT %(limit)s
+"""
 GAP_STATUSES = ("open", "unfillable", "filled", "recorded")
 
 
@@ -136,6 +187,15 @@ def candle_states(since: datetime) -> pd.DataFrame:
 @st.cache_data(ttl=30, show_spinner=False, max_entries=MAX_ENTRIES)
 def reconciliations() -> pd.DataFrame:
     return query(RECONCILIATIONS_SQL)
+
+
+@st.cache_data(ttl=30, show_spinner=False, max_entries=MAX_ENTRIES)
+def coverage_by_day(since: datetime, limit: int = 1000) -> pd.DataFrame:
+    """Per market and UTC day from `since` on, newest day first (see COVERAGE_SQL): exchange, symbol, day,
+    covered_hours, covered_pct (0-100), intervals (separate covered stretches), kinds, sources, candles,
+    partial_candles, curated_partial."""
+    base = timedelta(seconds=base_seconds())
+    return query(COVERAGE_SQL, {"since": since, "base": base, "limit": limit})
 
 
 def data_docs_link(docs_path: str | None) -> str | None:

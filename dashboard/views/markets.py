@@ -21,7 +21,7 @@ import streamlit as st
 
 from candlelake import market_stats, rollups
 from dashboard import charts, data, url_params
-from dashboard.formats import age_seconds, describe_age, in_zone, price, price_places
+from dashboard.formats import age_seconds, describe_age, describe_duration, in_zone, price, price_places
 
 LOOKBACKS: dict[str, timedelta] = {
     "15m": timedelta(minutes=15),
@@ -44,6 +44,10 @@ DEFAULT_BUCKET = "1m"
 REFRESH_SECONDS = 5
 KEEP_ZOOM_JS = f"<script>{(Path(__file__).parents[1] / 'static' / 'keep_zoom.js').read_text()}</script>"
 ALERTS_KEY = "price_alerts"  # session state: {"exchange:symbol": [(level text, direction), ...]}
+# An unknown band is labelled when it is at least this share of the window: its label is about a tenth of
+# a wide chart, and the legend names the narrow ones anyway.
+LABEL_SHARE = 0.1
+IN_PROGRESS = "in progress"  # a live-edge candle's coverage on this page: not partial, only not over yet
 
 
 @dataclass(frozen=True)
@@ -160,23 +164,45 @@ def _show_market(view: View) -> None:
             return
         candles = data.load_candles(view.exchange, view.symbol, bucket.text, start, end)
         missing = data.missing_intervals(view.exchange, view.symbol, start, end)
+        uncovered = data.uncovered_intervals(view.exchange, view.symbol, start, end, timedelta(seconds=bucket.seconds))
     except rollups.RollupError as exc:
         st.error(str(exc))
         return
     except data.DataError as exc:
         st.error(str(exc))
         return
-    if candles.empty:  # the market's candles were deleted between the two queries
-        st.info(f"No candles for {view.exchange} {view.symbol} in this range any more; pick another range.")
+    if candles.empty:
+        if not uncovered.empty:  # no trade seen, and no coverage says the market was quiet: nothing known
+            st.info(
+                f"Nothing is known about {view.exchange} {view.symbol} between {in_zone(start, view.tz)} and "
+                f"{in_zone(end, view.tz)}: no trade was seen, and no live feed, replay or backfill covered that "
+                "time, so it cannot be told apart from missing data. The Quality page's Coverage section shows "
+                "what was covered."
+            )
+        else:  # the market's candles were deleted between the two queries
+            st.info(f"No candles for {view.exchange} {view.symbol} in this range any more; pick another range.")
         return
 
+    unknown = _unknown_bands(uncovered, start, end)
+    candles = _in_progress(
+        candles, unknown, timedelta(seconds=bucket.seconds), datetime.now(UTC) - data.coverage_grace()
+    )
     rows = list(candles.itertuples(index=False))  # read by the tiles and every alert
     figures = market_stats.kpis(rows)
+    partial = charts.partial_mask(candles)
     places = price_places(candles["close"].iloc[-200:].tolist())
     label = view.lookback if view.lookback != CUSTOM else "range"
     row1 = st.columns(4)
     change = f"{figures.change_pct:+.2f}% over {label}" if figures.change_pct is not None else None
-    row1[0].metric("Last price", price(figures.last_price, places), change)
+    if partial[-1]:
+        row1[0].metric(
+            "Last price (partial candle)",
+            price(figures.last_price, places),
+            change,
+            help="The newest candle is partial: part of its interval was not seen, so it may lack trades",
+        )
+    else:
+        row1[0].metric("Last price", price(figures.last_price, places), change)
     row1[1].metric(f"High ({label})", price(figures.high, places))
     row1[2].metric(f"Low ({label})", price(figures.low, places))
     row1[3].metric("Average close", price(figures.average, places), help="Mean close of the candles with trades")
@@ -191,7 +217,7 @@ def _show_market(view: View) -> None:
 
     statuses = _show_alerts(view, rows, places)
     # A band covers whole buckets: a one-minute gap inside a 1h candle shades that candle, not a hairline.
-    bands = [
+    ledger = [
         charts.Band(
             pd.Timestamp(bucket.start_of(row.started_at)),
             pd.Timestamp(bucket.start_of(row.ended_at - timedelta(microseconds=1)) + timedelta(seconds=bucket.seconds)),
@@ -206,20 +232,60 @@ def _show_market(view: View) -> None:
         [view.exchange, view.symbol, view.lookback, bucket.text, view.tz, str(view.start), str(view.end)]
     )
     figure = charts.candlestick_figure(
-        candles, tz=view.tz, overlays=view.overlays, bands=bands, alerts=statuses, revision=revision
+        candles, tz=view.tz, overlays=view.overlays, bands=[*unknown, *ledger], alerts=statuses, revision=revision
     )
     st.plotly_chart(figure, width="stretch", key="candles", config={"displaylogo": False})
     volatility = market_stats.volatility_pct([float(c) for c in candles["close"]])
     quiet = f"; {figures.empty_candles:,} without trades (grey)" if figures.empty_candles else ""
-    gaps = f"; {len(bands)} gap-ledger interval(s) shaded" if bands else ""
+    gaps = f"; {len(ledger)} gap-ledger interval(s) shaded" if ledger else ""
+    hollow = f"; {int(partial.sum()):,} partial (hollow: part of the interval unseen)" if partial.any() else ""
+    unseen = sum((b.end - b.start for b in unknown), pd.Timedelta(0))
+    grey = f"; {describe_duration(unseen.total_seconds())} not covered (grey: unknown)" if unknown else ""
     vol = f" Volatility {volatility:.3f}% per {bucket.text} candle." if volatility is not None else ""
     newest_candle = candles.iloc[-1]
     st.caption(
-        f"{len(candles):,} candles of {bucket.text} for {view.exchange} {view.symbol}{quiet}{gaps}. "
+        f"{len(candles):,} candles of {bucket.text} for {view.exchange} {view.symbol}{quiet}{hollow}{gaps}{grey}. "
         f"Newest base candle opened {in_zone(newest, view.tz)} ({describe_age(age_seconds(newest))}), "
-        f"newest shown is {newest_candle['state']}.{vol} Times in {view.tz}. "
+        f"newest shown is {newest_candle['state']}{', partial' if partial[-1] else ''}.{vol} Times in {view.tz}. "
         f"Refreshed {in_zone(datetime.now(UTC), view.tz)}."
     )
+
+
+def _unknown_bands(uncovered: pd.DataFrame, start: datetime, end: datetime) -> list[charts.Band]:
+    """Uncovered time as grey bands at its own times, not widened to whole buckets as ledger bands are: the
+    candle around a short loss is drawn partial already, and the band shows how much of it was unseen."""
+    wide = (end - start) * LABEL_SHARE
+    return [
+        charts.Band(
+            pd.Timestamp(row.started_at),
+            pd.Timestamp(row.ended_at),
+            charts.UNKNOWN_LABEL if row.ended_at - row.started_at >= wide else "",
+            "unknown",
+        )
+        for row in uncovered.itertuples(index=False)
+    ]
+
+
+def _in_progress(
+    candles: pd.DataFrame, unknown: list[charts.Band], step: timedelta, reported: datetime
+) -> pd.DataFrame:
+    """The candles, those at the live edge that are partial only because their interval has not ended (or
+    its last seconds are not reported yet: before `reported`, the last health beats) marked `in progress`.
+
+    The rollups call such a candle partial: coverage cannot hold time that has not happened. Drawn hollow
+    and named partial, every live view's newest candle would say "something was not seen", which is not
+    so; its state (live) already says it is still changing. A candle any unknown band touches stays partial.
+    """
+    if "coverage" not in candles or not len(candles):
+        return candles
+    opens = pd.to_datetime(candles["open_time"], utc=True)
+    ends = opens + step
+    edge = (candles["coverage"] == charts.PARTIAL) & (ends > pd.Timestamp(reported))
+    for band in unknown:
+        edge &= ~((opens < band.end) & (ends > band.start))
+    if not edge.any():
+        return candles
+    return candles.assign(coverage=candles["coverage"].where(~edge, IN_PROGRESS))
 
 
 def _range_inputs(tz: str, newest: datetime) -> tuple[datetime, datetime] | None:

@@ -1,6 +1,6 @@
 """Quality page: is the data right? The latest Great Expectations results (with their Data Docs pages),
-the gap ledger, the nightly batch's late-data corrections, dead letters by reason, and how many candles
-are live, closed or curated.
+the gap ledger, the nightly batch's late-data corrections, dead letters by reason, how many candles
+are live, closed or curated, and how much of each day each market was covered.
 
 Every section reads PostgreSQL through `dashboard.quality_data`; a section whose table cannot be read
 says so and the others still render.
@@ -160,6 +160,66 @@ def _candle_states(days: int) -> None:
         )
 
 
+def _coverage(days: int) -> None:
+    st.subheader("Coverage", anchor="coverage")
+    st.caption(
+        "Per market and UTC day: the part of the day in which candlelake saw every trade of the market (a live "
+        "feed connected, a replayed file's span, a REST backfill, the simulator), less trade-id gaps with known "
+        "times; today counts the hours so far. Intervals: separate covered stretches. A candle that is not "
+        "covered throughout is partial (hollow on the Markets page); time outside coverage is unknown, never "
+        "quiet."
+    )
+    frame = data.section(lambda: quality_data.coverage_by_day(quality_data.since(days)))
+    if frame is None:
+        return
+    if frame.empty:
+        st.info(
+            "No coverage is recorded in this period, and no candles. Coverage is written by whatever writes "
+            "the trades: the producer's live feeds, `candlelake replay`, backfills and the simulator."
+        )
+        return
+    if not frame["intervals"].any():
+        st.warning(
+            "No coverage is recorded in this period: every candle below is partial, and no interval without "
+            "trades can be told from missing data. Coverage is written by the producer's live feeds, "
+            "`candlelake replay`, backfills and the simulator.",
+            icon=":material/visibility_off:",
+        )
+    else:
+        full = int((frame["covered_pct"] >= 100).sum())
+        cols = st.columns(3)
+        cols[0].metric("Market-days fully covered", f"{full:,} of {len(frame):,}")
+        cols[1].metric("Hours covered", f"{frame['covered_hours'].sum():,.2f}")
+        cols[2].metric(
+            "Partial candles",
+            f"{int(frame['partial_candles'].sum()):,}",
+            help="Base candles not covered throughout: their values hold only the trades that were seen",
+        )
+    tables.show(
+        frame,
+        "coverage",
+        {
+            "covered_hours": st.column_config.NumberColumn("covered (h)", format="%.2f"),
+            "covered_pct": st.column_config.ProgressColumn(
+                "covered", format="%.1f%%", min_value=0, max_value=100, help="Share of the UTC day (today: so far)"
+            ),
+            "intervals": st.column_config.NumberColumn("intervals", help="Separate covered stretches of the day"),
+            "kinds": st.column_config.TextColumn("kinds", help="live, replay, backfill, simulator"),
+            "partial_candles": st.column_config.NumberColumn(
+                "partial candles",
+                format="localized",
+                help="Base candles not covered throughout, judged against the coverage (hollow on the Markets page)",
+            ),
+            "curated_partial": st.column_config.NumberColumn(
+                "curated partial",
+                format="localized",
+                help="Curated candles the nightly batch stored as partial; more than 'partial candles' means "
+                "coverage recorded since (a backfill) awaits the next batch run over that day",
+            ),
+        },
+    )
+
+
 def main() -> None:
     st.title("Quality")
     url_params.warn_unknown("period", list(PERIODS), "period")
@@ -178,6 +238,7 @@ def main() -> None:
     _corrections(days)
     _dead_letters(days)
     _candle_states(days)
+    _coverage(days)
 
 
 main()

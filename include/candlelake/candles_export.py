@@ -1,7 +1,10 @@
 """Read candles at any bucket from PostgreSQL for one market and time range; write them as CSV or JSON.
 
 Candles are rolled up from the base candles by `candlelake.rollups` (Binance's rules, empty intervals
-filled on read); each row also says its vwap, state and whether it was `filled` (no stored candle).
+filled on read where the market was watched); each row also says its vwap, state, whether it was
+`filled` (no stored candle) and its `coverage`: 'complete' when the market was observed throughout the
+bucket, 'partial' when some of it was not (the values hold only the trades that were seen). A bucket
+without trades that nobody watched is not in the output at all: unknown, not quiet.
 
 Decimals leave PostgreSQL as text (`trim_scale` drops the trailing zeros NUMERIC keeps from Spark's
 fixed scale), so no float ever rounds them; times are UTC ISO 8601.
@@ -19,7 +22,7 @@ import psycopg2
 
 from candlelake import rollups
 
-COLUMNS = rollups.COLUMNS  # open_time ... taker_buy_quote_volume, then vwap, state, filled
+COLUMNS = rollups.COLUMNS  # open_time ... taker_buy_quote_volume, then vwap, state, filled, coverage
 
 
 class ExportError(ValueError):
@@ -73,7 +76,7 @@ def make_request(
 
 
 def fetch(dsn: str, req: CandleRequest) -> list[tuple[object, ...]]:
-    """The candles of `req` (empty intervals filled); an unknown market is an ExportError."""
+    """The candles of `req` (quiet intervals filled where covered); an unknown market is an ExportError."""
     conn = psycopg2.connect(dsn, connect_timeout=5)
     try:
         try:

@@ -7,13 +7,30 @@ Binance's rules, as the product contract states them:
 - open/close are the open of the first and the close of the last base candle *with trades*; high/low
   the max/min over those; volumes, quote volumes and trade counts are sums; vwap = quote_volume / volume.
 - An interval without trades after the market's first trade is a candle with open = high = low = close
-  = the previous close (which may lie before the requested range) and zero volume and count. Missing
-  base minutes are generated on read, from the market's first candle with trades up to its latest
-  base candle; a bucket made only of empty intervals is itself an empty candle. Before the first trade
-  and after the latest candle there are no rows at all: that, and only that, means "no data".
+  = the previous close (which may lie before the requested range) and zero volume and count, if the
+  market was observed throughout (below). Missing base minutes are generated on read, from the market's
+  first candle with trades up to its latest base candle; a bucket made only of empty intervals is itself
+  an empty candle. Before the first trade and after the latest candle there are no rows at all.
 - Every row says ``filled`` ('true' when no stored base candle lies in the bucket: it was generated on
   read) and its ``state``, the weakest of its parts (live < closed < curated); a generated part counts
   as closed (the market has moved past it, but the nightly batch has not curated it).
+
+Coverage (``candlelake.coverage``) tells "no trades" from "no data". The query computes the market's
+covered time once, ``market_coverage(exchange, symbol, ...)`` (the ``coverage`` table's intervals less
+the trade gaps of known times that no backfill closed), and judges every bucket [t, t + step) by it:
+
+- a bucket with trades is a candle of the trades that were seen; its ``coverage`` is 'complete' when
+  the covered time contains the whole bucket, else 'partial' (one unseen second in an hour makes the
+  hour partial);
+- a bucket without trades is a quiet candle, ``coverage`` 'complete', only when the covered time holds
+  it and, unbroken, the base candle whose close it repeats (no unseen trade can have moved the price
+  since). Otherwise nothing is known about it and there is no row: a missing bucket between rows means
+  "unknown", never "quiet". (The nightly batch, which knows each trade's time, also lets a candle that
+  straddles the start of a watch carry its close; the read path sees only base candles, so it does not.)
+
+The multirange is the only judge: a stored candle's own ``coverage`` (what the nightly batch knew when
+it curated it) is not read, so coverage recorded later (a backfill) counts at once, for every bucket
+size alike.
 
 A request returns the buckets whose open_time lies in [start, end), as Binance's klines endpoint does.
 The pre-aggregated table ``candle_rollups`` (kept in step with ``candles`` by triggers, see
@@ -39,7 +56,7 @@ MONDAY_EPOCH = datetime(1970, 1, 5, tzinfo=UTC)  # weeks start on Monday 00:00 U
 ROLLUP_LEVELS = (86_400, 3_600, 900, 300)  # bucket_seconds kept in candle_rollups, largest first
 MAX_ROWS = 100_000
 
-# Output columns: the export's ten, then vwap, state and filled (both as text, so CSV and JSON agree).
+# Output columns: the export's ten, then vwap, state, filled and coverage (as text, so CSV and JSON agree).
 COLUMNS = (
     "open_time",
     "open",
@@ -54,6 +71,7 @@ COLUMNS = (
     "vwap",
     "state",
     "filled",
+    "coverage",
 )
 
 _BUCKET_RE = re.compile(r"^([0-9]+)([smhdw])$")

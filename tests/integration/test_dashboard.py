@@ -3,7 +3,8 @@
 The pages read rows seeded by tests/support/dashboard_seed.py: Binance's own XRP/ETH 1m klines stored as
 candles (under an exchange name unique to the run), an open trade-id gap, validations, a correction, dead
 letters, health checks and streaming progress. What a page draws is checked against numbers computed
-here from the klines themselves, never against the dashboard's own code.
+here from the klines themselves, never against the dashboard's own code. The coverage tests seed a market
+of their own (`covered`): candles and the `coverage` rows that say which of their time was seen.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import json
 import struct
 import sys
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -23,8 +25,10 @@ import psycopg2
 import psycopg2.errors
 import pytest
 import streamlit as st
+from psycopg2.extras import execute_values
 from streamlit.testing.v1 import AppTest
 
+from candlelake import coverage, rollups
 from candlelake.config import PROJECT_ROOT, Settings
 from tests.support.dashboard_seed import LONG_SYMBOL, RECENT_SYMBOL, SYMBOL, Seed, klines, seed
 
@@ -32,7 +36,7 @@ from tests.support.dashboard_seed import LONG_SYMBOL, RECENT_SYMBOL, SYMBOL, See
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from dashboard import data
+from dashboard import charts, data, quality_data
 
 pytestmark = pytest.mark.integration
 
@@ -89,9 +93,23 @@ def traces(at: AppTest) -> dict[str, dict[str, Any]]:
 
 
 def drawn(at: AppTest) -> tuple[int, int]:
-    """(candles with trades, candles without) on the chart."""
+    """(candles with trades, complete or partial, candles without) on the chart."""
     t = traces(at)
-    return len(_trace_values(t["price"]["x"])), len(_trace_values(t["no trades"]["x"]))
+    with_trades = len(_trace_values(t["price"]["x"])) + len(_trace_values(t["partial"]["x"]))
+    return with_trades, len(_trace_values(t["no trades"]["x"]))
+
+
+def partial_drawn(at: AppTest) -> int:
+    return len(_trace_values(traces(at)["partial"]["x"]))
+
+
+def partial_buckets(bucket_s: int, start: datetime, end: datetime, rows: list[Any], covered: list[Any]) -> int:
+    """Buckets of `rows` (with trades) opening in [start, end) that the `covered` intervals do not hold whole."""
+    merged = coverage.merge((i.started_us, i.ended_us) for i in covered)
+    epoch = lambda t: int(t.timestamp())  # noqa: E731
+    opens = {epoch(r.open_time) // bucket_s * bucket_s for r in rows if r.trades}
+    opens = {b for b in opens if epoch(start) <= b < epoch(end)}
+    return sum(1 for b in opens if coverage.state_of(merged, b * 1_000_000, bucket_s * 1_000_000) == coverage.PARTIAL)
 
 
 def metric(at: AppTest, label: str) -> str:
@@ -175,6 +193,9 @@ def test_a_bucket_too_small_for_the_data_is_raised_with_a_message(seeded: Seed) 
     rows = [SimpleNamespace(**r) for r in seeded.long]
     with_trades, quiet, _ = expected_buckets(180, end - timedelta(days=7), end, rows)
     assert drawn(at) == (with_trades, quiet) == (3360, 0)
+    # The market is covered to the end of its last minute, 11:20: the 3m bucket 11:18-11:21 is partial.
+    ours = [i for i in seeded.coverage if i.symbol == LONG_SYMBOL]
+    assert partial_drawn(at) == partial_buckets(180, end - timedelta(days=7), end, rows, ours) == 1
 
 
 def test_the_bucket_is_sized_by_the_data_in_the_window_not_the_window(seeded: Seed) -> None:
@@ -411,3 +432,291 @@ def test_pipeline_page_shows_each_part_the_producer_and_the_streams_lag(seeded: 
     lag = next(m for m in at.metric if m.label == "Lag" and m.value == "1,234 records")
     assert lag is not None
     assert any(m.label == "Batch took" and m.value == "123 ms" for m in at.metric)
+
+
+# ---- Coverage ------------------------------------------------------------------------------------------
+
+COVERED_SYMBOL = "COVUSDT"  # an hour of minutes with trades, parts of it not covered
+DAILY_SYMBOL = "COVDAY"  # candles and coverage on recent days, for the Quality page
+QUIET_SYMBOL = "QUIETUSDT"  # a covered minute with trades, then stored minutes without, none covered
+HOUR = datetime(2019, 10, 14, 10, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+INSERT_CANDLES = (
+    "INSERT INTO candles (exchange, symbol, open_time, close_time, open, high, low, close, volume, quote_volume, "
+    "trades, taker_buy_volume, taker_buy_quote_volume, vwap, state, coverage) VALUES %s"
+)
+CANDLE_TEMPLATE = (
+    "(%(exchange)s, %(symbol)s, %(open_time)s, %(close_time)s, %(open)s, %(high)s, %(low)s, %(close)s, "
+    "%(volume)s, %(quote_volume)s, %(trades)s, %(volume)s, %(quote_volume)s, %(close)s, %(state)s, %(coverage)s)"
+)
+
+
+def _candle(exchange: str, symbol: str, open_time: datetime, state: str, stored: str | None, i: int) -> dict[str, Any]:
+    close = Decimal("2.5") + Decimal(i) / 100
+    return {
+        "exchange": exchange,
+        "symbol": symbol,
+        "open_time": open_time,
+        "close_time": open_time + MINUTE - timedelta(milliseconds=1),
+        "open": close - Decimal("0.01"),
+        "high": close + Decimal("0.02"),
+        "low": close - Decimal("0.03"),
+        "close": close,
+        "volume": Decimal(2),
+        "quote_volume": close * 2,
+        "trades": 2,
+        "state": state,
+        "coverage": stored,
+    }
+
+
+def _merged(spans: list[tuple[str, str, datetime, datetime]], start: datetime, end: datetime) -> list[coverage.Span]:
+    """The union of the seeded coverage rows inside [start, end), in microseconds: the truth the page must show."""
+    return coverage.merge(
+        (coverage.to_us(max(a, start)), coverage.to_us(min(b, end))) for _, _, a, b in spans if b > start and a < end
+    )
+
+
+def _gaps_in(merged: list[coverage.Span], start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """The parts of [start, end) that `merged` does not hold."""
+    out, at = [], coverage.to_us(start)
+    for a, b in merged:
+        if a > at:
+            out.append((at, a))
+        at = max(at, b)
+    if at < coverage.to_us(end):
+        out.append((at, coverage.to_us(end)))
+    return [(coverage.from_us(a), coverage.from_us(b)) for a, b in out]
+
+
+@pytest.fixture(scope="module")
+def covered(services: Settings) -> Iterator[SimpleNamespace]:
+    """A market of an hour of 1m candles, covered by a replay, then not for 15 minutes, then by a live feed
+    that lost its connection for 20 s and stopped 30 s before the hour's end; and a market with candles
+    over two recent days, one of them covered 00:00-06:00 and 12:00-15:00 (a backfill overlapping the feed),
+    the other not at all. Candles are stored as the batch would: curated ones with their coverage."""
+    exchange = f"test-coverage-{uuid.uuid4().hex[:8]}"
+    hour = [
+        ("replay", "file-a.csv", HOUR, HOUR + 30 * MINUTE),
+        ("live", "feed-b", HOUR + 45 * MINUTE, HOUR + 50 * MINUTE),
+        ("live", "feed-b", HOUR + 50 * MINUTE + timedelta(seconds=20), HOUR + 59 * MINUTE + timedelta(seconds=30)),
+    ]
+    hour_merged = _merged(hour, HOUR, HOUR + 60 * MINUTE)
+    hour_candles = []
+    for i in range(60):
+        t = HOUR + i * MINUTE
+        state = coverage.state_of(hour_merged, coverage.to_us(t), 60_000_000)
+        hour_candles.append(_candle(exchange, COVERED_SYMBOL, t, "curated", state, i))
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=2)
+    before = day - timedelta(days=1)
+    daily = [
+        ("replay", "dump-d.zip", day, day + timedelta(hours=6)),
+        ("live", "feed-d", day + timedelta(hours=12), day + timedelta(hours=15)),
+        ("backfill", "rest-d", day + timedelta(hours=14), day + timedelta(hours=15)),
+    ]
+    # Closed candles carry no coverage; a curated one carries what the batch stored when it curated it, here
+    # 'partial' inside time covered since (a backfill, say): drawn complete, and counted as curated partial.
+    daily_candles = [
+        _candle(exchange, DAILY_SYMBOL, before + timedelta(hours=8), "closed", None, 0),
+        _candle(exchange, DAILY_SYMBOL, day + timedelta(hours=5, minutes=59), "closed", None, 1),
+        _candle(exchange, DAILY_SYMBOL, day + timedelta(hours=6), "closed", None, 2),
+        _candle(exchange, DAILY_SYMBOL, day + timedelta(hours=13), "curated", "partial", 3),
+        _candle(exchange, DAILY_SYMBOL, day + timedelta(hours=14), "closed", None, 4),
+    ]
+    traded = _candle(exchange, QUIET_SYMBOL, HOUR, "closed", None, 0)
+    quiet_candles = [traded] + [
+        {
+            **traded,
+            "open_time": HOUR + i * MINUTE,
+            "close_time": HOUR + (i + 1) * MINUTE - timedelta(milliseconds=1),
+            **dict.fromkeys(("open", "high", "low"), traded["close"]),
+            "volume": Decimal(0),
+            "quote_volume": Decimal(0),
+            "trades": 0,
+        }
+        for i in range(1, 11)
+    ]
+    quiet = [("replay", "file-q.csv", HOUR, HOUR + MINUTE)]
+    with psycopg2.connect(services.pg_dsn(), connect_timeout=5) as conn, conn.cursor() as cur:
+        for rows in (hour_candles, daily_candles, quiet_candles):
+            execute_values(cur, INSERT_CANDLES, rows, template=CANDLE_TEMPLATE, page_size=len(rows))
+        for symbol, spans in ((COVERED_SYMBOL, hour), (DAILY_SYMBOL, daily), (QUIET_SYMBOL, quiet)):
+            for kind, source, a, b in spans:
+                cur.execute(
+                    "INSERT INTO coverage (exchange, symbol, source, kind, started_at, ended_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s)",
+                    (exchange, symbol, source, kind, a, b),
+                )
+    conn.close()
+    try:
+        yield SimpleNamespace(
+            exchange=exchange,
+            hour=hour,
+            hour_merged=hour_merged,
+            hour_candles=hour_candles,
+            day=day,
+            before=before,
+            daily=daily,
+            daily_candles=daily_candles,
+        )
+    finally:
+        with psycopg2.connect(services.pg_dsn(), connect_timeout=5) as conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM candles WHERE exchange = %s", (exchange,))
+            cur.execute("DELETE FROM coverage WHERE exchange = %s", (exchange,))
+        conn.close()
+
+
+def test_time_no_coverage_holds_is_shaded_unknown(covered: SimpleNamespace) -> None:
+    at = view(covered.exchange, symbol=COVERED_SYMBOL, lookback="1h", bucket="1m")
+    assert_clean(at)
+    expected = _gaps_in(covered.hour_merged, HOUR, HOUR + 60 * MINUTE)
+    assert len(expected) == 3  # 10:30-10:45, 20 s at 10:50, the last 30 s
+    layout = figure(at)["layout"]
+    unknown = [s for s in layout.get("shapes", []) if s.get("name") == charts.UNKNOWN_LABEL]
+    drawn_bands = sorted({(pd.Timestamp(s["x0"]), pd.Timestamp(s["x1"])) for s in unknown})
+    assert drawn_bands == [(pd.Timestamp(a).tz_localize(None), pd.Timestamp(b).tz_localize(None)) for a, b in expected]
+    assert len(unknown) == 2 * len(expected)  # over the price and the volume panel
+    # One legend entry names them all; only the band wide enough for it carries the label itself.
+    assert [s["name"] for s in unknown if s.get("showlegend")] == [charts.UNKNOWN_LABEL]
+    assert layout["showlegend"] is True
+    labelled = [pd.Timestamp(a["x"]) for a in layout.get("annotations", []) if a.get("text") == charts.UNKNOWN_LABEL]
+    widest = max(expected, key=lambda span: span[1] - span[0])
+    assert labelled == [pd.Timestamp(widest[0]).tz_localize(None)]
+    assert any("not covered (grey: unknown)" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+@pytest.mark.skipif("coverage" not in rollups.COLUMNS, reason="the rollups do not return candle coverage yet")
+def test_partial_candles_are_drawn_in_their_own_trace_and_named_in_the_tiles(covered: SimpleNamespace) -> None:
+    at = view(covered.exchange, symbol=COVERED_SYMBOL, lookback="1h", bucket="1m")
+    assert_clean(at)
+    partial = [
+        c["open_time"]
+        for c in covered.hour_candles
+        if coverage.state_of(covered.hour_merged, coverage.to_us(c["open_time"]), 60_000_000) == coverage.PARTIAL
+    ]
+    complete = [c["open_time"] for c in covered.hour_candles if c["open_time"] not in partial]
+    naive = lambda times: [pd.Timestamp(t).tz_localize(None) for t in times]  # noqa: E731
+    t = traces(at)
+    assert [pd.Timestamp(x) for x in _trace_values(t["partial"]["x"])] == naive(partial)
+    assert [pd.Timestamp(x) for x in _trace_values(t["price"]["x"])] == naive(complete)
+    assert _trace_values(t["no trades"]["x"]) == []
+    assert partial[-1] == HOUR + 59 * MINUTE  # the newest candle is partial: the tile says so
+    assert Decimal(metric(at, "Last price (partial candle)")) == covered.hour_candles[-1]["close"]
+    assert any(f"{len(partial)} partial (hollow" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert any("newest shown is curated, partial" in c.value for c in at.caption)
+
+
+def test_quality_page_coverage_per_market_and_day(covered: SimpleNamespace) -> None:
+    at = open_app()
+    at.switch_page("views/quality.py").run()
+    assert not at.exception, at.exception  # the seeded failed validation is an error box, on purpose
+    rows = table(at, "covered_pct")
+    ours = rows[(rows["exchange"] == covered.exchange) & (rows["symbol"] == DAILY_SYMBOL)]
+    got = {pd.Timestamp(r.day).date(): r for r in ours.itertuples(index=False)}
+    assert set(got) == {covered.day.date(), covered.before.date()}
+    for start in (covered.day, covered.before):
+        end = start + timedelta(days=1)
+        merged = _merged(covered.daily, start, end)
+        seconds = sum(b - a for a, b in merged) / 1e6
+        spans = [s for s in covered.daily if s[3] > start and s[2] < end]
+        candles = [c for c in covered.daily_candles if start <= c["open_time"] < end]
+        # Partial as the Markets page draws it: judged against the coverage; and as the nightly batch stored it.
+        partial = [
+            c for c in candles if coverage.state_of(merged, coverage.to_us(c["open_time"]), 60_000_000) == "partial"
+        ]
+        stored = [c for c in candles if c["coverage"] == "partial"]
+        row = got[start.date()]
+        assert row.covered_hours == pytest.approx(round(seconds / 3600, 2))
+        assert row.covered_pct == pytest.approx(round(100 * seconds / 86_400, 1))
+        assert row.intervals == len(merged)
+        assert (row.kinds or None) == (", ".join(sorted({s[0] for s in spans})) or None)
+        assert (row.sources or None) == (", ".join(sorted({s[1] for s in spans})) or None)
+        assert (row.candles, row.partial_candles, row.curated_partial) == (len(candles), len(partial), len(stored))
+    # 6 h and 3 h of the day, the backfill inside the feed's hours: 37.5%, in two stretches; none the day before.
+    assert (got[covered.day.date()].covered_pct, got[covered.day.date()].intervals) == (37.5, 2)
+    assert (got[covered.before.date()].covered_pct, got[covered.before.date()].partial_candles) == (0, 1)
+
+
+def test_quality_page_says_when_no_coverage_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    columns = ["exchange", "symbol", "day", "covered_hours", "covered_pct", "intervals", "kinds", "sources"]
+    columns += ["candles", "partial_candles", "curated_partial"]
+    monkeypatch.setattr(quality_data, "coverage_by_day", lambda since: pd.DataFrame(columns=columns))
+    at = open_app()
+    at.switch_page("views/quality.py").run()
+    assert not at.exception, at.exception
+    assert any("No coverage is recorded in this period, and no candles" in i.value for i in at.info)
+    day = datetime(2024, 1, 1).date()
+    uncovered_day = pd.DataFrame([["x", "Y", day, 0.0, 0.0, 0, None, None, 5, 5, 0]], columns=columns)
+    monkeypatch.setattr(quality_data, "coverage_by_day", lambda since: uncovered_day)
+    at = open_app()
+    at.switch_page("views/quality.py").run()
+    assert not at.exception, at.exception
+    assert any("No coverage is recorded in this period: every candle below is partial" in w.value for w in at.warning)
+    assert table(at, "covered_pct")["partial_candles"].tolist() == [5]
+
+
+@pytest.mark.skipif("coverage" not in rollups.COLUMNS, reason="the rollups do not return candle coverage yet")
+def test_the_live_candle_is_in_progress_not_partial_unless_unseen_time_touches_it(
+    services: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Coverage cannot hold time that has not happened: the newest candle of a live feed is not partial for
+    that. A live feed covers SEENUSDT from midnight up to now; HOLEUSDT lost one second in the minute
+    before the newest."""
+    exchange = f"test-live-coverage-{uuid.uuid4().hex[:8]}"
+    newest = datetime.now(UTC).replace(second=0, microsecond=0)
+    rows = {
+        symbol: [
+            _candle(exchange, symbol, newest - (4 - i) * MINUTE, "live" if i == 4 else "closed", None, i)
+            for i in range(5)
+        ]
+        for symbol in ("SEENUSDT", "HOLEUSDT")
+    }
+    # Covered since midnight, so that the day's candle too has no unseen time but what is still to come.
+    first = min(newest - 4 * MINUTE, newest.replace(hour=0, minute=0))
+    hole = newest - timedelta(seconds=30)
+    with psycopg2.connect(services.pg_dsn(), connect_timeout=5) as conn, conn.cursor() as cur:
+        for candles in rows.values():
+            execute_values(cur, INSERT_CANDLES, candles, template=CANDLE_TEMPLATE, page_size=len(candles))
+        insert = "INSERT INTO coverage (exchange, symbol, source, kind, started_at, ended_at) "
+        insert += "VALUES (%s, %s, %s, 'live', %s, "
+        cur.execute(insert + "now())", (exchange, "SEENUSDT", "feed", first))
+        cur.execute(insert + "%s)", (exchange, "HOLEUSDT", "feed", first, hole))
+        cur.execute(
+            insert + "now() + interval '10 minutes')", (exchange, "HOLEUSDT", "feed", hole + timedelta(seconds=1))
+        )
+    conn.close()
+    try:
+        # Two minutes of grace (health beats every 60 s): the seconds since the row was written are not unseen.
+        monkeypatch.setenv("CANDLELAKE_HEALTH_INTERVAL_S", "60")
+        for bucket in ("1m", "1d"):
+            at = view(exchange, symbol="SEENUSDT", lookback="24h", bucket=bucket)
+            assert_clean(at)
+            assert _trace_values(traces(at)["partial"]["x"]) == [], bucket
+            assert metric(at, "Last price") == str(rows["SEENUSDT"][-1]["close"])
+            assert not any(m.label.startswith("Last price (partial") for m in at.metric)
+        # The lost second lies in the newest day: that candle is partial, live or not.
+        monkeypatch.setenv("CANDLELAKE_HEALTH_INTERVAL_S", "0.1")
+        at = view(exchange, symbol="HOLEUSDT", lookback="24h", bucket="1d")
+        assert_clean(at)
+        assert len(_trace_values(traces(at)["partial"]["x"])) == 1
+        assert any(m.label == "Last price (partial candle)" for m in at.metric)
+    finally:
+        with psycopg2.connect(services.pg_dsn(), connect_timeout=5) as conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM candles WHERE exchange = %s", (exchange,))
+            cur.execute("DELETE FROM coverage WHERE exchange = %s", (exchange,))
+        conn.close()
+
+
+@pytest.mark.skipif("coverage" not in rollups.COLUMNS, reason="the rollups do not return candle coverage yet")
+def test_a_range_of_unknown_time_without_trades_is_explained_not_drawn_quiet(covered: SimpleNamespace) -> None:
+    # QUIETUSDT's minutes after 10:00 hold no trades and no coverage: nothing is known of 10:05-10:10.
+    at = view(covered.exchange, symbol=QUIET_SYMBOL, lookback="Custom", bucket="1m")
+    at.datetime_input(key="start").set_value(HOUR.replace(tzinfo=None) + 5 * MINUTE).run()
+    at.datetime_input(key="end").set_value(HOUR.replace(tzinfo=None) + 10 * MINUTE).run()
+    assert_clean(at)
+    assert not at.get("plotly_chart")
+    assert any("Nothing is known about" in i.value and "no live feed, replay or backfill" in i.value for i in at.info)
+    # Over the whole span the covered minute is drawn, and the rest is unknown, not quiet.
+    at.datetime_input(key="start").set_value(HOUR.replace(tzinfo=None)).run()
+    assert_clean(at)
+    assert drawn(at) == (1, 0)

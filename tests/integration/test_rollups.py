@@ -3,12 +3,15 @@ directly from the trades (tests/support/reference_rollup.py) and against Binance
 
 Uses the platform database of the current settings (started for the tier by tests/integration/conftest.py).
 Base candles are written through the stream's own upsert under exchange names of the test's own,
-deleted afterwards (which also checks that the rollup triggers follow a DELETE).
+deleted afterwards (which also checks that the rollup triggers follow a DELETE), with the coverage that
+says where they were observed (`candlelake.coverage.record`): quiet buckets exist only inside it.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import json
 import random
 import uuid
@@ -22,11 +25,12 @@ import psycopg2
 import pytest
 
 from candlelake.config import Settings
+from candlelake.coverage import Interval, record, to_us
 from candlelake.rollups import COLUMNS, fetch_rollup, parse_bucket
 from candlelake.sinks.postgres_candles import upsert_candles
 from candlelake.trade import Trade
 from tests.support.reference_candles import RefCandle, reference_candles
-from tests.support.reference_rollup import MONDAY_ORIGIN_S, reference_rollup
+from tests.support.reference_rollup import MONDAY_ORIGIN_S, RefBucket, covered_spans, reference_rollup
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +39,8 @@ FIELDS = COLUMNS[1:10]  # open .. taker_buy_quote_volume
 SYMBOL = "ROLLUSDT"
 BUCKETS = ("1m", "2m", "5m", "7m", "13m", "15m", "20m", "45m", "1h", "90m", "4h", "1d", "25h", "1w")
 WEEK_S = 7 * 86_400
+# Wider than synthetic_trades on both sides (whole weeks): every bucket of theirs was observed throughout.
+WATCHED = (datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 5, tzinfo=UTC))
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +61,20 @@ def exchange(settings: Settings) -> Iterator[str]:
     name = f"rolltest{uuid.uuid4().hex[:8]}"
     yield name
     with psycopg2.connect(settings.pg_dsn()) as c, c.cursor() as cur:
-        cur.execute("DELETE FROM candles WHERE exchange = %s", (name,))
+        for table in ("candles", "coverage", "trade_gaps"):
+            cur.execute(f"DELETE FROM {table} WHERE exchange = %s", (name,))
     c.close()
+
+
+def cover(
+    conn: psycopg2.extensions.connection, exchange: str, *spans: tuple[datetime, datetime], symbol: str = SYMBOL
+) -> None:
+    """Record that the market was observed in each [start, end) of `spans` (as a replay would)."""
+    with conn.cursor() as cur:
+        record(
+            cur,
+            [Interval(exchange, symbol, f"test-{i}", "replay", to_us(a), to_us(b)) for i, (a, b) in enumerate(spans)],
+        )
 
 
 def base_rows(candles: dict[Any, RefCandle]) -> list[tuple[Any, ...]]:
@@ -124,10 +142,11 @@ def synthetic_trades(exchange: str) -> list[Trade]:
 
 
 def assert_rows_equal_reference(
-    rows: list[tuple[object, ...]], want: list[RefCandle], label: str, stored: set[datetime] | None = None
+    rows: list[tuple[object, ...]], want: list[RefBucket], label: str, stored: set[datetime] | None = None
 ) -> None:
-    """Rows equal to the reference; `filled` says no stored base candle lies in the bucket (by default:
-    only candles with trades are stored, so a bucket is filled exactly when it has no trades)."""
+    """Rows equal to the reference, coverage included; `filled` says no stored base candle lies in the
+    bucket (by default: only candles with trades are stored, so a bucket is filled exactly when it has no
+    trades)."""
     got_times = [r[0] for r in rows]
     want_times = [c.open_time.strftime("%Y-%m-%dT%H:%M:%SZ") for c in want]
     assert got_times == want_times, f"{label}: bucket open times differ"
@@ -146,6 +165,7 @@ def assert_rows_equal_reference(
             size = want[1].open_time - want[0].open_time
             filled = not any(ref.open_time <= t < ref.open_time + size for t in stored)
         assert values["filled"] == ("true" if filled else "false"), f"{label} {values['open_time']}"
+        assert values["coverage"] == ref.coverage, f"{label} {values['open_time']} coverage"
 
 
 def load(conn: psycopg2.extensions.connection, rows: list[tuple[Any, ...]], state: str, batches: int = 1) -> None:
@@ -159,11 +179,14 @@ def load(conn: psycopg2.extensions.connection, rows: list[tuple[Any, ...]], stat
 def test_rollups_equal_candles_computed_from_the_trades(conn, exchange) -> None:
     trades = synthetic_trades(exchange)
     load(conn, base_rows(reference_candles(trades)), "closed", batches=5)
+    cover(conn, exchange, WATCHED)
+    covered = covered_spans([WATCHED])
     last_time = trades[-1].trade_time_us // 1_000_000
     for text in BUCKETS:
         bucket = parse_bucket(text)
-        want = reference_rollup(trades, bucket.seconds, MONDAY_ORIGIN_S if text == "1w" else 0)
+        want = reference_rollup(trades, bucket.seconds, MONDAY_ORIGIN_S if text == "1w" else 0, covered=covered)
         assert any(c.trades == 0 for c in want), f"{text}: the data must hold empty intervals"
+        assert {c.coverage for c in want} == {"complete"}, text
         # Wider than the data on both sides (a week more for 1w): nothing is invented outside it.
         margin = timedelta(days=8 if text == "1w" else 1)
         end = datetime.fromtimestamp(last_time, UTC) + margin
@@ -194,11 +217,16 @@ def test_stored_empty_candles_count_as_stored_but_carry_no_prices(conn, exchange
         t += timedelta(minutes=1)
     assert len(empties) > 1000
     load(conn, [*base_rows(reference_candles(trades)), *empties], "curated", batches=3)
+    cover(conn, exchange, WATCHED)
     stored = set(candles) | {row[2] for row in empties}
     start, end = datetime(2024, 1, 3, tzinfo=UTC), datetime(2024, 1, 9, tzinfo=UTC)
     for text in ("1m", "2m", "5m", "7m", "13m", "15m", "20m", "45m", "1h", "90m", "4h", "1d", "25h"):
         bucket = parse_bucket(text)
-        want = [c for c in reference_rollup(trades, bucket.seconds) if start <= c.open_time < end]
+        want = [
+            c
+            for c in reference_rollup(trades, bucket.seconds, covered=covered_spans([WATCHED]))
+            if start <= c.open_time < end
+        ]
         rows = fetch_rollup(conn, exchange, SYMBOL, bucket, start, end)
         assert_rows_equal_reference(rows, want, f"{text} with stored empty candles", stored)
 
@@ -206,6 +234,7 @@ def test_stored_empty_candles_count_as_stored_but_carry_no_prices(conn, exchange
 def test_weeks_start_on_monday_and_an_empty_week_is_a_candle(conn, exchange) -> None:
     trades = synthetic_trades(exchange)
     load(conn, base_rows(reference_candles(trades)), "closed")
+    cover(conn, exchange, WATCHED)
     start, end = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC)
     rows = fetch_rollup(conn, exchange, SYMBOL, parse_bucket("1w"), start, end)
     weeks = {r[0]: dict(zip(COLUMNS, r, strict=True)) for r in rows}
@@ -222,13 +251,15 @@ def test_weeks_start_on_monday_and_an_empty_week_is_a_candle(conn, exchange) -> 
     assert int(weeks["2024-01-08T00:00:00Z"]["trades"]) == len(after)
     assert Decimal(str(weeks["2024-01-08T00:00:00Z"]["open"])) == after[0].price
     empty = weeks["2024-01-15T00:00:00Z"]
-    assert (empty["trades"], empty["volume"], empty["filled"]) == (0, "0", "true")
+    assert (empty["trades"], empty["volume"], empty["filled"], empty["coverage"]) == (0, "0", "true", "complete")
     assert empty["open"] == empty["high"] == empty["low"] == empty["close"] == str(after[-1].price.normalize())
 
 
 def test_a_range_without_data_has_no_rows(conn, exchange) -> None:
     trades = synthetic_trades(exchange)
     load(conn, base_rows(reference_candles(trades)), "closed")
+    # Observed long before the first trade and long after the last: still no candles there.
+    cover(conn, exchange, (datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 12, 31, tzinfo=UTC)))
     for text in ("1m", "1h", "1d"):
         bucket = parse_bucket(text)
         before = fetch_rollup(
@@ -241,6 +272,223 @@ def test_a_range_without_data_has_no_rows(conn, exchange) -> None:
             conn, exchange, "NOPE", bucket, datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 20, tzinfo=UTC)
         )
         assert (before, after, unknown) == ([], [], []), text
+
+
+# Where synthetic_trades was not watched: a late start after its first trades, a 90 s loss in a burst, two
+# hours of its quiet day, two and a half of its quiet weeks, and an end before its last trades.
+HOLES_COVERAGE = (
+    (datetime(2024, 1, 3, 22, 10, 30, tzinfo=UTC), datetime(2024, 1, 4, 6, 0, 10, tzinfo=UTC)),
+    (datetime(2024, 1, 4, 6, 1, 40, tzinfo=UTC), datetime(2024, 1, 6, 5, tzinfo=UTC)),
+    (datetime(2024, 1, 6, 7, tzinfo=UTC), datetime(2024, 1, 16, tzinfo=UTC)),
+    (datetime(2024, 1, 18, 12, tzinfo=UTC), datetime(2024, 1, 25, 1, tzinfo=UTC)),
+)
+# An open trade-id gap with known times, inside the coverage: that instant was not seen either.
+HOLES_GAP = (datetime(2024, 1, 4, 12, 0, 1, tzinfo=UTC), datetime(2024, 1, 4, 12, 0, 2, 500_000, tzinfo=UTC))
+
+
+def insert_gap(
+    conn: psycopg2.extensions.connection,
+    exchange: str,
+    span: tuple[datetime, datetime],
+    kind: str = "trade_ids",
+    status: str = "open",
+) -> int:
+    """A gap-ledger entry over `span`; its trade ids (any, distinct per entry) play no part in coverage."""
+    first_id = int(span[0].timestamp())
+    ids = (None, None) if kind == "disconnect" else (first_id, first_id + 2)
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO trade_gaps (exchange, symbol, kind, first_id, last_id, started_at, ended_at, cause, source,"
+            " status) VALUES (%s, %s, %s, %s, %s, %s, %s, 'test', 'test', %s) RETURNING gap_id",
+            (exchange, SYMBOL, kind, *ids, *span, status),
+        )
+        row = cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_rollups_with_holes_in_coverage_equal_the_reference(conn, exchange) -> None:
+    """Unwatched time makes buckets with trades partial and removes the quiet ones, also those after it
+    whose previous close lies before it; a closed gap or a disconnect entry changes nothing."""
+    trades = synthetic_trades(exchange)
+    load(conn, base_rows(reference_candles(trades)), "closed", batches=3)
+    cover(conn, exchange, *HOLES_COVERAGE)
+    insert_gap(conn, exchange, HOLES_GAP)
+    # Ignored by market_coverage: a gap the backfill filled, and a disconnect (coverage already ends there).
+    insert_gap(
+        conn, exchange, (datetime(2024, 1, 5, 1, tzinfo=UTC), datetime(2024, 1, 5, 2, tzinfo=UTC)), status="filled"
+    )
+    insert_gap(
+        conn,
+        exchange,
+        (datetime(2024, 1, 5, 3, tzinfo=UTC), datetime(2024, 1, 5, 4, tzinfo=UTC)),
+        "disconnect",
+        "recorded",
+    )
+    covered = covered_spans(HOLES_COVERAGE, [HOLES_GAP])
+    end = datetime(2024, 2, 5, tzinfo=UTC)
+    for text in BUCKETS:
+        bucket = parse_bucket(text)
+        want = reference_rollup(trades, bucket.seconds, MONDAY_ORIGIN_S if text == "1w" else 0, covered=covered)
+        full = reference_rollup(
+            trades, bucket.seconds, MONDAY_ORIGIN_S if text == "1w" else 0, covered=covered_spans([WATCHED])
+        )
+        assert {c.coverage for c in want} == {"complete", "partial"}, text
+        assert len(want) < len(full), f"{text}: some quiet buckets must be unknown"
+        rows = fetch_rollup(conn, exchange, SYMBOL, bucket, datetime(2023, 12, 1, tzinfo=UTC), end)
+        assert_rows_equal_reference(rows, want, f"{text} with holes")
+        # Ranges starting in the quiet weeks, before the hole (the close before the range carries) and
+        # after it (it does not: nothing until the next trade).
+        for mid in (datetime(2024, 1, 10, tzinfo=UTC), datetime(2024, 1, 19, tzinfo=UTC)):
+            rows = fetch_rollup(conn, exchange, SYMBOL, bucket, mid, end)
+            sub = [c for c in want if c.open_time >= mid]
+            assert_rows_equal_reference(rows, sub, f"{text} with holes from {mid:%Y-%m-%d}")
+    minutes = {
+        r[0]: r
+        for r in fetch_rollup(conn, exchange, SYMBOL, parse_bucket("1m"), datetime(2024, 1, 18, tzinfo=UTC), end)
+    }
+    assert min(minutes) == "2024-01-24T10:00:00Z"  # the quiet days after the hole are unknown, not quiet
+
+
+def hours_and_minutes(
+    conn: psycopg2.extensions.connection, exchange: str, day: datetime
+) -> tuple[dict[str, dict[str, object]], dict[str, dict[str, object]]]:
+    """The day's 1h and 1m rows by HH:MM, as dicts of COLUMNS."""
+
+    def rows(text: str) -> dict[str, dict[str, object]]:
+        got = fetch_rollup(conn, exchange, SYMBOL, parse_bucket(text), day, day + timedelta(days=1))
+        return {str(r[0])[11:16]: dict(zip(COLUMNS, r, strict=True)) for r in got}
+
+    return rows("1h"), rows("1m")
+
+
+def test_an_hour_holding_one_partial_minute_is_partial(conn, exchange) -> None:
+    day = datetime(2024, 5, 6, tzinfo=UTC)
+    upsert_candles(
+        conn, [minute_row(exchange, day + timedelta(hours=10, minutes=m), "10") for m in range(120)], "curated"
+    )
+    cover(
+        conn,
+        exchange,
+        (day + timedelta(hours=9), day + timedelta(hours=10, minutes=30, seconds=30)),
+        (day + timedelta(hours=10, minutes=31), day + timedelta(hours=13)),
+    )
+    hours, minutes = hours_and_minutes(conn, exchange, day)
+    assert {h: (r["coverage"], r["trades"]) for h, r in hours.items()} == {
+        "10:00": ("partial", 60),
+        "11:00": ("complete", 60),
+    }
+    assert (minutes["10:29"]["coverage"], minutes["10:30"]["coverage"], minutes["10:31"]["coverage"]) == (
+        "complete",
+        "partial",
+        "complete",
+    )
+    assert sum(r["coverage"] == "partial" for r in minutes.values()) == 1
+    five = fetch_rollup(
+        conn,
+        exchange,
+        SYMBOL,
+        parse_bucket("5m"),
+        day + timedelta(hours=10, minutes=30),
+        day + timedelta(hours=10, minutes=40),
+    )
+    assert [(r[0][11:16], r[COLUMNS.index("coverage")]) for r in five] == [("10:30", "partial"), ("10:35", "complete")]
+
+
+def test_a_quiet_covered_bucket_is_a_filled_complete_candle(conn, exchange) -> None:
+    day = datetime(2024, 5, 6, tzinfo=UTC)
+    upsert_candles(
+        conn,
+        [
+            minute_row(exchange, day + timedelta(hours=10), "10"),
+            minute_row(exchange, day + timedelta(hours=12, minutes=30), "12"),
+        ],
+        "closed",
+    )
+    cover(conn, exchange, (day + timedelta(hours=9), day + timedelta(hours=13)))
+    hours, minutes = hours_and_minutes(conn, exchange, day)
+    quiet = hours["11:00"]
+    assert (quiet["trades"], quiet["volume"], quiet["filled"], quiet["coverage"]) == (0, "0", "true", "complete")
+    assert quiet["open"] == quiet["high"] == quiet["low"] == quiet["close"] == "10"
+    assert (hours["10:00"]["coverage"], hours["12:00"]["coverage"]) == ("complete", "complete")
+    assert len(minutes) == 151 and {r["coverage"] for r in minutes.values()} == {"complete"}  # 10:00 to 12:30
+
+
+def test_an_unwatched_quiet_bucket_is_absent(conn, exchange) -> None:
+    """No row where nobody watched, nor after it until the next trade: the close to repeat is unknown."""
+    day = datetime(2024, 5, 6, tzinfo=UTC)
+    upsert_candles(
+        conn,
+        [
+            minute_row(exchange, day + timedelta(hours=10), "10"),
+            minute_row(exchange, day + timedelta(hours=12, minutes=30), "12"),
+        ],
+        "closed",
+    )
+    cover(
+        conn,
+        exchange,
+        (day + timedelta(hours=9), day + timedelta(hours=11, minutes=10)),
+        (day + timedelta(hours=11, minutes=20), day + timedelta(hours=13)),
+    )
+    hours, minutes = hours_and_minutes(conn, exchange, day)
+    assert list(hours) == ["10:00", "12:00"]
+    assert hours["12:00"]["coverage"] == "complete"
+    assert "11:09" in minutes and minutes["11:09"]["trades"] == 0
+    assert [m for m in minutes if "11:10" <= m < "12:30"] == []
+    assert len(minutes) == 71  # 10:00 to 11:09, and 12:30
+
+
+def test_a_trade_gap_inside_coverage_makes_its_bucket_partial_until_filled(conn, exchange) -> None:
+    day = datetime(2024, 5, 6, tzinfo=UTC)
+    upsert_candles(
+        conn, [minute_row(exchange, day + timedelta(hours=10, minutes=m), "10") for m in range(60)], "closed"
+    )
+    cover(conn, exchange, (day + timedelta(hours=9), day + timedelta(hours=13)))
+    gap = (day + timedelta(hours=10, minutes=20, seconds=5), day + timedelta(hours=10, minutes=20, seconds=6))
+    gap_id = insert_gap(conn, exchange, gap)
+    hours, minutes = hours_and_minutes(conn, exchange, day)
+    assert hours["10:00"]["coverage"] == "partial"
+    assert [m for m, r in minutes.items() if r["coverage"] == "partial"] == ["10:20"]
+    with conn.cursor() as cur:
+        cur.execute("UPDATE trade_gaps SET status = 'filled' WHERE gap_id = %s", (gap_id,))
+    hours, minutes = hours_and_minutes(conn, exchange, day)
+    assert hours["10:00"]["coverage"] == "complete"
+    assert {r["coverage"] for r in minutes.values()} == {"complete"}
+
+
+def test_the_candles_command_prints_each_buckets_coverage(conn, exchange, capsys) -> None:
+    """`candlelake candles` on the read-only role: the coverage column, and no row for unknown buckets."""
+    from candlelake.cli import main
+
+    day = datetime(2024, 5, 6, tzinfo=UTC)
+    upsert_candles(
+        conn,
+        [
+            minute_row(exchange, day + timedelta(hours=10), "10"),
+            minute_row(exchange, day + timedelta(hours=12, minutes=30), "12"),
+        ],
+        "closed",
+    )
+    cover(
+        conn,
+        exchange,
+        (day + timedelta(hours=9), day + timedelta(hours=11, minutes=10)),
+        (day + timedelta(hours=11, minutes=20), day + timedelta(hours=13)),
+    )
+    args = ["candles", "--exchange", exchange, "--symbol", SYMBOL, "--interval", "30m"]
+    args += ["--start", "2024-05-06T00:00:00Z", "--end", "2024-05-07T00:00:00Z"]
+    assert main([*args, "--format", "csv"]) == 0
+    printed = capsys.readouterr().out
+    rows = list(csv.DictReader(io.StringIO(printed)))
+    assert printed.splitlines()[0] == ",".join(COLUMNS)
+    assert [(r["open_time"][11:16], r["trades"], r["close"], r["coverage"]) for r in rows] == [
+        ("10:00", "1", "10", "complete"),
+        ("10:30", "0", "10", "complete"),  # quiet, and watched since the 10:00 trade
+        ("12:30", "1", "12", "complete"),  # 11:00-12:30 unknown: the 11:10-11:20 loss broke the watch
+    ]
+    assert main([*args, "--format", "json"]) == 0
+    assert [r["coverage"] for r in json.loads(capsys.readouterr().out)] == ["complete"] * 3
 
 
 def minute_row(exchange: str, t: datetime, price: str, qty: str = "1") -> tuple[Any, ...]:
@@ -257,6 +505,7 @@ def test_a_rolled_up_candle_has_the_weakest_state_of_its_parts(conn, exchange) -
     upsert_candles(conn, [minute_row(exchange, at(12, 0), "12"), minute_row(exchange, at(12, 30), "13")], "curated")
     upsert_candles(conn, [minute_row(exchange, at(10, 1), "10.5")], "closed")
     upsert_candles(conn, [minute_row(exchange, at(10, 5), "9")], "live")
+    cover(conn, exchange, (at(0, 0), at(23, 0)))
 
     def states(text: str) -> dict[str, tuple[object, ...]]:
         rows = fetch_rollup(conn, exchange, SYMBOL, parse_bucket(text), at(0, 0), at(23, 0))
@@ -331,6 +580,8 @@ def assert_rows_equal_klines(rows: list[tuple[object, ...]], klines: list[list[f
 def test_rollups_equal_binance_klines_including_empty_intervals(conn, exchange) -> None:
     trades = binance_trades(exchange)
     load(conn, base_rows(reference_candles(trades)), "curated", batches=4)
+    day = datetime.fromtimestamp(trades[0].trade_time_us // 1_000_000, UTC).replace(hour=0, minute=0, second=0)
+    cover(conn, exchange, (day, day + timedelta(days=3)), symbol="XRPETH")  # as three day dump files would
     for text, name in (("1m", "klines-1m.json"), ("5m", "klines-5m.json")):
         klines = json.loads((FIXTURES / name).read_text())
         assert any(k[5] == 0 for k in klines)

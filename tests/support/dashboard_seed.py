@@ -5,7 +5,9 @@ klines: exact decimals, 1,091 quiet minutes among 3,560) stored as candles under
 source uses, unique per run, so parallel runs and a live platform are never disturbed. Trade ids are
 numbered through the minutes in order (the klines carry counts, not ids) so that a gap-ledger entry can
 be placed between two candles. A second market holds a few recent minutes (the live end of a chart),
-a third (LONGUSDT) 8 days of synthetic minutes, more than one view draws at 1m.
+a third (LONGUSDT) 8 days of synthetic minutes, more than one view draws at 1m. Each market is covered
+(table `coverage`) from its first to the end of its last minute, as a replay of its files or a live feed
+would record it, so its quiet minutes are quiet candles, not unknown time (see `market_coverage`).
 Everything seeded is deleted by `Seed.delete`.
 """
 
@@ -23,6 +25,8 @@ from typing import Any
 
 import psycopg2
 from psycopg2.extras import execute_values
+
+from candlelake import coverage
 
 KLINES = Path(__file__).resolve().parents[1] / "fixtures" / "klines"
 KLINE_DAYS = ("2019-10-11", "2019-10-12", "2019-10-13")
@@ -174,6 +178,29 @@ def recent_rows(exchange: str, minutes: int = 10) -> list[dict[str, Any]]:
     return rows
 
 
+def covering(exchange: str, tag: str, *markets: list[dict[str, Any]]) -> list[coverage.Interval]:
+    """One coverage interval per market, from its first candle's open to its last candle's end.
+
+    The recent market's newest minute is still live; it is covered to its end, as if the feed's session
+    had been extended past it, so that what the pages show does not depend on the second a test runs.
+    """
+    out = []
+    for rows in markets:
+        first, last = min(r["open_time"] for r in rows), max(r["open_time"] for r in rows)
+        kind = "live" if rows[0]["symbol"] == RECENT_SYMBOL else "replay"
+        out.append(
+            coverage.Interval(
+                exchange,
+                rows[0]["symbol"],
+                tag,
+                kind,
+                coverage.to_us(first),
+                coverage.to_us(last + timedelta(minutes=1)),
+            )
+        )
+    return out
+
+
 @dataclass
 class Seed:
     """What one test module put into PostgreSQL; `delete` removes all of it."""
@@ -184,6 +211,7 @@ class Seed:
     candles: list[dict[str, Any]]
     recent: list[dict[str, Any]]
     long: list[dict[str, Any]]
+    coverage: list[coverage.Interval] = field(default_factory=list)
     gap_id: int | None = None
     gap_minute: datetime | None = None  # the minute the seeded open trade-id gap lies in
     load_id: int | None = None
@@ -192,7 +220,7 @@ class Seed:
     def delete(self) -> None:
         with psycopg2.connect(self.dsn, connect_timeout=5) as conn, conn.cursor() as cur:
             cur.execute("DELETE FROM candles WHERE exchange = %s", (self.exchange,))
-            for table in ("trade_gaps", "quality_runs", "curated_loads", "kline_reconciliations"):
+            for table in ("coverage", "trade_gaps", "quality_runs", "curated_loads", "kline_reconciliations"):
                 cur.execute(f"DELETE FROM {table} WHERE exchange = %s", (self.exchange,))
             cur.execute("DELETE FROM dead_letter_counts WHERE source = %s", (self.tag,))
             cur.execute("DELETE FROM health_checks WHERE run_id = %s", (self.tag,))
@@ -203,9 +231,10 @@ class Seed:
 
 
 def seed(dsn: str, docs_root: Path, *, with_operations: bool = True) -> Seed:
-    """Candles of both markets, an open trade-id gap in the XRPETH data, and (with_operations) a failed and
-    a passed validation, a curated load with one correction, dead letters, health and supervisor checks,
-    a producer and streaming progress, all marked with a unique tag.
+    """Candles of the three markets and their coverage, an open trade-id gap in the XRPETH data (without
+    times: it leaves the coverage whole), and (with_operations) a failed and a passed validation, a curated
+    load with one correction, dead letters, health and supervisor checks, a producer and streaming
+    progress, all marked with a unique tag.
 
     Operational rows are dated an hour ahead so that they are the newest even while a live platform
     writes its own checks next to them.
@@ -215,11 +244,12 @@ def seed(dsn: str, docs_root: Path, *, with_operations: bool = True) -> Seed:
     candles = candle_rows(exchange, klines())
     recent = recent_rows(exchange)
     long = long_rows(exchange)
-    s = Seed(dsn, exchange, tag, candles, recent, long)
+    s = Seed(dsn, exchange, tag, candles, recent, long, covering(exchange, tag, candles, recent, long))
     ahead = datetime.now(UTC) + timedelta(hours=1)
     with psycopg2.connect(dsn, connect_timeout=5) as conn, conn.cursor() as cur:
         for rows in (candles, recent, long):
             execute_values(cur, INSERT_CANDLES, rows, template=CANDLE_TEMPLATE, page_size=len(rows))
+        coverage.record(cur, s.coverage)
         # An open gap of three ids inside the busiest minute of 2019-10-12 12:00-13:00.
         busy = max(
             (c for c in candles if c["open_time"].hour == 12 and c["open_time"].day == 12),

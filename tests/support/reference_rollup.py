@@ -3,31 +3,82 @@
 The independent truth for the SQL rollups (include/candlelake/rollups.py): it shares no code with them
 and never looks at base candles. A bucket of `bucket_s` seconds starts at
 `origin + floor((t - origin) / bucket_s) * bucket_s` (origin: the epoch, or Monday 1970-01-05 for weeks).
-Every bucket from the one holding the first trade to the one holding the last is emitted; one without
-trades has open = high = low = close = the previous close and zero volume and count.
+Every bucket from the one holding the first trade to the one holding the last is considered, and judged
+by the covered time (`covered_spans`: the coverage intervals less the trade gaps of known times):
+
+- a bucket with trades is a candle; `coverage` is 'complete' when one covered span holds all of it,
+  else 'partial';
+- a bucket without trades has open = high = low = close = the previous close and zero volume and count,
+  `coverage` 'complete', when one covered span holds it and the base interval (`base_s`) of the last
+  trade before it; otherwise it is unknown and left out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from candlelake.trade import Trade
 from tests.support.reference_candles import RefCandle
 
 MONDAY_ORIGIN_S = 4 * 86_400  # 1970-01-05, the first Monday after the epoch
+Span = tuple[int, int]  # [start_us, end_us)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def reference_rollup(trades: Iterable[Trade], bucket_s: int, origin_s: int = 0) -> list[RefCandle]:
-    """Candles of one market at `bucket_s` seconds, oldest first, empty intervals filled."""
+@dataclass(frozen=True)
+class RefBucket(RefCandle):
+    coverage: str = "complete"
+
+
+def to_us(t: datetime) -> int:
+    return (t - EPOCH) // timedelta(microseconds=1)
+
+
+def covered_spans(
+    intervals: Iterable[tuple[datetime, datetime]], gaps: Iterable[tuple[datetime, datetime]] = ()
+) -> list[Span]:
+    """The union of half-open coverage `intervals` less the closed trade-gap intervals [start, end], as
+    sorted disjoint spans of microseconds (a gap's end instant is itself unseen: [start, end + 1 us))."""
+    spans: list[Span] = []
+    for start, end in sorted((to_us(a), to_us(b)) for a, b in intervals):
+        if end <= start:
+            continue
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        else:
+            spans.append((start, end))
+    for gap_start, gap_end in ((to_us(a), to_us(b) + 1) for a, b in gaps):
+        cut: list[Span] = []
+        for start, end in spans:
+            if gap_end <= start or gap_start >= end:
+                cut.append((start, end))
+                continue
+            if start < gap_start:
+                cut.append((start, gap_start))
+            if gap_end < end:
+                cut.append((gap_end, end))
+        spans = cut
+    return spans
+
+
+def _holds(spans: Sequence[Span], start: int, end: int) -> bool:
+    return any(a <= start and end <= b for a, b in spans)
+
+
+def reference_rollup(
+    trades: Iterable[Trade], bucket_s: int, origin_s: int = 0, *, covered: Sequence[Span], base_s: int = 60
+) -> list[RefBucket]:
+    """Candles of one market at `bucket_s` seconds, oldest first, quiet intervals filled where covered."""
     unique: dict[int, Trade] = {}
     for t in trades:
         unique.setdefault(t.trade_id, t)
     if not unique:
         return []
     ordered = sorted(unique.values(), key=lambda t: (t.trade_time_us, t.trade_id))
-    size_us, origin_us = bucket_s * 1_000_000, origin_s * 1_000_000
+    size_us, origin_us, base_us = bucket_s * 1_000_000, origin_s * 1_000_000, base_s * 1_000_000
 
     def start_of(t: Trade) -> int:
         return t.trade_time_us - (t.trade_time_us - origin_us) % size_us
@@ -37,19 +88,21 @@ def reference_rollup(trades: Iterable[Trade], bucket_s: int, origin_s: int = 0) 
         groups.setdefault(start_of(t), []).append(t)
     first, last = start_of(ordered[0]), start_of(ordered[-1])
     exchange, symbol = ordered[0].exchange, ordered[0].symbol
-    out: list[RefCandle] = []
+    out: list[RefBucket] = []
     previous_close = ordered[0].price
+    previous_base = ordered[0].trade_time_us - ordered[0].trade_time_us % base_us
     zero = Decimal(0)
     for start in range(first, last + size_us, size_us):
         open_time = datetime.fromtimestamp(start // 1_000_000, UTC)
         group = groups.get(start)
         if not group:
-            p = previous_close
-            out.append(RefCandle(exchange, symbol, open_time, p, p, p, p, zero, zero, 0, zero, zero))
+            if _holds(covered, previous_base, start + size_us):
+                p = previous_close
+                out.append(RefBucket(exchange, symbol, open_time, p, p, p, p, zero, zero, 0, zero, zero))
             continue
         buys = [t for t in group if not t.is_buyer_maker]
         out.append(
-            RefCandle(
+            RefBucket(
                 exchange=exchange,
                 symbol=symbol,
                 open_time=open_time,
@@ -62,7 +115,9 @@ def reference_rollup(trades: Iterable[Trade], bucket_s: int, origin_s: int = 0) 
                 trades=len(group),
                 taker_buy_volume=sum((t.qty for t in buys), zero),
                 taker_buy_quote_volume=sum((t.price * t.qty for t in buys), zero),
+                coverage="complete" if _holds(covered, start, start + size_us) else "partial",
             )
         )
         previous_close = group[-1].price
+        previous_base = group[-1].trade_time_us - group[-1].trade_time_us % base_us
     return out

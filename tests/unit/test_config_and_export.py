@@ -1,8 +1,11 @@
+import csv
+import io
+import json
 from datetime import UTC, datetime
 
 import pytest
 
-from candlelake.candles_export import ExportError, make_request, parse_time
+from candlelake.candles_export import COLUMNS, ExportError, make_request, parse_time, write
 from candlelake.config import ConfigError, load_settings
 
 pytestmark = pytest.mark.unit
@@ -66,3 +69,45 @@ def test_times_without_zone_are_utc():
 def test_bad_candle_requests_are_explained(args, message):
     with pytest.raises(ExportError, match=message):
         make_request(*args)
+
+
+# Two rows as candlelake.rollups returns them: a partial candle with trades, then a quiet covered one.
+ROWS: list[tuple[object, ...]] = [
+    (
+        "2026-01-01T10:00:00Z",
+        "1.5",
+        "2",
+        "1",
+        "1.75",
+        "3",
+        "5",
+        4,
+        "1",
+        "1.75",
+        "1.6666666667",
+        "curated",
+        "false",
+        "partial",
+    ),
+    ("2026-01-01T11:00:00Z", "1.75", "1.75", "1.75", "1.75", "0", "0", 0, "0", "0", None, "closed", "true", "complete"),
+]
+
+
+def test_the_export_says_each_candles_coverage_in_csv_and_json():
+    assert COLUMNS[-3:] == ("state", "filled", "coverage")
+    out = io.StringIO()
+    write(ROWS, "csv", out)
+    parsed = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert list(parsed[0]) == list(COLUMNS)
+    assert [(r["open_time"], r["trades"], r["coverage"]) for r in parsed] == [
+        ("2026-01-01T10:00:00Z", "4", "partial"),
+        ("2026-01-01T11:00:00Z", "0", "complete"),
+    ]
+    out = io.StringIO()
+    write(ROWS, "json", out)
+    assert [(r["filled"], r["coverage"]) for r in json.loads(out.getvalue())] == [
+        ("false", "partial"),
+        ("true", "complete"),
+    ]
+    with pytest.raises(ExportError, match="format 'xml' is not one of csv, json"):
+        write(ROWS, "xml", io.StringIO())

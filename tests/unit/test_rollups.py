@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
 from candlelake.candles_export import ExportError, make_request
 from candlelake.rollups import (
     BUCKET_LADDER,
+    COLUMNS,
     EPOCH,
     MONDAY_EPOCH,
     RollupError,
@@ -21,6 +23,8 @@ from candlelake.rollups import (
     rollup_query,
     source_level,
 )
+from candlelake.trade import Trade
+from tests.support.reference_rollup import covered_spans, reference_rollup
 
 pytestmark = pytest.mark.unit
 
@@ -197,3 +201,48 @@ def test_seconds_buckets_are_offered_only_over_a_seconds_base() -> None:
     assert parse_bucket_or_none("1s", base_seconds=1) is not None
     start = datetime(2026, 1, 1, tzinfo=UTC)
     assert fit_bucket(parse_bucket("1s", 1), start, start + timedelta(hours=6), 5_000, 1).text == "5s"
+
+
+@pytest.mark.parametrize("text", ["1m", "13m", "15m", "90m", "1d", "1w"])
+def test_every_rollup_reads_the_coverage_once_and_returns_it_last(text) -> None:
+    bucket = parse_bucket(text)
+    sql = rollup_query(read_levels(bucket), bucket.seconds)
+    assert COLUMNS[-1] == "coverage"
+    assert sql.count("market_coverage(") == 1 and "covered AS MATERIALIZED" in sql
+    # Judged against the multirange alone, never against a stored candle's own coverage column.
+    assert "'partial' END" in sql and "c.coverage" not in sql
+
+
+def _trade(trade_id: int, at: datetime, price: str) -> Trade:
+    us = int(at.timestamp()) * 1_000_000
+    return Trade("x", "Y", trade_id, Decimal(price), Decimal(1), us, False, us, "test")
+
+
+def test_the_reference_rollup_keeps_quiet_buckets_only_where_they_were_watched() -> None:
+    """The truth the SQL is compared with (tests/support/reference_rollup.py), on a hand-made case."""
+    h = datetime(2024, 5, 6, 10, tzinfo=UTC)
+    trades = [_trade(1, h + timedelta(seconds=5), "10"), _trade(2, h + timedelta(hours=3, seconds=5), "13")]
+    everything = covered_spans([(h, h + timedelta(hours=4))])
+    assert [
+        (c.open_time.hour, c.trades, c.close, c.coverage) for c in reference_rollup(trades, 3600, covered=everything)
+    ] == [
+        (10, 1, Decimal(10), "complete"),
+        (11, 0, Decimal(10), "complete"),
+        (12, 0, Decimal(10), "complete"),
+        (13, 1, Decimal(13), "complete"),
+    ]
+    # A lost second at 11:30: 11:00 is unknown, and so is 12:00 (the close to repeat lies before the loss).
+    lost = covered_spans(
+        [
+            (h, h + timedelta(hours=1, minutes=30)),
+            (h + timedelta(hours=1, minutes=30, seconds=1), h + timedelta(hours=4)),
+        ]
+    )
+    assert [c.open_time.hour for c in reference_rollup(trades, 3600, covered=lost)] == [10, 13]
+    # A trade gap of known times inside the coverage: the bucket holding it is partial.
+    gap = covered_spans(
+        [(h, h + timedelta(hours=4))], [(h + timedelta(hours=3, minutes=1), h + timedelta(hours=3, minutes=1))]
+    )
+    assert [c.coverage for c in reference_rollup(trades, 3600, covered=gap)] == ["complete"] * 3 + ["partial"]
+    # A gap's end instant is itself unseen: [start, end] leaves out one microsecond more than [start, end).
+    assert gap[0][1] + 1 == gap[1][0]

@@ -1,15 +1,25 @@
--- Candles at any bucket for one market, with Binance's empty intervals filled (see
--- include/candlelake/rollups.py, which runs it). The parts placeholder (in braces) is replaced by one of
--- rollups.py's fixed sub-selects (never user input): one row per bucket `t` that has stored parts, the
--- rows of a stored level as they are, or aggregated from base candles and candle_rollups levels. Every
--- value is a bound parameter: exchange, symbol, first/last (bucket open times in range), stop (end of
--- the last bucket), step (bucket interval), origin (the epoch, or a Monday for weeks), base, base_s,
--- per_bucket (base intervals in a bucket), and level/span/tail of each level read.
+-- Candles at any bucket for one market, with Binance's empty intervals filled where coverage says they
+-- were quiet (see include/candlelake/rollups.py, which runs it). The parts placeholder (in braces) is
+-- replaced by one of rollups.py's fixed sub-selects (never user input): one row per bucket `t` that has
+-- stored parts, the rows of a stored level as they are, or aggregated from base candles and
+-- candle_rollups levels. Every value is a bound parameter: exchange, symbol, first/last (bucket open
+-- times in range), stop (end of the last bucket), step (bucket interval), origin (the epoch, or a Monday
+-- for weeks), base, base_s, per_bucket (base intervals in a bucket), and level/span/tail of each level read.
 WITH bounds AS MATERIALIZED (
     SELECT (SELECT min(open_time) FROM candles
              WHERE exchange = %(exchange)s AND symbol = %(symbol)s AND trades > 0) AS first_time,
            (SELECT max(open_time) FROM candles
-             WHERE exchange = %(exchange)s AND symbol = %(symbol)s) AS last_time
+             WHERE exchange = %(exchange)s AND symbol = %(symbol)s) AS last_time,
+           -- the last candle with trades before the range: quiet buckets at its start repeat its close
+           (SELECT max(open_time) FROM candles
+             WHERE exchange = %(exchange)s AND symbol = %(symbol)s AND trades > 0
+               AND open_time < %(first)s) AS carry_time
+), covered AS MATERIALIZED (
+    -- The market's coverage (less trade gaps of known times) from that candle to the end of the range,
+    -- computed once: every bucket below is judged by one containment test against it.
+    SELECT market_coverage(%(exchange)s, %(symbol)s, least(carry_time, %(first)s::timestamptz),
+                           %(stop)s::timestamptz) AS m
+      FROM bounds
 ), agg AS ({parts}
 ), joined AS (
     SELECT b.t, a.open, a.high, a.low, a.close, a.volume, a.quote_volume, a.trades,
@@ -35,11 +45,11 @@ WITH bounds AS MATERIALIZED (
                 WHERE exchange = %(exchange)s AND symbol = %(symbol)s AND trades > 0
                   AND open_time >= j.t AND open_time < j.t + %(step)s
                 ORDER BY open_time DESC LIMIT 1)) END AS last_close,
-           p.close AS previous
+           p.close AS previous, p.open_time AS previous_time
       FROM joined j
       -- A bucket without trades repeats the previous close, which may lie before the range.
       LEFT JOIN LATERAL (
-           SELECT close FROM candles
+           SELECT close, open_time FROM candles
             WHERE coalesce(j.trades, 0) = 0  -- evaluated before the probe: only empty buckets look
               AND exchange = %(exchange)s AND symbol = %(symbol)s AND trades > 0 AND open_time < j.t
             ORDER BY open_time DESC LIMIT 1) p ON true
@@ -63,6 +73,13 @@ SELECT to_char(c.t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
                 WHEN c.base_rows < extract(epoch FROM least(c.t + %(step)s, c.last_time + %(base)s)
                                                      - greatest(c.t, c.first_time)) / %(base_s)s
                 THEN 1 ELSE 2 END)],
-       CASE WHEN c.base_rows = 0 THEN 'true' ELSE 'false' END
+       CASE WHEN c.base_rows = 0 THEN 'true' ELSE 'false' END,
+       CASE WHEN (SELECT m FROM covered) @> tstzrange(c.t, c.t + %(step)s) THEN 'complete' ELSE 'partial' END
   FROM priced c
+ -- A bucket with trades is a candle, whatever was missed around them. One without is a quiet candle only
+ -- when it was watched throughout, from the base candle whose close it repeats to its own end (so no
+ -- unseen trade can have moved the price since); anything else is unknown, and unknown is no row. (The
+ -- multirange is read as a one-off parameter, not joined: a join would carry it through every sort.)
+ WHERE c.trades > 0
+    OR (c.previous_time IS NOT NULL AND (SELECT m FROM covered) @> tstzrange(c.previous_time, c.t + %(step)s))
  ORDER BY c.t
