@@ -22,11 +22,13 @@ the trade gaps of known times that no backfill closed), and judges every bucket 
 - a bucket with trades is a candle of the trades that were seen; its ``coverage`` is 'complete' when
   the covered time contains the whole bucket, else 'partial' (one unseen second in an hour makes the
   hour partial);
-- a bucket without trades is a quiet candle, ``coverage`` 'complete', only when the covered time holds
-  it and, unbroken, the base candle whose close it repeats (no unseen trade can have moved the price
-  since). Otherwise nothing is known about it and there is no row: a missing bucket between rows means
-  "unknown", never "quiet". (The nightly batch, which knows each trade's time, also lets a candle that
-  straddles the start of a watch carry its close; the read path sees only base candles, so it does not.)
+- a bucket without trades is a quiet candle, ``coverage`` 'complete', only when the base candle whose
+  close it repeats carries it: the covered time from that candle's open to the bucket's end is one
+  unbroken stretch that reaches into the candle. A watch that began inside the candle saw its last
+  trade; one lost and found again inside it may not have. No unseen trade can then have moved the
+  price since: the nightly batch's rule (``candlelake.coverage.carriers``), so the read path shows the
+  quiet candles the batch curated. Otherwise nothing is known about the bucket and there is no row: a
+  missing bucket between rows means "unknown", never "quiet".
 
 The multirange is the only judge: a stored candle's own ``coverage`` (what the nightly batch knew when
 it curated it) is not read, so coverage recorded later (a backfill) counts at once, for every bucket

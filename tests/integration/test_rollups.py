@@ -439,6 +439,34 @@ def test_an_unwatched_quiet_bucket_is_absent(conn, exchange) -> None:
     assert len(minutes) == 71  # 10:00 to 11:09, and 12:30
 
 
+def test_a_watch_that_began_inside_a_candle_carries_its_close_as_the_batch_does(conn, exchange) -> None:
+    """A capture starting 16 s into 10:00 saw that minute's last trade: the quiet minutes after it repeat
+    its close, as the nightly batch curates them. A watch lost and found again inside 11:00 may have
+    missed that minute's last trade: nothing after it is quiet until the next trade."""
+    day = datetime(2024, 5, 6, tzinfo=UTC)
+    upsert_candles(
+        conn,
+        [
+            minute_row(exchange, day + timedelta(hours=10), "10"),
+            minute_row(exchange, day + timedelta(hours=11), "11"),
+            minute_row(exchange, day + timedelta(hours=11, minutes=30), "12"),
+        ],
+        "closed",
+    )
+    cover(
+        conn,
+        exchange,
+        (day + timedelta(hours=10, seconds=16), day + timedelta(hours=11, seconds=20)),
+        (day + timedelta(hours=11, seconds=40), day + timedelta(hours=12)),
+    )
+    _, minutes = hours_and_minutes(conn, exchange, day)
+    assert minutes["10:00"]["coverage"] == "partial" and minutes["10:01"]["trades"] == 0
+    assert {minutes[f"10:{m:02d}"]["close"] for m in range(1, 60)} == {"10"}
+    assert minutes["11:00"]["coverage"] == "partial"
+    assert [m for m in minutes if "11:01" <= m < "11:30"] == []  # lost inside 11:00: unknown, not quiet
+    assert minutes["11:30"]["close"] == "12" and max(minutes) == "11:30"  # the newest candle ends the rows
+
+
 def test_a_trade_gap_inside_coverage_makes_its_bucket_partial_until_filled(conn, exchange) -> None:
     day = datetime(2024, 5, 6, tzinfo=UTC)
     upsert_candles(

@@ -9,8 +9,10 @@ by the covered time (`covered_spans`: the coverage intervals less the trade gaps
 - a bucket with trades is a candle; `coverage` is 'complete' when one covered span holds all of it,
   else 'partial';
 - a bucket without trades has open = high = low = close = the previous close and zero volume and count,
-  `coverage` 'complete', when one covered span holds it and the base interval (`base_s`) of the last
-  trade before it; otherwise it is unknown and left out.
+  `coverage` 'complete', when the base candle (`base_s`) of the last trade before it carries: the covered
+  time from that candle's open to the bucket's end is one unbroken stretch that reaches into the candle
+  (a watch that began inside it saw its last trade; one that was lost inside it and found again may
+  not have); otherwise it is unknown and left out. The nightly batch's rule (candlelake.coverage).
 """
 
 from __future__ import annotations
@@ -68,6 +70,12 @@ def _holds(spans: Sequence[Span], start: int, end: int) -> bool:
     return any(a <= start and end <= b for a, b in spans)
 
 
+def _carries(spans: Sequence[Span], carry_open: int, base_us: int, end: int) -> bool:
+    """Does the base candle opening at `carry_open` carry its close to `end` (see the module docstring)?"""
+    pieces = [(max(a, carry_open), min(b, end)) for a, b in spans if b > carry_open and a < end]
+    return len(pieces) == 1 and pieces[0][1] == end and pieces[0][0] < carry_open + base_us
+
+
 def reference_rollup(
     trades: Iterable[Trade], bucket_s: int, origin_s: int = 0, *, covered: Sequence[Span], base_s: int = 60
 ) -> list[RefBucket]:
@@ -96,7 +104,7 @@ def reference_rollup(
         open_time = datetime.fromtimestamp(start // 1_000_000, UTC)
         group = groups.get(start)
         if not group:
-            if _holds(covered, previous_base, start + size_us):
+            if _carries(covered, previous_base, base_us, start + size_us):
                 p = previous_close
                 out.append(RefBucket(exchange, symbol, open_time, p, p, p, p, zero, zero, 0, zero, zero))
             continue

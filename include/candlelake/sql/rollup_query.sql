@@ -77,9 +77,17 @@ SELECT to_char(c.t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
        CASE WHEN (SELECT m FROM covered) @> tstzrange(c.t, c.t + %(step)s) THEN 'complete' ELSE 'partial' END
   FROM priced c
  -- A bucket with trades is a candle, whatever was missed around them. One without is a quiet candle only
- -- when it was watched throughout, from the base candle whose close it repeats to its own end (so no
- -- unseen trade can have moved the price since); anything else is unknown, and unknown is no row. (The
- -- multirange is read as a one-off parameter, not joined: a join would carry it through every sort.)
+ -- when the base candle whose close it repeats carries it: the covered time from that candle's open to
+ -- the bucket's end is one unbroken stretch reaching into the candle (a watch that began inside it saw
+ -- its last trade; one lost and found again inside it may not have), so no unseen trade can have moved
+ -- the price since: the nightly batch's rule (candlelake.coverage.carriers). Anything else is unknown,
+ -- and unknown is no row. (The multirange is read as a one-off parameter, not joined: a join would carry
+ -- it through every sort.)
  WHERE c.trades > 0
-    OR (c.previous_time IS NOT NULL AND (SELECT m FROM covered) @> tstzrange(c.previous_time, c.t + %(step)s))
+    OR (c.previous_time IS NOT NULL AND EXISTS (
+        SELECT 1
+          FROM (SELECT (SELECT m FROM covered) * tstzmultirange(tstzrange(c.previous_time, c.t + %(step)s)) AS r) q
+         WHERE q.r = tstzmultirange(range_merge(q.r))
+           AND upper(range_merge(q.r)) = c.t + %(step)s
+           AND lower(range_merge(q.r)) < c.previous_time + %(base)s))
  ORDER BY c.t
