@@ -136,33 +136,40 @@ def test_curated_candles_equal_binance_klines_for_every_interval(chain, interval
     assert {r["state"] for r in result} == {"curated"}
 
 
-NINE = (
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "trades",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-)
+EIGHT = ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
+
+
+def aggtrades_per_minute() -> dict[str, int]:
+    """The recording's aggTrades per minute: what `trades` counts (Binance's kline counts raw trades)."""
+    import gzip
+
+    counts: dict[str, int] = {}
+    with gzip.open(DATA / "aggtrades.json.gz", "rt") as f:
+        for item in json.load(f):
+            minute = iso(item["info"]["T"] - item["info"]["T"] % 60_000)
+            counts[minute] = counts.get(minute, 0) + 1
+    return counts
 
 
 def test_full_minutes_equal_the_kline_files_on_nine_fields_and_the_edges_are_partial(chain) -> None:
+    """Eight values against Binance's kline files; the ninth, the trade count, against the aggTrades."""
     from candlelake.klines import read_kline_file
 
     first_ms, last_ms = 1570752011620, 1570965568844  # the capture's first and last trade
     served_1m = served("1m", first_ms - first_ms % 60_000, last_ms + 86_400_000 * 2)
     by_time = {r["open_time"]: r for r in served_1m}
+    counts = aggtrades_per_minute()
     files = sorted(KLINE_FILES.glob("XRPETH-1m-2019-10-1*.csv"))
     compared = 0
     for kline in (k for path in files for k in read_kline_file(path)):
-        row = by_time[kline.open_time.strftime("%Y-%m-%dT%H:%M:%SZ")]
-        theirs = [kline.open, kline.high, kline.low, kline.close, kline.volume, kline.quote_volume, kline.trades,
+        at = kline.open_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+        row = by_time[at]
+        theirs = [kline.open, kline.high, kline.low, kline.close, kline.volume, kline.quote_volume,
                   kline.taker_buy_volume, kline.taker_buy_quote_volume]  # fmt: skip
-        ours = [Decimal(row[n]) for n in NINE]
-        assert ours == [Decimal(v) for v in theirs], f"{row['open_time']}: ours {ours}, the kline {theirs}"
+        ours = [Decimal(row[n]) for n in EIGHT]
+        assert ours == [Decimal(v) for v in theirs], f"{at}: ours {ours}, the kline {theirs}"
+        assert int(row["trades"]) == counts.get(at, 0), at
+        assert (kline.trades > 0) == (int(row["trades"]) > 0), at
         compared += 1
     assert compared == sum(MINUTES.values())
     # The capture starts 11.6 s into its first minute and ends 28.8 s into its last: both partial, the
