@@ -16,6 +16,7 @@ from decimal import Decimal
 import psycopg2
 import pytest
 
+from candlelake import coverage
 from candlelake.config import Settings
 from candlelake.simulator import Simulator
 from tests.e2e.airflow_support import failed_task_logs, next_run, rows, trigger
@@ -50,6 +51,13 @@ def test_late_trades_are_counted_kept_out_of_live_candles_and_corrected_by_the_c
     late = Simulator(
         ["LATEUSDT"], rate=2, seed=12, start_time_us=now_us - 600_000_000, exchange=exchange, first_trade_id=1
     ).take(20)
+    # The test sends into Kafka as a feed would; what that feed watched is its coverage, recorded as the
+    # producer does: from the first late minute to the end of the last on-time one.
+    watched = (
+        late[0].trade_time_us // 60_000_000 * 60_000_000,
+        (on_time[-1].trade_time_us // 60_000_000 + 1) * 60_000_000,
+    )
+    coverage.record_dsn(platform.pg_dsn(), [coverage.Interval(exchange, "LATEUSDT", "test", "live", *watched)])
     produce(platform, on_time)
     wait_for("the on-time candles", lambda: not differences(reference_candles(on_time), pg_candles(platform, exchange)))
     since = datetime.now(UTC)

@@ -119,10 +119,20 @@ def test_replay_sends_exactly_the_captured_trades_and_dead_letters_a_malformed_l
     with psycopg2.connect(settings.pg_dsn()) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT symbol, kind, (extract(epoch FROM started_at) * 1e6)::bigint, "
-            "(extract(epoch FROM ended_at) * 1e6)::bigint FROM coverage WHERE source = 'replay:capture.jsonl'"
+            "(extract(epoch FROM ended_at) * 1e6)::bigint FROM coverage WHERE source = 'replay:capture.jsonl' "
+            "ORDER BY started_at"
         )
-        recorded = {r[0]: r[1:] for r in cur.fetchall()}
+        recorded: dict[str, list[tuple[str, int, int]]] = {}
+        for symbol, kind, started, ended in cur.fetchall():
+            recorded.setdefault(symbol, []).append((kind, started, ended))
     conn.close()
     assert set(recorded) == set(times)
+    skipped = json.loads(spot[3])["data"]  # the malformed trade: the file does not hold it
     for symbol, seen in times.items():
-        assert recorded[symbol] == ("replay", min(seen), max(seen) + 1)
+        spans = recorded[symbol]
+        assert {kind for kind, _, _ in spans} == {"replay"}
+        assert (spans[0][1], spans[-1][2]) == (min(seen), max(seen) + 1)
+        # Cut where the ids skip: the time between the trades around the rejected one is not covered.
+        assert len(spans) == (2 if symbol == skipped["s"] else 1)
+    lost = skipped["T"] * 1000
+    assert not any(a <= lost < b for _, a, b in recorded[skipped["s"]])
