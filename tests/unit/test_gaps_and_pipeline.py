@@ -339,3 +339,39 @@ def test_a_gap_the_exchange_cannot_fill_covers_nothing() -> None:
     assert gap is not None and pipeline.backfill(gap) == (3, 1)
     pipeline.write_coverage()
     assert store.rows == {}
+
+
+def market_trade(trade_id: int, at_us: int) -> Trade:
+    return Trade("binance", "BTCUSDT", trade_id, Decimal("100.5"), Decimal("0.1"), at_us, True, at_us, "test")
+
+
+def test_contiguous_ids_across_a_disconnect_prove_it_quiet_and_cover_it() -> None:
+    pipeline, store, wall, _ = covered_pipeline()
+    pipeline.emit(Reconnected("binance", "ws://x", True, ("BTCUSDT",)))
+    pipeline.emit(market_trade(41, 3_000_000))
+    # Lost at 6 s, back at 186 s; the next trade is 42: nothing traded in between.
+    wall[0] = 186_000_000
+    pipeline.emit(Disconnect("binance", ("BTCUSDT",), 6_000_000, 186_000_000, "code 1006"))
+    pipeline.emit(Reconnected("binance", "ws://x", False, ("BTCUSDT",)))
+    pipeline.emit(market_trade(42, 190_000_000))
+    wall[0] = 200_000_000
+    pipeline.close_coverage()
+    assert coverage_spans(store) == [(1_000_000, 6_000_000), (3_000_000, 190_000_001), (186_000_000, 200_000_000)]
+    assert {i.source for i in store.rows.values()} == {"binance@test", "binance@test:ids"}
+
+
+def test_an_id_skipped_across_a_disconnect_proves_nothing() -> None:
+    pipeline, store, wall, _ = covered_pipeline()
+    pipeline.emit(Reconnected("binance", "ws://x", True, ("BTCUSDT",)))
+    pipeline.emit(market_trade(41, 3_000_000))
+    wall[0] = 186_000_000
+    pipeline.emit(Disconnect("binance", ("BTCUSDT",), 6_000_000, 186_000_000, "code 1006"))
+    pipeline.emit(Reconnected("binance", "ws://x", False, ("BTCUSDT",)))
+    pipeline.emit(market_trade(44, 190_000_000))  # 42 and 43 traded while nobody watched: a gap to fill
+    wall[0] = 200_000_000
+    pipeline.close_coverage()
+    assert coverage_spans(store) == [(1_000_000, 6_000_000), (186_000_000, 200_000_000)]
+
+
+def coverage_spans(store: CoverageList) -> list[tuple[int, int]]:
+    return sorted((i.started_us, i.ended_us) for i in store.rows.values())

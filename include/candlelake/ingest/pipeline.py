@@ -157,6 +157,8 @@ class Pipeline:
         self.coverage_every_s = coverage_every_s
         self.now_us = now_us
         self._coverage_written = float("-inf")
+        self._newest: dict[tuple[str, str], tuple[int, int]] = {}  # market -> (id, time) of its newest trade
+        self._lost_after: dict[tuple[str, str], tuple[int, int]] = {}  # market -> its newest trade at a loss
 
     def attach(self, sink: Any) -> None:
         self.trades = sink
@@ -197,11 +199,31 @@ class Pipeline:
             with self._lock:
                 cause = self._cause(trade.exchange, "trade ids skipped by the exchange stream")
                 new = self.tracker.observe(trade.exchange, trade.symbol, trade.trade_id, self.clock(), cause)
+                if new and self.coverage is not None:
+                    self._follow_ids(trade)
             if not new:
                 with self.counters.lock:
                     self.counters.duplicates += 1
                 return
         self.trades.send(trade)
+
+    def _follow_ids(self, trade: Trade) -> None:
+        """Under the lock: the market's newest trade, and whether it proves a disconnect was quiet.
+
+        Ids rise by one per trade, so when the first trade after a loss is the successor of the last one
+        before it, nothing traded in between: that time is covered though no connection watched it (a
+        disconnect with trades in it leaves an id gap instead, whose fill covers it).
+        """
+        key = (trade.exchange, trade.symbol)
+        lost = self._lost_after.pop(key, None)
+        if lost is not None and trade.trade_id == lost[0] + 1 and trade.trade_time_us >= lost[1]:
+            seen = Interval(
+                trade.exchange, trade.symbol, f"{self.source}:ids", "live", lost[1], trade.trade_time_us + 1
+            )
+            self.sessions.add(seen)
+        newest = self._newest.get(key)
+        if newest is None or trade.trade_id > newest[0]:
+            self._newest[key] = (trade.trade_id, trade.trade_time_us)
 
     def _cause(self, exchange: str, default: str) -> str:
         last = self._last_disconnect.get(exchange)
@@ -214,6 +236,10 @@ class Pipeline:
             self._last_disconnect[event.exchange] = (self.clock(), event.cause)
             if event.ended_us > event.started_us:  # an overlapping rotation lost nothing
                 self.sessions.lost(event.exchange, event.symbols, event.started_us)
+                for symbol in event.symbols:  # the last trade before the loss, if any (see _follow_ids)
+                    newest = self._newest.get((event.exchange, symbol))
+                    if newest is not None:
+                        self._lost_after.setdefault((event.exchange, symbol), newest)
         source = self.source
 
         def write(ledger: GapLedger) -> None:
