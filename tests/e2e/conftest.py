@@ -61,10 +61,17 @@ def platform() -> Iterator[Settings]:
     # (seen: a restarted stream twice). Its own test runs it when it wants it.
     from tests.e2e.airflow_support import paused
 
+    tear_down = not was_up and os.environ.get("CANDLELAKE_KEEP_UP") != "1"
     try:
         with paused(settings, "stream_supervisor"):
             yield settings
-        if not was_up and os.environ.get("CANDLELAKE_KEEP_UP") != "1":
+            if tear_down:
+                # The scheduler goes first, while the supervisor is still paused: unpaused with the
+                # scheduler up, its next run restarted the producer `down` was stopping (seen: a producer
+                # left running after the tier, heartbeating under the next platform's name).
+                stopped = run_cli("down", "--only", "airflow-scheduler")
+                assert stopped.returncode == 0, stopped.stderr
+        if tear_down:
             down = run_cli("down")
             assert down.returncode == 0, down.stderr
     finally:
