@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from candlelake.config import Settings
-from candlelake.util import first_line
+from candlelake.util import first_line, interval_micros
 
 DOWNSTREAM = ("data_quality", "load_curated_candles", "reconcile_klines")
 POLL_S = 3.0
@@ -78,7 +78,6 @@ def stream_horizon(settings: Settings) -> datetime:
     import psycopg2
 
     from candlelake.sinks.stream_progress import CANDLES_QUERY
-    from candlelake.transforms import interval_micros
 
     fallback = datetime.now(UTC) - timedelta(microseconds=interval_micros(settings.watermark_delay))
     try:

@@ -38,6 +38,7 @@ from pyspark.sql.types import (
 )
 
 from candlelake import coverage
+from candlelake.util import interval_micros
 
 PRICE_TYPE = DecimalType(28, 10)
 QTY_TYPE = DecimalType(28, 10)
@@ -253,28 +254,6 @@ def candles(trades: DataFrame, interval: str = "1 minute") -> DataFrame:
 
 TRADE_KEY: tuple[str, ...] = ("exchange", "symbol", "trade_id")
 MARKET_KEY: tuple[str, ...] = ("exchange", "symbol")
-
-_UNIT_MICROS = {
-    "millisecond": 1_000,
-    "second": 1_000_000,
-    "minute": 60_000_000,
-    "hour": 3_600_000_000,
-    "day": _MICROS_PER_DAY,
-}
-
-
-def interval_micros(interval: str) -> int:
-    """A fixed interval as Spark's `window()` spells it ("1 minute", "5 minutes", "45 minutes") -> microseconds.
-
-    Only fixed-length units: weeks start on Monday and months vary, neither is an epoch multiple.
-    """
-    parts = interval.strip().lower().split()
-    if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) <= 0:
-        raise ValueError(f"interval {interval!r}: expected '<positive integer> <unit>', e.g. '1 minute'")
-    unit = parts[1].removesuffix("s")
-    if unit not in _UNIT_MICROS:
-        raise ValueError(f"interval {interval!r}: the unit must be one of {', '.join(_UNIT_MICROS)}")
-    return int(parts[0]) * _UNIT_MICROS[unit]
 
 
 def dedupe_trades(trades: DataFrame) -> DataFrame:

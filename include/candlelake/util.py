@@ -1,4 +1,4 @@
-"""Small helpers every stage shares."""
+"""Small helpers every stage shares, importable without Spark or a database."""
 
 from __future__ import annotations
 
@@ -7,3 +7,26 @@ def first_line(exc: BaseException) -> str:
     """An exception as one line for a log or a message: its text's first line, or its type when it has none."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+_UNIT_MICROS = {
+    "millisecond": 1_000,
+    "second": 1_000_000,
+    "minute": 60_000_000,
+    "hour": 3_600_000_000,
+    "day": 86_400_000_000,
+}
+
+
+def interval_micros(interval: str) -> int:
+    """A fixed interval as Spark's `window()` spells it ("1 minute", "5 minutes", "45 minutes") -> microseconds.
+
+    Only fixed-length units: weeks start on Monday and months vary, neither is an epoch multiple.
+    """
+    parts = interval.strip().lower().split()
+    if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) <= 0:
+        raise ValueError(f"interval {interval!r}: expected '<positive integer> <unit>', e.g. '1 minute'")
+    unit = parts[1].removesuffix("s")
+    if unit not in _UNIT_MICROS:
+        raise ValueError(f"interval {interval!r}: the unit must be one of {', '.join(_UNIT_MICROS)}")
+    return int(parts[0]) * _UNIT_MICROS[unit]
