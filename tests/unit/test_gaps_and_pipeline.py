@@ -345,31 +345,28 @@ def market_trade(trade_id: int, at_us: int) -> Trade:
     return Trade("binance", "BTCUSDT", trade_id, Decimal("100.5"), Decimal("0.1"), at_us, True, at_us, "test")
 
 
-def test_contiguous_ids_across_a_disconnect_prove_it_quiet_and_cover_it() -> None:
+def across_a_disconnect(next_id: int) -> CoverageList:
+    """Trade 41 at 3 s; lost at 6 s, back at 186 s; then trade `next_id` at 190 s; stopped at 200 s."""
     pipeline, store, wall, _ = covered_pipeline()
     pipeline.emit(Reconnected("binance", "ws://x", True, ("BTCUSDT",)))
     pipeline.emit(market_trade(41, 3_000_000))
-    # Lost at 6 s, back at 186 s; the next trade is 42: nothing traded in between.
     wall[0] = 186_000_000
     pipeline.emit(Disconnect("binance", ("BTCUSDT",), 6_000_000, 186_000_000, "code 1006"))
     pipeline.emit(Reconnected("binance", "ws://x", False, ("BTCUSDT",)))
-    pipeline.emit(market_trade(42, 190_000_000))
+    pipeline.emit(market_trade(next_id, 190_000_000))
     wall[0] = 200_000_000
     pipeline.close_coverage()
+    return store
+
+
+def test_contiguous_ids_across_a_disconnect_prove_it_quiet_and_cover_it() -> None:
+    store = across_a_disconnect(42)  # the successor of 41: nothing traded in between
     assert coverage_spans(store) == [(1_000_000, 6_000_000), (3_000_000, 190_000_001), (186_000_000, 200_000_000)]
     assert {i.source for i in store.rows.values()} == {"binance@test", "binance@test:ids"}
 
 
 def test_an_id_skipped_across_a_disconnect_proves_nothing() -> None:
-    pipeline, store, wall, _ = covered_pipeline()
-    pipeline.emit(Reconnected("binance", "ws://x", True, ("BTCUSDT",)))
-    pipeline.emit(market_trade(41, 3_000_000))
-    wall[0] = 186_000_000
-    pipeline.emit(Disconnect("binance", ("BTCUSDT",), 6_000_000, 186_000_000, "code 1006"))
-    pipeline.emit(Reconnected("binance", "ws://x", False, ("BTCUSDT",)))
-    pipeline.emit(market_trade(44, 190_000_000))  # 42 and 43 traded while nobody watched: a gap to fill
-    wall[0] = 200_000_000
-    pipeline.close_coverage()
+    store = across_a_disconnect(44)  # 42 and 43 traded while nobody watched: a gap to fill
     assert coverage_spans(store) == [(1_000_000, 6_000_000), (186_000_000, 200_000_000)]
 
 
