@@ -1,8 +1,8 @@
-"""Measure the batch recompute (candlelake.batch.recompute) on a synthetic lake of N trades.
+"""Measure the batch recompute (candlelake.nightly.recompute.recompute) on a synthetic lake of N trades.
 
     .venv/bin/python bench/batch_recompute.py --trades 1000000 5000000 [--duplicates 0.01]
 
-For each N: the seeded simulator (candlelake.simulator.Simulator, 3 symbols) generates a block of up
+For each N: the seeded simulator (candlelake.sources.simulator.Simulator, 3 symbols) generates a block of up
 to 500,000 trades, which is repeated with shifted trade ids and times (Python generation would take
 longer than the measurement) until N trades span one UTC day. They are written with pyarrow in the
 lake's layout (`trades/exchange=simulator/trade_date=.../*.parquet`) into a temporary folder, plus a
@@ -31,11 +31,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from candlelake import batch
 from candlelake.config import load_settings
 from candlelake.lake import catalog
-from candlelake.simulator import Simulator
-from candlelake.spark_session import build_session
+from candlelake.nightly import recompute as batch
+from candlelake.sources.simulator import Simulator
+from candlelake.spark.session import build_session
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY_START = datetime(2026, 11, 20, tzinfo=UTC)

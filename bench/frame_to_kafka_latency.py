@@ -32,10 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from candlelake.config import Settings, load_settings  # noqa: E402
-from candlelake.ingest.binance_ws import BinanceTradeFeed  # noqa: E402
 from candlelake.ingest.kafka_sinks import make_trade_sink  # noqa: E402
 from candlelake.ingest.pipeline import Counters, Pipeline  # noqa: E402
-from candlelake.ingest.websocket_feed import FeedSettings  # noqa: E402
+from candlelake.sources.binance_ws import BinanceTradeFeed  # noqa: E402
+from candlelake.sources.websocket_feed import FeedSettings  # noqa: E402
 from candlelake.trade import Trade  # noqa: E402
 from tests.fakes.binance_ws import FakeBinanceWs  # noqa: E402
 from tests.fakes.recording import BINANCE_SPOT, LiveReplay, Recording  # noqa: E402

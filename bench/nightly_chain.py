@@ -12,7 +12,7 @@ its own that is deleted afterwards. Then each step runs as the DAGs run it, as i
 1. `jobs/compact_lake.py --date D --exchange E`          (lake_compaction)
 2. `jobs/batch_candles.py --date D --exchange E --stage`  (data_quality: write)
 3. `jobs/validate_day.py --date D --exchange E`           (data_quality: audit)
-4. `candlelake.curated_load.load_day`                      (load_curated_candles: publish)
+4. `candlelake.nightly.curated_load.load_day`                      (load_curated_candles: publish)
 
 Reports each step's wall and CPU seconds and the chain's total, and the linear extrapolation to a day
 at 1,000 trades/s (86.4 million) from the two largest sizes. Writes JSON to bench/results/.
@@ -126,7 +126,7 @@ def measure(n: int) -> dict[str, Any]:
                     py,
                     "-c",
                     "import sys; from datetime import date; from candlelake.config import load_settings; "
-                    "from candlelake.curated_load import load_day; "
+                    "from candlelake.nightly.curated_load import load_day; "
                     "day = date.fromisoformat(sys.argv[2]); "
                     "print(load_day(load_settings(), sys.argv[1], day, sys.argv[3]).text())",
                     exchange,

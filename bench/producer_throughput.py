@@ -4,7 +4,7 @@
 
 Builds a data.binance.vision aggTrades CSV of `--trades` rows from the real XRP/ETH aggTrades in
 tests/fixtures (12,477 trades repeated with ids and times shifted on, prices and sizes as recorded),
-then replays it through `candlelake.replay.replay` — the command's own path: CSV parsing, the
+then replays it through `candlelake.runs.replay.replay` — the command's own path: CSV parsing, the
 boundary validation into Trade records, dedupe, JSON, the Kafka client with acks=all, idempotence
 and LZ4 — into a bench-only topic (created and deleted here, so the streaming job never sees it).
 A run ends when the client has acknowledged every trade (close() flushes). First it replays into a
@@ -33,9 +33,9 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from candlelake.config import Settings, load_settings
 from candlelake.ingest.pipeline import Counters
-from candlelake.producer import KafkaTradeSink
-from candlelake.replay import open_recording, replay
-from candlelake.sources.validate import Rejection
+from candlelake.runs.producer import KafkaTradeSink
+from candlelake.runs.replay import open_recording, replay
+from candlelake.sources.fields import Rejection
 from candlelake.trade import Trade
 
 ROOT = Path(__file__).resolve().parents[1]

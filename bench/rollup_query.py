@@ -7,7 +7,7 @@ bench-only exchange name (the rollup triggers maintain candle_rollups as they wo
 records the year's coverage as a live feed would (one session a day, rotated with an overlap, and a
 30-second loss every week, so every query judges its buckets against a multirange of 54 ranges),
 vacuums and analyzes both tables as autovacuum would have, then runs every lookback/bucket combination
-below, each returning at most 5,000 candles, `--runs` times through `candlelake.rollups.fetch_rollup` on
+below, each returning at most 5,000 candles, `--runs` times through `candlelake.serve.rollups.fetch_rollup` on
 the read-only role, as the CLI and dashboard do. It also times the cost the triggers add to writes: the
 COPY itself, and the stream's upsert of one minute and of one hour of candles, against a trigger-less
 copy of the table. Prints Markdown tables, writes the figures as JSON to bench/results/, and deletes its
@@ -34,8 +34,8 @@ from psycopg2.extras import execute_values
 
 from candlelake import coverage
 from candlelake.config import load_settings
-from candlelake.rollups import Bucket, fetch_rollup, parse_bucket
-from candlelake.sinks.postgres_candles import TEMPLATE, UPSERT_SQL, upsert_candles
+from candlelake.serve.rollups import Bucket, fetch_rollup, parse_bucket
+from candlelake.stream.postgres_candles import TEMPLATE, UPSERT_SQL, upsert_candles
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOL = "BENCHUSDT"

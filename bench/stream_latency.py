@@ -28,8 +28,8 @@ import psycopg2
 from running_stream import stream_settings_record
 
 from candlelake.config import load_settings
-from candlelake.producer import Counters, KafkaTradeSink
-from candlelake.simulator import Simulator
+from candlelake.runs.producer import Counters, KafkaTradeSink
+from candlelake.sources.simulator import Simulator
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -39,8 +39,8 @@ from kafka import KafkaConsumer, TopicPartition
 from running_stream import stream_settings_record
 
 from candlelake.config import Settings, load_settings
-from candlelake.simulator import Simulator
-from candlelake.sinks.stream_progress import STREAM_QUERIES
+from candlelake.sources.simulator import Simulator
+from candlelake.stream.progress import STREAM_QUERIES
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = [f"TP{n}USDT" for n in range(10)]

@@ -60,7 +60,7 @@ def backfill() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         from candlelake.config import ConfigError, load_settings
-        from candlelake.ingest.range_backfill import parse_request, run_request
+        from candlelake.runs.range_backfill import parse_request, run_request
 
         p = get_current_context()["params"]
         try:
@@ -75,7 +75,7 @@ def backfill() -> None:
     @task.sensor(poke_interval=10, timeout=3600, mode="poke")
     def wait_for_lake(filled: dict[str, Any]) -> PokeReturnValue:
         from candlelake.config import load_settings
-        from candlelake.orchestration import compaction_runs, lake_offsets_reached
+        from candlelake.nightly.chain import compaction_runs, lake_offsets_reached
 
         if not filled["sent"]:
             return PokeReturnValue(is_done=True, xcom_value=[])

@@ -34,7 +34,7 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from candlelake.orchestration import CURATED_TRADES, SPARK_CONN_ID, VALIDATED_CANDLES, spark_env
+from candlelake.nightly.chain import CURATED_TRADES, SPARK_CONN_ID, VALIDATED_CANDLES, spark_env
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
@@ -60,7 +60,7 @@ def data_quality() -> None:
         from airflow.sdk.exceptions import AirflowSkipException
 
         from candlelake.config import load_settings
-        from candlelake.orchestration import days_for_run
+        from candlelake.nightly.chain import days_for_run
 
         context = get_current_context()
         days = days_for_run(load_settings(), context["params"], context["triggering_asset_events"])
@@ -97,7 +97,7 @@ def data_quality() -> None:
         from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
         from candlelake.config import load_settings
-        from candlelake.orchestration import DayKey, describe_failures, failed_validations, parse_day
+        from candlelake.nightly.chain import DayKey, describe_failures, failed_validations, parse_day
 
         context = get_current_context()
         keys = [DayKey(batch["exchange"], parse_day(d)) for d in batch["days"]]
@@ -122,7 +122,7 @@ def data_quality() -> None:
     @task(outlets=[Asset(VALIDATED_CANDLES)])
     def publish_report(batches: list[dict[str, Any]]) -> dict[str, Any]:
         from candlelake.config import load_settings
-        from candlelake.orchestration import DayKey, event_extra, parse_day
+        from candlelake.nightly.chain import DayKey, event_extra, parse_day
 
         context = get_current_context()
         keys = [DayKey(b["exchange"], parse_day(d)) for b in batches for d in b["days"]]

@@ -36,7 +36,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, PokeReturnValue, dag, get_current_context, task
 
 from candlelake.config import load_settings
-from candlelake.orchestration import CURATED_TRADES, SPARK_CONN_ID, nightly_cron, spark_env
+from candlelake.nightly.chain import CURATED_TRADES, SPARK_CONN_ID, nightly_cron, spark_env
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 # CANDLELAKE_NIGHTLY_AT (default 00:00 UTC; "off": by hand only). Reading the settings is a small file.
@@ -78,7 +78,7 @@ def lake_compaction() -> None:
     @task.sensor(poke_interval=60, timeout=3 * 3600, mode="reschedule")
     def wait_for_lake() -> PokeReturnValue:
         from candlelake.config import load_settings
-        from candlelake.orchestration import day_bounds, lake_settled, run_days
+        from candlelake.nightly.chain import day_bounds, lake_settled, run_days
 
         context = get_current_context()
         params = context["params"]
@@ -96,7 +96,7 @@ def lake_compaction() -> None:
         from airflow.sdk.exceptions import AirflowSkipException
 
         from candlelake.config import load_settings
-        from candlelake.orchestration import bronze_exchanges, run_days
+        from candlelake.nightly.chain import bronze_exchanges, run_days
 
         context = get_current_context()
         params = context["params"]
@@ -125,7 +125,7 @@ def lake_compaction() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         from candlelake.config import load_settings
-        from candlelake.orchestration import DayKey, compaction_report, event_extra, fmt_bytes
+        from candlelake.nightly.chain import DayKey, compaction_report, event_extra, fmt_bytes
 
         context = get_current_context()
         run_id = context["run_id"]
@@ -153,8 +153,8 @@ def lake_compaction() -> None:
         from datetime import timedelta
 
         from candlelake.config import load_settings
-        from candlelake.lake.compaction import expire_bronze as expire
-        from candlelake.orchestration import run_days
+        from candlelake.nightly.chain import run_days
+        from candlelake.nightly.compaction import expire_bronze as expire
 
         context = get_current_context()
         params = context["params"]

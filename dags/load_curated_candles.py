@@ -27,7 +27,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from candlelake.orchestration import CURATED_CANDLES, VALIDATED_CANDLES
+from candlelake.nightly.chain import CURATED_CANDLES, VALIDATED_CANDLES
 
 
 @dag(
@@ -50,7 +50,7 @@ def load_curated_candles() -> None:
         from airflow.sdk.exceptions import AirflowSkipException
 
         from candlelake.config import load_settings
-        from candlelake.orchestration import days_for_run
+        from candlelake.nightly.chain import days_for_run
 
         context = get_current_context()
         days = days_for_run(load_settings(), context["params"], context["triggering_asset_events"])
@@ -63,8 +63,8 @@ def load_curated_candles() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         from candlelake.config import load_settings
-        from candlelake.curated_load import NotValidated, load_day
-        from candlelake.orchestration import DayKey
+        from candlelake.nightly.chain import DayKey
+        from candlelake.nightly.curated_load import NotValidated, load_day
 
         key = DayKey.from_dict(day)
         try:
@@ -76,7 +76,7 @@ def load_curated_candles() -> None:
 
     @task(outlets=[Asset(CURATED_CANDLES)])
     def report_load(results: list[dict[str, Any]]) -> dict[str, Any]:
-        from candlelake.orchestration import DayKey, event_extra
+        from candlelake.nightly.chain import DayKey, event_extra
 
         context = get_current_context()
         keys = [DayKey.from_dict(r) for r in results]

@@ -54,21 +54,21 @@ def platform_health() -> None:
     @task
     def check_postgres() -> dict[str, Any]:
         from candlelake.config import load_settings
-        from candlelake.health import check_postgres
+        from candlelake.platform.health import check_postgres
 
         return check_postgres(load_settings()).as_dict()
 
     @task
     def check_kafka() -> dict[str, Any]:
         from candlelake.config import load_settings
-        from candlelake.health import check_kafka
+        from candlelake.platform.health import check_kafka
 
         return check_kafka(load_settings()).as_dict()
 
     @task
     def check_producer() -> dict[str, Any]:
         from candlelake.config import load_settings
-        from candlelake.health import check_producer
+        from candlelake.platform.health import check_producer
 
         max_age = float(get_current_context()["params"]["producer_max_age_s"])
         return check_producer(load_settings(), max_age).as_dict()
@@ -76,7 +76,7 @@ def platform_health() -> None:
     @task
     def check_stream() -> dict[str, Any]:
         from candlelake.config import load_settings
-        from candlelake.health import check_stream
+        from candlelake.platform.health import check_stream
 
         max_age = float(get_current_context()["params"]["stream_max_age_s"])
         return check_stream(load_settings(), max_age).as_dict()
@@ -91,8 +91,8 @@ def platform_health() -> None:
     ) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from candlelake import health
         from candlelake.config import load_settings
+        from candlelake.platform import health
 
         results = {"postgres": postgres, "kafka": kafka, "producer": producer, "stream": stream}
         checks = [

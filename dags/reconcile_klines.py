@@ -31,7 +31,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from candlelake.orchestration import CURATED_CANDLES
+from candlelake.nightly.chain import CURATED_CANDLES
 
 
 @dag(
@@ -74,7 +74,7 @@ def reconcile_klines() -> None:
         from airflow.sdk.exceptions import AirflowSkipException
 
         from candlelake.config import load_settings
-        from candlelake.orchestration import days_for_run
+        from candlelake.nightly.chain import days_for_run
 
         context = get_current_context()
         days = days_for_run(load_settings(), context["params"], context["triggering_asset_events"])
@@ -85,8 +85,8 @@ def reconcile_klines() -> None:
     @task(execution_timeout=timedelta(minutes=30))
     def reconcile_day(day: dict[str, str]) -> list[dict[str, Any]]:
         from candlelake.config import load_settings
-        from candlelake.orchestration import DayKey
-        from candlelake.reconcile import reconcile_day as reconcile
+        from candlelake.nightly.chain import DayKey
+        from candlelake.nightly.reconcile import reconcile_day as reconcile
 
         context = get_current_context()
         params = context["params"]
@@ -110,7 +110,7 @@ def reconcile_klines() -> None:
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         from candlelake.config import load_settings
-        from candlelake.reconcile import ReconcileFailed, ReconcileResult, ReconcileSkipped, check_results
+        from candlelake.nightly.reconcile import ReconcileFailed, ReconcileResult, ReconcileSkipped, check_results
 
         limit = float(get_current_context()["params"]["max_mismatch_rate"])
         if limit < 0:

@@ -45,7 +45,7 @@ def start_stream() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         from candlelake.config import load_settings
-        from candlelake.stream_control import StreamControlError, start_stream
+        from candlelake.platform.stream_control import StreamControlError, start_stream
 
         context = get_current_context()
         params = context["params"]

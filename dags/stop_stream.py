@@ -33,7 +33,7 @@ def stop_stream() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         from candlelake.config import load_settings
-        from candlelake.stream_control import StreamControlError, stop_stream
+        from candlelake.platform.stream_control import StreamControlError, stop_stream
 
         context = get_current_context()
         try:

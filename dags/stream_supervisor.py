@@ -51,7 +51,7 @@ def stream_supervisor() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         from candlelake.config import load_settings
-        from candlelake.supervisor import summarize, supervise
+        from candlelake.platform.supervisor import summarize, supervise
 
         checks = supervise(load_settings(), get_current_context()["run_id"])
         for check in checks:

@@ -24,7 +24,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from candlelake.market_stats import AlertStatus, bollinger, moving_average
+from candlelake.serve.market_stats import AlertStatus, bollinger, moving_average
 from dashboard.formats import exact
 
 UP = "#26a69a"  # the green/red pair most trading UIs use, readable on light and dark themes

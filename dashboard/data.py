@@ -20,8 +20,8 @@ import psycopg2
 import psycopg2.extensions
 import streamlit as st
 
-from candlelake import rollups
 from candlelake.config import load_settings
+from candlelake.serve import rollups
 
 T = TypeVar("T")
 
@@ -117,7 +117,7 @@ UNCOVERED_SQL = """
 """
 MAX_UNCOVERED = 500
 
-# open_time, the exchange's ten kline values, vwap, state, filled, coverage: what candlelake.rollups returns.
+# open_time, the exchange's ten kline values, vwap, state, filled, coverage: what candlelake.serve.rollups returns.
 CANDLE_COLUMNS = rollups.COLUMNS
 DECIMAL_COLUMNS = (
     "open",

@@ -9,7 +9,7 @@ Run with spark-submit or plain python:
 
 Reads `<CANDLELAKE_LAKE_DIR>/trades` (only the trade_date partitions in range), dedupes, builds the
 candles at the base interval, fills empty intervals, and upserts them as 'curated', writes Parquet, or
-stages whole UTC days (`--stage`, candlelake.staging; today only up to the live watermark) for
+stages whole UTC days (`--stage`, candlelake.nightly.staging; today only up to the live watermark) for
 jobs/validate_day.py to audit and the curated load to publish. `--date D` is short for
 `--start D --end D+1`; with `--stage` it may be repeated, so that one Spark session (one JVM start)
 stages all of a nightly run's days.
@@ -30,13 +30,15 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from candlelake import batch, job_args, staging
 from candlelake.config import Settings, load_settings
 from candlelake.lake import catalog
-from candlelake.sinks.postgres_candles import upsert_candles_df
-from candlelake.spark_session import build_session
+from candlelake.nightly import recompute as batch
+from candlelake.nightly import staging
+from candlelake.spark import job_args
+from candlelake.spark.session import build_session
+from candlelake.stream.postgres_candles import upsert_candles_df
 
-log = logging.getLogger("candlelake.batch")
+log = logging.getLogger("candlelake.nightly.recompute")
 
 
 def _utc_time(text: str) -> datetime:

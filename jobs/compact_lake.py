@@ -1,4 +1,4 @@
-"""Compact one UTC day of the Parquet lake's bronze into the curated area (candlelake.lake.compaction).
+"""Compact one UTC day of the Parquet lake's bronze into the curated area (candlelake.nightly.compaction).
 
 Run with spark-submit (the `lake_compaction` DAG does) or plain python:
 
@@ -22,9 +22,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from candlelake import job_args
 from candlelake.config import ConfigError, Settings, load_settings
-from candlelake.lake import catalog, compaction
+from candlelake.lake import catalog
+from candlelake.nightly import compaction
+from candlelake.spark import job_args
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -70,7 +71,7 @@ def _session_factory(settings: Settings) -> tuple[list[SparkSession], Callable[[
 
     def build() -> SparkSession:
         if not started:
-            from candlelake.spark_session import build_session
+            from candlelake.spark.session import build_session
 
             started.append(build_session(settings, "candlelake-compact-lake"))
             started[0].sparkContext.setLogLevel("WARN")

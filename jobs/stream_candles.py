@@ -7,7 +7,7 @@ Run with spark-submit (the platform's `stream` part does, with the Kafka connect
 Two queries read the topic, each with its own checkpoint under CANDLELAKE_CHECKPOINT_DIR:
 
 `lake_trades` appends every valid trade to `<lake>/trades/exchange=.../trade_date=...` (Parquet, one
-    file per partition per micro-batch, named by batch id: see candlelake.sinks.parquet_lake, which
+    file per partition per micro-batch, named by batch id: see candlelake.stream.parquet_lake, which
     keeps the lake exact for any reader after a crash). Duplicates of (exchange, symbol, trade_id)
     arriving within twice LAKE_DEDUPE_WINDOW of processing time are dropped. The dedupe clock is the
     batch time, not the trade time, so a late trade (old trade_time) is never dropped from the lake:
@@ -16,17 +16,17 @@ Two queries read the topic, each with its own checkpoint under CANDLELAKE_CHECKP
 
 `live_candles` (in a session of its own, for its state store: see candles_session) deduplicates with a
     watermark on trade_time (CANDLELAKE_WATERMARK_DELAY), aggregates with
-    `candlelake.transforms.candles` in update mode and upserts each micro-batch into `candles` with
+    `candlelake.spark.transforms.candles` in update mode and upserts each micro-batch into `candles` with
     state 'live'. A trade's dedupe key is kept until the watermark passes its trade_time, and from then
     on any copy of it is dropped as late: never counted twice. Update mode emits the complete candle of
     every bucket a batch touched, and the upsert replaces rather than adds, so Spark re-running a batch
     after a crash writes the same rows again. Trades later than the watermark are dropped here (counted
     in stream_progress.rows_dropped_by_watermark) and reach the curated candles through the lake.
     Once the watermark passes a candle's end, no trade can change it any more: recording that batch's
-    progress marks it 'closed' (candlelake.sinks.stream_progress).
+    progress marks it 'closed' (candlelake.stream.progress).
 
 Every micro-batch of both queries is recorded in `stream_progress` by polling (see
-candlelake.sinks.stream_progress.ProgressPoller, and there why not with a query listener).
+candlelake.stream.progress.ProgressPoller, and there why not with a query listener).
 SIGTERM or SIGINT stops both queries and exits 0; a failed query exits 1 so the platform notices.
 """
 
@@ -43,11 +43,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from candlelake import stream_guard, transforms
 from candlelake.config import Settings, load_settings
-from candlelake.sinks import parquet_lake
-from candlelake.sinks.postgres_candles import upsert_candles_df
-from candlelake.sinks.stream_progress import (
+from candlelake.spark import transforms
+from candlelake.stream import guard as stream_guard
+from candlelake.stream import parquet_lake
+from candlelake.stream.postgres_candles import upsert_candles_df
+from candlelake.stream.progress import (
     CANDLES_QUERY,
     LAKE_QUERY,
     ProgressPoller,
@@ -84,7 +85,7 @@ def build_session(settings: Settings) -> SparkSession:
     """The SparkSession with what correctness needs (exact decimals, UTC) and a small footprint."""
     return (
         SparkSession.builder.appName("candlelake-stream")
-        # Exact decimal products: see candlelake.transforms for why `true` would round quote volumes.
+        # Exact decimal products: see candlelake.spark.transforms for why `true` would round quote volumes.
         .config(transforms.PRECISION_LOSS_CONF, "false")
         .config("spark.sql.session.timeZone", "UTC")
         # Tasks per stateful stage. One each on two cores: the candles query and the lake query then
@@ -225,7 +226,7 @@ def start_candles_query(trades: DataFrame, settings: Settings) -> StreamingQuery
 
 
 def check_checkpoints(settings: Settings) -> None:
-    """Both queries' checkpoints must match the output they already wrote (see candlelake.stream_guard)."""
+    """Both queries' checkpoints must match the output they already wrote (see candlelake.stream.guard)."""
     import psycopg2
 
     stream_guard.check_lake(settings.lake_dir / "trades", settings.checkpoint_dir / "lake")

@@ -7,7 +7,7 @@ Run with spark-submit or plain python, after `jobs/batch_candles.py --stage` sta
 Repeat `--date` to validate several days in one Spark session (one JVM start); each day is validated
 and recorded on its own. Reads each day's trades as the batch does (curated files plus late bronze), the staged candles
 (`<lake>/staging/candles/...`) and a fresh recomputation of them from the same trades, and runs the
-trades and candles suites (candlelake.quality). Every result is kept under CANDLELAKE_REPORTS_DIR,
+trades and candles suites (candlelake.nightly.quality). Every result is kept under CANDLELAKE_REPORTS_DIR,
 the Data Docs site there is rebuilt (data_docs/index.html) and `quality_runs` gets one row per suite.
 
 Prints one JSON summary line per day on stdout. Exit 0 when both suites pass on every day; 1 when an
@@ -26,11 +26,13 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from pyspark.sql import SparkSession
 
-from candlelake import batch, job_args, staging, transforms
 from candlelake.config import ConfigError, Settings, load_settings
 from candlelake.lake import catalog
-from candlelake.quality import validate
-from candlelake.spark_session import build_session
+from candlelake.nightly import recompute as batch
+from candlelake.nightly import staging
+from candlelake.nightly.quality import validate
+from candlelake.spark import job_args, transforms
+from candlelake.spark.session import build_session
 
 log = logging.getLogger("candlelake.validate_day")
 

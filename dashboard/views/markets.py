@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import streamlit as st
 
-from candlelake import market_stats, rollups
+from candlelake.serve import market_stats, rollups
 from dashboard import charts, data, url_params
 from dashboard.formats import age_seconds, describe_age, describe_duration, in_zone, price, price_places
 

@@ -90,7 +90,7 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
-    from candlelake import producer
+    from candlelake.runs import producer
 
     source = args.source or settings.producer_source
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
@@ -114,7 +114,7 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
-    from candlelake.ingest import backfill
+    from candlelake.runs import backfill
 
     summary = backfill.run(settings, args.exchange, args.symbol, args.gap_id, _say)
     return 0 if summary.failed == 0 else 1
@@ -138,7 +138,7 @@ def cmd_gaps(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from candlelake import replay
+    from candlelake.runs import replay
 
     if args.chain_timeout is not None and not args.chain_timeout > 0:
         raise ConfigError(f"--chain-timeout {args.chain_timeout:g}: give a positive number of minutes")
@@ -149,7 +149,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_candles(settings: Settings, args: argparse.Namespace) -> int:
-    from candlelake import candles_export
+    from candlelake.serve import candles_export
 
     base_seconds = 1 if settings.candle_interval == "1 second" else 60
     req = candles_export.make_request(args.exchange, args.symbol, args.interval, args.start, args.end, base_seconds)
@@ -261,8 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _explain(exc: Exception) -> str:
     """One message a person can act on, for the errors we expect; the type and text for the rest."""
-    from candlelake.candles_export import ExportError
     from candlelake.platform.runtime import ComponentError
+    from candlelake.serve.candles_export import ExportError
 
     if isinstance(exc, ComponentError | ConfigError | ExportError | ValueError):
         return str(exc)

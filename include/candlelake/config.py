@@ -41,7 +41,7 @@ CANDLES_CODEGEN = ("on", "off")
 # The producer's Kafka client (candlelake.ingest.kafka_sinks) and its batch compression.
 KAFKA_CLIENTS = ("kafka-python", "confluent")
 KAFKA_COMPRESSIONS = ("lz4", "zstd", "gzip", "none")
-# Where `candlelake produce` reads trades from (candlelake.producer).
+# Where `candlelake produce` reads trades from (candlelake.runs.producer).
 PRODUCER_SOURCES = ("simulator", "binance", "binance-usdm", "coinbase", "binance-rest", "coingecko")
 
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import psycopg2
 
-from candlelake.airflow_client import AirflowClient, DagRunInfo
 from candlelake.config import Settings
 from candlelake.platform.airflow import airflow_bin, airflow_env
+from candlelake.platform.airflow_client import AirflowClient, DagRunInfo
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

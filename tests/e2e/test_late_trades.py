@@ -18,7 +18,7 @@ import pytest
 
 from candlelake import coverage
 from candlelake.config import Settings
-from candlelake.simulator import Simulator
+from candlelake.sources.simulator import Simulator
 from tests.e2e.airflow_support import failed_task_logs, next_run, rows, trigger
 from tests.e2e.test_pipeline import differences, lake_rows, pg_candles, produce, wait_for
 from tests.support.reference_candles import reference_candles

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from candlelake.config import Settings
-from candlelake.staging import stage_dir, staged_files
+from candlelake.nightly.staging import stage_dir, staged_files
 from tests.e2e.airflow_support import client, dags_test, failed_task_logs, rows
 from tests.e2e.conftest import FAKE_BINANCE_REST_PORT, run_cli
 
@@ -153,7 +153,7 @@ def aggtrades_per_minute() -> dict[str, int]:
 
 def test_full_minutes_equal_the_kline_files_on_nine_fields_and_the_edges_are_partial(chain) -> None:
     """Eight values against Binance's kline files; the ninth, the trade count, against the aggTrades."""
-    from candlelake.klines import read_kline_file
+    from candlelake.sources.klines import read_kline_file
 
     first_ms, last_ms = 1570752011620, 1570965568844  # the capture's first and last trade
     served_1m = served("1m", first_ms - first_ms % 60_000, last_ms + 86_400_000 * 2)

@@ -27,12 +27,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from candlelake.config import Settings
-from candlelake.lake import compaction
+from candlelake.nightly import compaction
 from candlelake.platform.airflow import airflow_bin, airflow_env
 from candlelake.platform.producer import ProducerComponent
 from candlelake.platform.runtime import pid_alive
 from candlelake.platform.stream import StreamComponent
-from candlelake.simulator import Simulator
+from candlelake.sources.simulator import Simulator
 from candlelake.trade import Trade
 from tests.e2e.airflow_support import ARTIFACTS, client, dags_test, rows
 from tests.e2e.conftest import run_cli

@@ -23,8 +23,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from candlelake.config import Settings
-from candlelake.producer import Counters, KafkaTradeSink
-from candlelake.simulator import Simulator
+from candlelake.runs.producer import Counters, KafkaTradeSink
+from candlelake.sources.simulator import Simulator
 from candlelake.trade import Trade
 from tests.e2e.conftest import run_cli
 from tests.support.reference_candles import reference_candles

@@ -13,8 +13,8 @@ import pytest
 
 from candlelake.config import Settings
 from candlelake.platform import runtime
-from candlelake.producer import Counters, KafkaTradeSink
-from candlelake.simulator import Simulator
+from candlelake.runs.producer import Counters, KafkaTradeSink
+from candlelake.sources.simulator import Simulator
 from tests.e2e.conftest import run_cli
 from tests.e2e.test_pipeline import differences, lake_rows, pg_candles, wait_for
 from tests.support.reference_candles import reference_candles

@@ -25,14 +25,14 @@ import psycopg2
 import pytest
 from psycopg2.extras import Json
 
-from candlelake.airflow_client import AirflowApiError, AirflowClient
 from candlelake.config import Settings, load_settings
 from candlelake.platform.airflow import airflow_components
+from candlelake.platform.airflow_client import AirflowApiError, AirflowClient
 from candlelake.platform.base import Component
 from candlelake.platform.orchestrator import down, up
 from candlelake.platform.postgres import PostgresComponent
-from candlelake.stream_control import COMPONENTS as COMPONENTS_CONTROLLED
-from candlelake.stream_control import STOPPED, set_desired
+from candlelake.platform.stream_control import COMPONENTS as COMPONENTS_CONTROLLED
+from candlelake.platform.stream_control import STOPPED, set_desired
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """Lake compaction with real Spark and the real PostgreSQL record (lake_compactions).
 
-Bronze is written through the stream sink's own publish (candlelake.sinks.parquet_lake), with the
+Bronze is written through the stream sink's own publish (candlelake.stream.parquet_lake), with the
 stream's columns, into a lake folder of each test's own; the "checkpoint" is a folder with Spark's
 `commits/` log layout. Every row is checked against a plain-Python truth: each distinct
 (exchange, symbol, trade_id) once, the copy ingested first. Exchanges carry a random suffix and their
@@ -29,10 +29,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from candlelake import batch, transforms
 from candlelake.config import Settings
-from candlelake.lake import catalog, compaction
-from candlelake.sinks import parquet_lake
+from candlelake.lake import catalog
+from candlelake.nightly import compaction
+from candlelake.nightly import recompute as batch
+from candlelake.spark import transforms
+from candlelake.stream import parquet_lake
 from tests.support.spark import FAST_JVM, local_session
 
 pytestmark = pytest.mark.integration

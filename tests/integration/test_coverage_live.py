@@ -3,7 +3,7 @@
 The producer's pipeline (candlelake.ingest.pipeline) follows the feed's Reconnected and Disconnect events
 and writes its sessions into the platform's PostgreSQL (table `coverage`) on its maintenance beats, as
 the running producer does; the trades land in a lake of their own. The nightly recompute then reads
-coverage back through market_coverage() (candlelake.batch.load_coverage) and builds the candles: the
+coverage back through market_coverage() (candlelake.nightly.recompute.load_coverage) and builds the candles: the
 minutes nobody watched have none, the two it was lost and found in are partial, and a minute the
 market was quiet while connected is a quiet candle.
 
@@ -23,13 +23,14 @@ from typing import Any
 import psycopg2
 import pytest
 
-from candlelake import batch, coverage
-from candlelake import transforms as T
+from candlelake import coverage
 from candlelake.config import Settings
-from candlelake.ingest.events import Disconnect, Reconnected
 from candlelake.ingest.pipeline import Counters, Pipeline
 from candlelake.lake import catalog
-from candlelake.sinks import parquet_lake
+from candlelake.nightly import recompute as batch
+from candlelake.sources.events import Disconnect, Reconnected
+from candlelake.spark import transforms as T
+from candlelake.stream import parquet_lake
 from candlelake.trade import Trade
 from tests.support.spark import local_session
 

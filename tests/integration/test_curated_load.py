@@ -1,7 +1,7 @@
 """The curated load against a real PostgreSQL, from stages written by the real Spark staging code.
 
 Candles are the first minutes of real XRP/ETH 2019-10-11 (tests/fixtures/klines), staged with
-candlelake.staging.write_stage into a lake of the test's own; validations are rows in `quality_runs`
+candlelake.nightly.staging.write_stage into a lake of the test's own; validations are rows in `quality_runs`
 as the data_quality DAG writes them. Every test uses an exchange name of its own and deletes its rows.
 """
 
@@ -20,11 +20,11 @@ import psycopg2
 import pytest
 
 from candlelake.config import Settings
-from candlelake.curated_load import NotStaged, NotValidated, corrections, load_day
-from candlelake.klines import read_kline_file
-from candlelake.sinks.postgres_candles import COLUMNS, upsert_candles
-from candlelake.staging import STAGE_INFO, StageInfo, stage_dir, write_stage
-from candlelake.transforms import CURATED_SCHEMA
+from candlelake.nightly.curated_load import NotStaged, NotValidated, corrections, load_day
+from candlelake.nightly.staging import STAGE_INFO, StageInfo, stage_dir, write_stage
+from candlelake.sources.klines import read_kline_file
+from candlelake.spark.transforms import CURATED_SCHEMA
+from candlelake.stream.postgres_candles import COLUMNS, upsert_candles
 from tests.support.spark import local_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

@@ -28,8 +28,9 @@ import streamlit as st
 from psycopg2.extras import execute_values
 from streamlit.testing.v1 import AppTest
 
-from candlelake import coverage, rollups
+from candlelake import coverage
 from candlelake.config import PROJECT_ROOT, Settings
+from candlelake.serve import rollups
 from tests.support.dashboard_seed import LONG_SYMBOL, RECENT_SYMBOL, SYMBOL, Seed, klines, seed
 
 # The app adds the project root itself under `streamlit run`; this process imports `dashboard` directly.

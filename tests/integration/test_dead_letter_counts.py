@@ -1,6 +1,6 @@
 """Dead-letter counts in PostgreSQL equal the dead-letter topic, per code, and a second replay adds to them.
 
-`candlelake.replay.run` replays a recorded Binance capture with malformed lines of several reason
+`candlelake.runs.replay.run` replays a recorded Binance capture with malformed lines of several reason
 classes into Kafka topics and a PostgreSQL database of this module's own (the platform's schema), so
 the topic holds exactly our dead letters and `dead_letter_counts` exactly our counts; both are dropped
 at the end. The platform's PostgreSQL and Kafka are the tier's (tests/integration/conftest.py).
@@ -24,11 +24,11 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from psycopg2 import sql
 
-from candlelake import replay
 from candlelake.config import Settings
-from candlelake.dead_letter import EXAMPLE_CHARS
+from candlelake.ingest.dead_letter import EXAMPLE_CHARS
 from candlelake.platform.kafka import KafkaComponent, admin_client
 from candlelake.platform.postgres import PostgresComponent, schema_sql
+from candlelake.runs import replay
 
 pytestmark = pytest.mark.integration
 

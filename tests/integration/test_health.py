@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import psycopg2
 import pytest
 
-from candlelake import health
 from candlelake.config import Settings, load_settings
+from candlelake.platform import health
 from candlelake.platform.orchestrator import up
 from candlelake.platform.postgres import PostgresComponent
 

@@ -29,13 +29,15 @@ from typing import Any
 import psycopg2
 import pytest
 
-from candlelake import batch, coverage, staging
-from candlelake import transforms as T
+from candlelake import coverage
 from candlelake.config import Settings
 from candlelake.lake import catalog
-from candlelake.quality import suites
-from candlelake.quality.validate import DayOutcome, validate_day
-from candlelake.sinks import parquet_lake
+from candlelake.nightly import recompute as batch
+from candlelake.nightly import staging
+from candlelake.nightly.quality import suites
+from candlelake.nightly.quality.validate import DayOutcome, validate_day
+from candlelake.spark import transforms as T
+from candlelake.stream import parquet_lake
 from tests.support.spark import local_session
 
 pytestmark = pytest.mark.integration

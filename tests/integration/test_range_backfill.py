@@ -1,6 +1,6 @@
 """The `backfill` DAG's files path for real: a data.binance.vision day file into Kafka, and its coverage.
 
-`candlelake.ingest.range_backfill.run_request` with `source=files` replays the file through the
+`candlelake.runs.range_backfill.run_request` with `source=files` replays the file through the
 producer's validation into the platform's Kafka (started for the tier) and records what it covered in
 PostgreSQL: the file's day, cut to the form's start..end, less where the file's ids skip.
 """
@@ -19,7 +19,7 @@ import pytest
 
 from candlelake import coverage
 from candlelake.config import ConfigError, Settings
-from candlelake.ingest.range_backfill import parse_request, run_request
+from candlelake.runs.range_backfill import parse_request, run_request
 
 pytestmark = pytest.mark.integration
 

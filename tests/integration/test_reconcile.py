@@ -34,7 +34,7 @@ import pytest
 from candlelake.config import Settings
 from candlelake.coverage import Interval, to_us
 from candlelake.coverage import record as record_coverage
-from candlelake.reconcile import (
+from candlelake.nightly.reconcile import (
     ReconcileError,
     ReconcileFailed,
     ReconcileSkipped,
@@ -43,7 +43,7 @@ from candlelake.reconcile import (
     curated_symbols,
     reconcile_day,
 )
-from candlelake.sinks.postgres_candles import upsert_candles
+from candlelake.stream.postgres_candles import upsert_candles
 from candlelake.trade import Trade
 from tests.fakes.binance_rest import FakeBinanceRest, klines_from_csv
 from tests.support.reference_candles import reference_candles

@@ -16,15 +16,15 @@ from decimal import Decimal
 
 import pytest
 
-from candlelake.ingest.binance_rest import BACKFILL_SOURCE as BINANCE_BACKFILL
-from candlelake.ingest.binance_rest import BinanceRest
-from candlelake.ingest.coinbase_rest import BACKFILL_SOURCE as COINBASE_BACKFILL
-from candlelake.ingest.coinbase_rest import CoinbaseRest
-from candlelake.ingest.events import Event, PricePoint
-from candlelake.ingest.http import ExchangeRequestError, ExchangeUnavailable, RestClient
-from candlelake.ingest.pollers import CoinGeckoPrices, PricePoller
 from candlelake.sources.binance import parse_trade
+from candlelake.sources.binance_rest import BACKFILL_SOURCE as BINANCE_BACKFILL
+from candlelake.sources.binance_rest import BinanceRest
 from candlelake.sources.coinbase import parse_match
+from candlelake.sources.coinbase_rest import BACKFILL_SOURCE as COINBASE_BACKFILL
+from candlelake.sources.coinbase_rest import CoinbaseRest
+from candlelake.sources.events import Event, PricePoint
+from candlelake.sources.http import ExchangeRequestError, ExchangeUnavailable, RestClient
+from candlelake.sources.pollers import CoinGeckoPrices, PricePoller
 from candlelake.trade import Trade
 from tests.fakes.binance_rest import FakeBinanceRest
 from tests.fakes.coinbase_rest import FakeCoinbaseRest
@@ -339,7 +339,7 @@ def test_coingecko_poller_emits_exact_price_points_and_survives_a_failed_poll(
         fake.fail_next(1)
         gecko = CoinGeckoPrices(fake.url)
         poller = PricePoller(lambda: gecko.prices(["bitcoin"]), 0.1, name="coingecko")
-        with caplog.at_level(logging.WARNING, logger="candlelake.ingest.pollers"):
+        with caplog.at_level(logging.WARNING, logger="candlelake.sources.pollers"):
             events = run_poller(poller, until=3)
     assert all(isinstance(e, PricePoint) for e in events)
     assert [e.price for e in events if isinstance(e, PricePoint)] == [Decimal(LONG_PRICE)] * 3

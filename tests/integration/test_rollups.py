@@ -26,8 +26,8 @@ import pytest
 
 from candlelake.config import Settings
 from candlelake.coverage import Interval, record, to_us
-from candlelake.rollups import COLUMNS, fetch_rollup, parse_bucket
-from candlelake.sinks.postgres_candles import upsert_candles
+from candlelake.serve.rollups import COLUMNS, fetch_rollup, parse_bucket
+from candlelake.stream.postgres_candles import upsert_candles
 from candlelake.trade import Trade
 from tests.support.reference_candles import RefCandle, reference_candles
 from tests.support.reference_rollup import MONDAY_ORIGIN_S, RefBucket, covered_spans, reference_rollup

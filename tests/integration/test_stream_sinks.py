@@ -17,9 +17,9 @@ import psycopg2
 import pytest
 
 from candlelake.config import Settings
-from candlelake.sinks import parquet_lake
-from candlelake.sinks.postgres_candles import COLUMNS, upsert_candles, upsert_candles_df
-from candlelake.sinks.stream_progress import IDLE_BATCH_ID, ProgressRecorder, ProgressRow, fresh_queries
+from candlelake.stream import parquet_lake
+from candlelake.stream.postgres_candles import COLUMNS, upsert_candles, upsert_candles_df
+from candlelake.stream.progress import IDLE_BATCH_ID, ProgressRecorder, ProgressRow, fresh_queries
 from tests.support.spark import local_session
 
 pytestmark = pytest.mark.integration
@@ -126,7 +126,7 @@ def test_an_unknown_state_is_refused(settings: Settings, exchange: str) -> None:
 
 
 def test_a_spark_candles_batch_lands_exactly_with_utc_times(settings: Settings, exchange: str, spark) -> None:
-    from candlelake import transforms
+    from candlelake.spark import transforms
 
     trades = [
         (exchange, "BTCUSDT", 2, D("27123.45678901"), D("0.00012345"), T0 + timedelta(seconds=59.999), False, T0, "t"),
@@ -221,7 +221,7 @@ def test_recording_a_candles_batch_closes_the_live_candles_its_watermark_passed(
 def test_a_replayed_lake_batch_replaces_its_files(tmp_path: Path, spark) -> None:
     import pyarrow.dataset as ds
 
-    from candlelake import transforms
+    from candlelake.spark import transforms
 
     trades = [
         ("binance", "BTCUSDT", i, D("1.5"), D("2"), T0 + timedelta(hours=12 * i), True, T0, "t") for i in range(3)

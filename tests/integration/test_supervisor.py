@@ -34,8 +34,7 @@ from candlelake.platform.kafka import KafkaComponent, admin_client
 from candlelake.platform.postgres import PostgresComponent, schema_sql
 from candlelake.platform.producer import ProducerComponent
 from candlelake.platform.stream import StreamComponent
-from candlelake.sinks.stream_progress import STREAM_QUERIES
-from candlelake.stream_control import (
+from candlelake.platform.stream_control import (
     RUNNING,
     STOPPED,
     ProducerOptions,
@@ -48,7 +47,8 @@ from candlelake.stream_control import (
     stop_stream,
     wait_healthy,
 )
-from candlelake.supervisor import Check, observe_stream, supervise, topic_end_offsets
+from candlelake.platform.supervisor import Check, observe_stream, supervise, topic_end_offsets
+from candlelake.stream.progress import STREAM_QUERIES
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from candlelake.ingest.binance_ws import BinanceTradeFeed
-from candlelake.ingest.coinbase_ws import CoinbaseMatchesFeed
-from candlelake.ingest.events import Disconnect, Event, Reconnected, TradeIdMark
-from candlelake.ingest.websocket_feed import FeedSettings
-from candlelake.sources.validate import Rejection
+from candlelake.sources.binance_ws import BinanceTradeFeed
+from candlelake.sources.coinbase_ws import CoinbaseMatchesFeed
+from candlelake.sources.events import Disconnect, Event, Reconnected, TradeIdMark
+from candlelake.sources.fields import Rejection
+from candlelake.sources.websocket_feed import FeedSettings
 from candlelake.trade import Trade
 from tests.fakes.binance_ws import FakeBinanceWs
 from tests.fakes.coinbase_ws import FakeCoinbaseWs

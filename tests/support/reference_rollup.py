@@ -1,6 +1,6 @@
 """Candles at any bucket computed directly from trades in plain Python, with Binance's empty intervals.
 
-The independent truth for the SQL rollups (include/candlelake/rollups.py): it shares no code with them
+The independent truth for the SQL rollups (include/candlelake/serve/rollups.py): it shares no code with them
 and never looks at base candles. A bucket of `bucket_s` seconds starts at
 `origin + floor((t - origin) / bucket_s) * bucket_s` (origin: the epoch, or Monday 1970-01-05 for weeks).
 Every bucket from the one holding the first trade to the one holding the last is considered, and judged

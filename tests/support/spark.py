@@ -1,4 +1,4 @@
-"""The tests' local Spark session: the jobs' own (candlelake.spark_session: exact decimals, UTC), sized
+"""The tests' local Spark session: the jobs' own (candlelake.spark.session: exact decimals, UTC), sized
 for the few thousand rows a test holds.
 
 One place for what every tier's fixture needs: the venv's interpreter for Python workers, the
@@ -22,7 +22,7 @@ FAST_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 def local_session(app: str, *, cores: int = 1, conf: Mapping[str, str] | None = None) -> Iterator[Any]:
     """A local SparkSession on `cores` cores, stopped afterwards; `conf` adds or overrides settings."""
     from candlelake.config import load_settings
-    from candlelake.spark_session import build_session
+    from candlelake.spark.session import build_session
 
     # Python workers must run this venv's interpreter, not whatever `python3` is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
-from candlelake import batch
-from candlelake import transforms as T
-from candlelake.sinks import parquet_lake
+from candlelake.nightly import recompute as batch
+from candlelake.spark import transforms as T
+from candlelake.stream import parquet_lake
 from candlelake.trade import Trade
 from tests.support.reference_candles import RefCandle, reference_candles
 

@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from candlelake.candles_export import COLUMNS, ExportError, make_request, parse_time, write
 from candlelake.config import ConfigError, load_settings
+from candlelake.serve.candles_export import COLUMNS, ExportError, make_request, parse_time, write
 
 pytestmark = pytest.mark.unit
 
@@ -71,7 +71,7 @@ def test_bad_candle_requests_are_explained(args, message):
         make_request(*args)
 
 
-# Two rows as candlelake.rollups returns them: a partial candle with trades, then a quiet covered one.
+# Two rows as candlelake.serve.rollups returns them: a partial candle with trades, then a quiet covered one.
 ROWS: list[tuple[object, ...]] = [
     (
         "2026-01-01T10:00:00Z",

@@ -1,6 +1,6 @@
 """Coverage: the interval logic (candlelake.coverage) and what the nightly fill makes of it.
 
-The property at the end runs the real fill (candlelake.transforms.fill_empty_intervals, on Spark) over
+The property at the end runs the real fill (candlelake.spark.transforms.fill_empty_intervals, on Spark) over
 any covered intervals and trades inside them, and checks the contract against a direct reading of the
 intervals: a candle is complete exactly when its interval is covered, and a candle without trades
 exists only inside coverage.
@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from candlelake import coverage
-from candlelake import transforms as T
 from candlelake.coverage import Interval, LiveSessions
+from candlelake.spark import transforms as T
 from tests.unit.test_batch import collect, trade, trades_df
 
 pytestmark = pytest.mark.unit

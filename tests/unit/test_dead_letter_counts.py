@@ -16,8 +16,8 @@ import pytest
 from kafka.future import Future
 
 from candlelake.config import load_settings
-from candlelake.dead_letter import EXAMPLE_CHARS, DeadLetterCounts, DeadLetterSink
-from candlelake.sources.validate import Rejection
+from candlelake.ingest.dead_letter import EXAMPLE_CHARS, DeadLetterCounts, DeadLetterSink
+from candlelake.sources.fields import Rejection
 
 pytestmark = pytest.mark.unit
 

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from candlelake.coverage import Interval
-from candlelake.ingest.events import Disconnect, PricePoint, Reconnected, TradeIdMark
 from candlelake.ingest.gaps import GapTracker
 from candlelake.ingest.pipeline import Counters, Pipeline
-from candlelake.sources.validate import Rejection
+from candlelake.sources.events import Disconnect, PricePoint, Reconnected, TradeIdMark
+from candlelake.sources.fields import Rejection
 from candlelake.trade import Trade
 
 pytestmark = pytest.mark.unit

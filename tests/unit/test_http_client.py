@@ -9,7 +9,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from candlelake.ingest.http import (
+from candlelake.sources.http import (
     ExchangeRequestError,
     ExchangeUnavailable,
     RestClient,
@@ -71,7 +71,7 @@ def test_rate_limited_request_waits_exactly_retry_after_then_succeeds(caplog: py
     time = FakeTime()
     script = Script(time, retry_after(429, "7"), OK)
     client = client_for(script)
-    with caplog.at_level(logging.WARNING, logger="candlelake.ingest.http"):
+    with caplog.at_level(logging.WARNING, logger="candlelake.sources.http"):
         assert client.get_json("/x") == {"ok": True}
     assert script.sent_at[1] - script.sent_at[0] == 7
     assert time.sleeps == [7]

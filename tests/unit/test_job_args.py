@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from candlelake.job_args import exchange_name, utc_day
+from candlelake.spark.job_args import exchange_name, utc_day
 
 pytestmark = pytest.mark.unit
 

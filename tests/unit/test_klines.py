@@ -18,7 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from candlelake.klines import (
+from candlelake.nightly.reconcile import (
+    MAX_EXAMPLES,
+    Candle1m,
+    ReconcileFailed,
+    ReconcileResult,
+    check_threshold,
+    compare,
+)
+from candlelake.sources.klines import (
     FileKlines,
     Kline,
     KlineError,
@@ -34,14 +42,6 @@ from candlelake.klines import (
     kline_source,
     parse_kline,
     read_kline_file,
-)
-from candlelake.reconcile import (
-    MAX_EXAMPLES,
-    Candle1m,
-    ReconcileFailed,
-    ReconcileResult,
-    check_threshold,
-    compare,
 )
 from candlelake.trade import Trade
 from tests.support.reference_candles import reference_candles
@@ -293,8 +293,8 @@ def test_the_setting_gives_the_kline_files_and_auto_prefers_them(tmp_path, kline
 def _rest(settings, answer) -> RestKlines:
     import httpx
 
-    from candlelake.ingest.binance_rest import BinanceRest
-    from candlelake.ingest.http import RestClient
+    from candlelake.sources.binance_rest import BinanceRest
+    from candlelake.sources.http import RestClient
 
     client = RestClient("http://binance.invalid", transport=httpx.MockTransport(answer), sleep=lambda _: None)
     return RestKlines(settings, "binance", client=BinanceRest("binance", client=client), probe=lambda url: False)
@@ -328,7 +328,7 @@ def test_a_rest_api_that_answers_badly_is_an_error_not_unreachable() -> None:
     import httpx
 
     from candlelake.config import load_settings
-    from candlelake.ingest.http import ExchangeUnavailable
+    from candlelake.sources.http import ExchangeUnavailable
 
     rest = _rest(load_settings({}), lambda request: httpx.Response(503, text="down for maintenance"))
     rest._probe = lambda url: True  # something answers HTTP there

@@ -17,8 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from candlelake.config import Settings, load_settings
-from candlelake.lake import catalog, compaction
-from candlelake.sinks import parquet_lake
+from candlelake.lake import catalog
+from candlelake.nightly import compaction
+from candlelake.stream import parquet_lake
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""The dashboard's figures (candlelake.market_stats) against independent computations.
+"""The dashboard's figures (candlelake.serve.market_stats) against independent computations.
 
 KPIs over Binance's own XRP/ETH 1m klines of 2019-10-11 (exact decimals, quiet minutes included) are
 checked against sums and extremes taken straight from the CSV; moving averages and Bollinger bands
@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from candlelake.market_stats import Alert, alert_status, bollinger, kpis, moving_average, volatility_pct
+from candlelake.serve.market_stats import Alert, alert_status, bollinger, kpis, moving_average, volatility_pct
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from candlelake.orchestration import (
+from candlelake.nightly.chain import (
     MAX_RUN_DAYS,
     DayKey,
     OrchestrationError,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from candlelake.sinks.stream_progress import ProgressPoller, ProgressRow
+from candlelake.stream.progress import ProgressPoller, ProgressRow
 
 pytestmark = pytest.mark.unit
 

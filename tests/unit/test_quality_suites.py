@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from candlelake.quality import suites
-from candlelake.quality.validate import Failure, _plain, _run_name
+from candlelake.nightly.quality import suites
+from candlelake.nightly.quality.validate import Failure, _plain, _run_name
 
 pytestmark = pytest.mark.unit
 
@@ -112,7 +112,7 @@ def test_suites_are_rebuilt_fresh_on_every_call() -> None:
 
 def test_importing_the_quality_modules_does_not_import_great_expectations_or_spark() -> None:
     code = (
-        "import sys; import candlelake.quality.suites, candlelake.quality.validate; "
+        "import sys; import candlelake.nightly.quality.suites, candlelake.nightly.quality.validate; "
         "heavy = [m for m in ('great_expectations', 'pyspark') if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
@@ -174,8 +174,8 @@ COVERED = {("binance", s): [minutes_us(0, 9)] for s in ("BTCUSDT", "ETHUSDT")}
 def checked(spark, staged: list[tuple], recomputed: list[tuple], covered=COVERED) -> dict[tuple[str, int], tuple]:
     from pyspark.sql import functions as F
 
-    from candlelake import transforms as T
-    from candlelake.quality.validate import checked_candles
+    from candlelake.nightly.quality.validate import checked_candles
+    from candlelake.spark import transforms as T
 
     frame = checked_candles(
         spark.createDataFrame(staged, T.CURATED_SCHEMA),

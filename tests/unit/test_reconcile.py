@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from candlelake.coverage import to_us
-from candlelake.klines import Kline, read_kline_file
-from candlelake.reconcile import (
+from candlelake.nightly.reconcile import (
     Candle1m,
     ReconcileFailed,
     ReconcileResult,
@@ -29,6 +28,7 @@ from candlelake.reconcile import (
     check_threshold,
     compare,
 )
+from candlelake.sources.klines import Kline, read_kline_file
 
 pytestmark = pytest.mark.unit
 
@@ -152,7 +152,7 @@ _DAG_SCRIPT = """
 import importlib.util, json, sys
 from datetime import date
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-from candlelake.reconcile import ReconcileResult
+from candlelake.nightly.reconcile import ReconcileResult
 
 spec = importlib.util.spec_from_file_location("reconcile_klines_file", sys.argv[1])
 module = importlib.util.module_from_spec(spec)

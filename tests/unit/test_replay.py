@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from candlelake import cli, replay
-from candlelake.dead_letter import dead_letter_record
-from candlelake.replay import ReplayError, SeenIds, open_recording, read
-from candlelake.sources.validate import Rejection
+from candlelake import cli
+from candlelake.ingest.dead_letter import dead_letter_record
+from candlelake.runs import replay
+from candlelake.runs.replay import ReplayError, SeenIds, open_recording, read
+from candlelake.sources.fields import Rejection
 from candlelake.trade import Trade
 
 pytestmark = pytest.mark.unit

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from candlelake.candles_export import ExportError, make_request
-from candlelake.rollups import (
+from candlelake.serve.candles_export import ExportError, make_request
+from candlelake.serve.rollups import (
     BUCKET_LADDER,
     COLUMNS,
     EPOCH,

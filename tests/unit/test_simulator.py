@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from candlelake.simulator import Simulator
+from candlelake.sources.simulator import Simulator
 from candlelake.trade import Trade
 
 pytestmark = pytest.mark.unit

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from candlelake.sources import binance, coinbase
-from candlelake.sources.validate import InvalidTrade, epoch_us, make_trade
+from candlelake.sources.fields import InvalidTrade, epoch_us, make_trade
 
 pytestmark = pytest.mark.unit
 
@@ -216,8 +216,8 @@ def test_a_ws_event_missing_a_field_binance_always_sends_is_a_dead_letter(name: 
         caught.value
     )
     # The producer's path: the whole frame becomes a dead letter with that reason.
-    from candlelake.ingest.binance_ws import BinanceTradeFeed
-    from candlelake.sources.validate import Rejection
+    from candlelake.sources.binance_ws import BinanceTradeFeed
+    from candlelake.sources.fields import Rejection
 
     emitted: list[object] = []
     feed = BinanceTradeFeed(exchange, [str(event["s"])], "ws://unused")
@@ -260,8 +260,8 @@ def test_a_coinbase_match_missing_a_field_is_a_dead_letter(kind: str, drop: str,
         coinbase.parse_match(data, source="t")
     assert caught.value.code == "missing-field"
     assert f"missing field {drop!r} ({coinbase.MATCH_FIELDS[drop]}) in a Coinbase {kind} message" in str(caught.value)
-    from candlelake.ingest.coinbase_ws import CoinbaseMatchesFeed
-    from candlelake.sources.validate import Rejection
+    from candlelake.sources.coinbase_ws import CoinbaseMatchesFeed
+    from candlelake.sources.fields import Rejection
 
     emitted: list[object] = []
     CoinbaseMatchesFeed([str(message["product_id"])], "ws://unused").handle(json.dumps(data), emitted.append)

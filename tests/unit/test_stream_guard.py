@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from candlelake.stream_guard import CheckpointMismatch, check_candles, check_lake, lake_last_batch
+from candlelake.stream.guard import CheckpointMismatch, check_candles, check_lake, lake_last_batch
 
 pytestmark = pytest.mark.unit
 

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from candlelake.config import PRODUCER_SOURCES, Settings, load_settings
-from candlelake.sinks.stream_progress import end_offsets_json, progress_row
-from candlelake.stream_control import (
+from candlelake.platform.stream_control import (
     Desired,
     ProducerOptions,
     StreamControlError,
@@ -21,7 +20,7 @@ from candlelake.stream_control import (
     producer_options,
     start_stream,
 )
-from candlelake.supervisor import (
+from candlelake.platform.supervisor import (
     DEAD,
     HEALTHY,
     STOPPED,
@@ -33,6 +32,7 @@ from candlelake.supervisor import (
     decide_stream,
     lag,
 )
+from candlelake.stream.progress import end_offsets_json, progress_row
 
 pytestmark = pytest.mark.unit
 

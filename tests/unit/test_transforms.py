@@ -1,4 +1,4 @@
-"""candlelake.transforms on small in-memory frames, checked against values computed by hand."""
+"""candlelake.spark.transforms on small in-memory frames, checked against values computed by hand."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual, assertSchemaEqual
 
-from candlelake import transforms as T
-from candlelake.sinks.stream_progress import progress_row
+from candlelake.spark import transforms as T
+from candlelake.stream.progress import progress_row
 
 pytestmark = pytest.mark.unit
 

@@ -10,11 +10,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 
-from candlelake.ingest.binance_ws import SHUTDOWN_NOTICE, SPOT_URL, USDM_URL, BinanceTradeFeed, stream_url
-from candlelake.ingest.coinbase_ws import CoinbaseMatchesFeed, subscribe_message
-from candlelake.ingest.events import Event, TradeIdMark
-from candlelake.ingest.websocket_feed import Backoff, FeedSettings, describe_close
-from candlelake.sources.validate import Rejection
+from candlelake.sources.binance_ws import SHUTDOWN_NOTICE, SPOT_URL, USDM_URL, BinanceTradeFeed, stream_url
+from candlelake.sources.coinbase_ws import CoinbaseMatchesFeed, subscribe_message
+from candlelake.sources.events import Event, TradeIdMark
+from candlelake.sources.fields import Rejection
+from candlelake.sources.websocket_feed import Backoff, FeedSettings, describe_close
 from candlelake.trade import Trade
 from tests.fakes.recording import BINANCE_SPOT, COINBASE, Recording, dumps
 

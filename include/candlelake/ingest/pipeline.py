@@ -31,9 +31,9 @@ from typing import Any, Protocol
 
 from candlelake import coverage
 from candlelake.coverage import Interval, LiveSessions
-from candlelake.ingest.events import Disconnect, Event, PricePoint, Reconnected, TradeIdMark
 from candlelake.ingest.gaps import DELIVERY, Gap, GapLedger, GapTracker
-from candlelake.sources.validate import Rejection
+from candlelake.sources.events import Disconnect, Event, PricePoint, Reconnected, TradeIdMark
+from candlelake.sources.fields import Rejection
 from candlelake.trade import Trade, decimal_text
 from candlelake.util import first_line
 
@@ -62,7 +62,7 @@ def wall_us() -> int:
 
 
 class TradeHistory(Protocol):
-    """An exchange's REST trade history (candlelake.ingest.binance_rest / coinbase_rest)."""
+    """An exchange's REST trade history (candlelake.sources.binance_rest / coinbase_rest)."""
 
     def trades_between(self, symbol: str, first_id: int, last_id: int) -> Iterator[Trade | Rejection]: ...
 

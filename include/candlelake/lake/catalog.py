@@ -14,7 +14,7 @@ bronze batch counts once Spark has committed it (`commits/<id>` exists: the fore
 the files and the record returned), and curated files count once a manifest names them.
 
 A batch record is written (atomically, after its files are in place) by
-candlelake.sinks.parquet_lake.publish; Spark writes `commits/<id>` only after that returns, so every
+candlelake.stream.parquet_lake.publish; Spark writes `commits/<id>` only after that returns, so every
 committed batch's records are complete. Without a checkpoint folder no stream ever ran on this lake
 (tests, benchmarks, imported files): every recorded batch counts.
 
@@ -253,7 +253,7 @@ class Manifest:
     files: tuple[FileEntry, ...]
     rows: int
     bytes: int
-    checksum: str  # "rows:sum of xxhash64 of every row" (candlelake.lake.compaction.checksum)
+    checksum: str  # "rows:sum of xxhash64 of every row" (candlelake.nightly.compaction.checksum)
     covered_batch: int  # every committed bronze batch of the day up to this id is in the files
     token: str  # the compaction that wrote the files (their names carry it)
     run_id: str
@@ -400,7 +400,7 @@ def read_trades(spark: SparkSession, files: Sequence[Path], exchange: str) -> Da
     from pyspark.sql import functions as F
     from pyspark.sql.types import StructField, StructType
 
-    from candlelake import transforms
+    from candlelake.spark import transforms
 
     file_schema = StructType(
         [StructField(f.name, f.dataType, True) for f in transforms.TRADE_SCHEMA.fields if f.name != "exchange"]

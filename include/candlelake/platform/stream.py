@@ -31,7 +31,7 @@ import psycopg2
 
 from candlelake.platform import maven, runtime
 from candlelake.platform.base import Component, Port
-from candlelake.sinks.stream_progress import STREAM_QUERIES, fresh_queries
+from candlelake.stream.progress import STREAM_QUERIES, fresh_queries
 
 HEALTH_MAX_AGE_S = 30.0
 # The Airflow connection the streaming job is submitted with (its master and deploy mode); the platform's

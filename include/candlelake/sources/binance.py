@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from candlelake.sources.validate import (
+from candlelake.sources.fields import (
     InvalidTrade,
     bool_field,
     epoch_us,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from candlelake.sources.validate import InvalidTrade, iso_us, make_trade, require_all, text_field
+from candlelake.sources.fields import InvalidTrade, iso_us, make_trade, require_all, text_field
 from candlelake.trade import Trade
 
 TRADE_TYPES = ("match", "last_match")
