@@ -17,6 +17,9 @@ import json
 from dataclasses import dataclass
 from decimal import Decimal
 
+TRADE_KEY: tuple[str, ...] = ("exchange", "symbol", "trade_id")
+"""What makes a trade unique, end to end: every dedupe and every idempotent sink keys on it."""
+
 
 @functools.lru_cache(maxsize=4096)
 def _quoted(text: str) -> str:

@@ -2,6 +2,44 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, date, datetime, timedelta
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+_ONE_MS = timedelta(milliseconds=1)
+
+
+def utc(moment: datetime) -> datetime:
+    """An aware datetime as UTC; a naive one is taken to be UTC already (PostgreSQL and Spark hand out both)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def to_us(moment: datetime) -> int:
+    """Epoch microseconds of a datetime, exactly: integer arithmetic, no float on the way."""
+    return (utc(moment) - EPOCH) // _ONE_US
+
+
+def to_ms(moment: datetime) -> int:
+    """Epoch milliseconds of a datetime, exactly (what exchanges' REST APIs take)."""
+    return (utc(moment) - EPOCH) // _ONE_MS
+
+
+def from_us(us: int) -> datetime:
+    """Epoch microseconds -> aware UTC datetime, exactly."""
+    return EPOCH + timedelta(microseconds=us)
+
+
+def now_us() -> int:
+    """The wall clock in epoch microseconds (ingest times, heartbeats)."""
+    return time.time_ns() // 1000
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    """[start, end) of a UTC day."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
 
 def first_line(exc: BaseException) -> str:
     """An exception as one line for a log or a message: its text's first line, or its type when it has none."""
