@@ -32,8 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from candlelake.config import Settings, load_settings  # noqa: E402
+from candlelake.ingest.counters import Counters, DeliveryReports  # noqa: E402
 from candlelake.ingest.kafka_sinks import make_trade_sink  # noqa: E402
-from candlelake.ingest.pipeline import Counters, Pipeline  # noqa: E402
+from candlelake.ingest.pipeline import Pipeline  # noqa: E402
 from candlelake.sources.binance_ws import BinanceTradeFeed  # noqa: E402
 from candlelake.sources.websocket_feed import FeedSettings  # noqa: E402
 from candlelake.trade import Trade  # noqa: E402
@@ -59,14 +60,14 @@ def run_once(settings: Settings, client: str, speed: float) -> dict[str, object]
             due[(data["s"], data["a"])] = replay.due_at(index).timestamp()
     acked: dict[tuple[str, int], float] = {}
     counters = Counters()
-    pipeline = Pipeline(counters, NullDeadLetters(), track_gaps=True, source="bench")
+    reports = DeliveryReports(counters, keep_failures=True)
 
     def delivered(trade: Trade) -> None:
         acked[(trade.symbol, trade.trade_id)] = time.time()
-        pipeline.delivered(trade)
+        reports.delivered(trade)
 
-    sink = make_trade_sink(dataclasses.replace(settings, kafka_client=client), delivered, pipeline.delivery_failed)
-    pipeline.attach(sink)
+    sink = make_trade_sink(dataclasses.replace(settings, kafka_client=client), delivered, reports.failed)
+    pipeline = Pipeline(counters, sink, NullDeadLetters(), deliveries=reports, track_gaps=True, source="bench")
     # A running producer has long had its connection, metadata and idempotent producer id; a new one
     # spends up to a second getting them. Measure the steady state: one trade through first.
     sink.send(Trade("binance", "WARMUP", 0, Decimal(1), Decimal(1), time.time_ns() // 1000, True, 0, "bench"))

@@ -32,10 +32,11 @@ from pathlib import Path
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from candlelake.config import Settings, load_settings
-from candlelake.ingest.pipeline import Counters
-from candlelake.runs.producer import KafkaTradeSink
-from candlelake.runs.replay import open_recording, replay
+from candlelake.ingest.counters import Counters
+from candlelake.ingest.kafka_sinks import KafkaTradeSink
+from candlelake.runs.replay import replay
 from candlelake.sources.fields import Rejection
+from candlelake.sources.recordings import open_recording
 from candlelake.trade import Trade
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,7 +28,8 @@ import psycopg2
 from running_stream import stream_settings_record
 
 from candlelake.config import load_settings
-from candlelake.runs.producer import Counters, KafkaTradeSink
+from candlelake.ingest.counters import Counters
+from candlelake.ingest.kafka_sinks import KafkaTradeSink
 from candlelake.sources.simulator import Simulator
 
 ROOT = Path(__file__).resolve().parents[1]

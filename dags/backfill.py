@@ -26,6 +26,8 @@ import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
 
+from candlelake.exchanges import EXCHANGE_NAMES
+
 
 @dag(
     dag_id="backfill",
@@ -37,7 +39,7 @@ from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
     tags=["candlelake", "backfill"],
     doc_md=__doc__,
     params={
-        "exchange": Param("binance", type="string", enum=["binance", "binance-usdm", "coinbase"]),
+        "exchange": Param("binance", type="string", enum=list(EXCHANGE_NAMES)),
         "symbols": Param([], type="array", description="Symbols, e.g. BTCUSDT. Empty: every symbol with open gaps."),
         "start": Param(
             "", type="string", description="Start (UTC), e.g. 2026-11-30 or 2026-11-30T12:00Z. Needed for files."

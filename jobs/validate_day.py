@@ -30,7 +30,8 @@ from candlelake.config import ConfigError, Settings, load_settings
 from candlelake.lake import catalog
 from candlelake.nightly import recompute as batch
 from candlelake.nightly import staging
-from candlelake.nightly.quality import validate
+from candlelake.nightly.quality.outcomes import summary_json
+from candlelake.nightly.quality.validate import validate_day
 from candlelake.spark import job_args, transforms
 from candlelake.spark.session import build_session
 
@@ -116,7 +117,7 @@ def _validate(spark: SparkSession, settings: Settings, exchange: str, day: date,
             files = [str(p) for p in staging.staged_files(lake, exchange, day)]
             reader = spark.read.schema(transforms.CURATED_SCHEMA)
             staged = reader.parquet(*files) if files else spark.createDataFrame([], transforms.CURATED_SCHEMA)
-        outcome = validate.validate_day(
+        outcome = validate_day(
             settings,
             exchange,
             day,
@@ -138,7 +139,7 @@ def _validate(spark: SparkSession, settings: Settings, exchange: str, day: date,
         return EXIT_BROKEN
     finally:
         spark.catalog.clearCache()  # the day's cached trades; the next day reads its own
-    print(validate.summary_json(outcome), flush=True)
+    print(summary_json(outcome), flush=True)
     if outcome.success:
         log.info("%s %s: every expectation passed; Data Docs: %s", exchange, day, outcome.docs_index)
         return EXIT_OK

@@ -18,10 +18,13 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from candlelake.serve import market_stats, rollups
 from dashboard import charts, data, url_params
-from dashboard.formats import age_seconds, describe_age, describe_duration, in_zone, price, price_places
+from dashboard.formats import in_zone, price, price_places
+from dashboard.views import markets_chart
+from dashboard.views.markets_chart import CUSTOM, View
 
 LOOKBACKS: dict[str, timedelta] = {
     "15m": timedelta(minutes=15),
@@ -33,7 +36,6 @@ LOOKBACKS: dict[str, timedelta] = {
     "90d": timedelta(days=90),
     "1y": timedelta(days=365),
 }
-CUSTOM = "Custom"
 DEFAULT_LOOKBACK = "1h"
 EARLIEST = datetime(2009, 1, 1)
 # Offered bucket sizes; any other whole number of s/m/h/d/w can be typed (such as 13m).
@@ -44,24 +46,16 @@ DEFAULT_BUCKET = "1m"
 REFRESH_SECONDS = 5
 KEEP_ZOOM_JS = f"<script>{(Path(__file__).parents[1] / 'static' / 'keep_zoom.js').read_text()}</script>"
 ALERTS_KEY = "price_alerts"  # session state: {"exchange:symbol": [(level text, direction), ...]}
-# An unknown band is labelled when it is at least this share of the window: its label is about a tenth of
-# a wide chart, and the legend names the narrow ones anyway.
-LABEL_SHARE = 0.1
-IN_PROGRESS = "in progress"  # a live-edge candle's coverage on this page: not partial, only not over yet
 
 
 @dataclass(frozen=True)
-class View:
-    """What the user asked to see; the window itself is resolved at each refresh."""
+class Shown:
+    """The window one refresh draws: [start, end) in UTC, the market's newest candle, the bucket fitted."""
 
-    exchange: str
-    symbol: str
-    lookback: str  # a LOOKBACKS key or CUSTOM
-    bucket: str
-    start: datetime | None  # UTC, for CUSTOM only
-    end: datetime | None
-    overlays: tuple[str, ...]
-    tz: str
+    start: datetime
+    end: datetime
+    newest: datetime
+    bucket: rollups.Bucket
 
 
 def _wait_for_markets() -> None:
@@ -135,157 +129,124 @@ def _show_market(view: View) -> None:
     """Tiles, alerts and the candlestick chart for one market; runs inside the live fragment."""
     base = data.base_seconds()
     try:
-        resolved = _window(view, base)
-        if resolved is None:
+        shown = _resolve(view, base)
+        if shown is None:
             return
-        start, end, (first, newest) = resolved
-        asked = rollups.parse_bucket(view.bucket, base)
-        # Sized by the data in the window, not the window: ten minutes of a new market over "7d" stay 1m.
-        data_start, data_end = max(start, first), min(end, newest + timedelta(seconds=base))
-        if data_end <= data_start:
-            st.info(
-                f"No candles for {view.exchange} {view.symbol} between {in_zone(start, view.tz)} and "
-                f"{in_zone(end, view.tz)}: its data runs from {in_zone(first, view.tz)} to "
-                f"{in_zone(newest, view.tz)}. Choose a range inside it."
-            )
-            return
-        bucket = rollups.fit_bucket(asked, data_start, data_end, data.MAX_CANDLES, base)
-        # From the bucket holding the first candle: it opens before the first candle, not after it.
-        start = max(start, bucket.start_of(data_start))
-        if bucket != asked:
-            count = rollups.bucket_count(asked, data_start, data_end)
-            st.info(
-                f"{view.bucket} over this range would be {count:,} candles; showing {bucket.text} candles to keep "
-                f"at most {data.MAX_CANDLES:,}. Choose a shorter range for finer candles.",
-                icon=":material/zoom_out:",
-            )
-        if rollups.bucket_count(bucket, start, end) == 0:
-            st.warning(f"No {bucket.text} candle opens in this range; widen the range or choose a smaller bucket.")
-            return
-        candles = data.load_candles(view.exchange, view.symbol, bucket.text, start, end)
-        missing = data.missing_intervals(view.exchange, view.symbol, start, end)
-        uncovered = data.uncovered_intervals(view.exchange, view.symbol, start, end, timedelta(seconds=bucket.seconds))
-    except rollups.RollupError as exc:
-        st.error(str(exc))
-        return
-    except data.DataError as exc:
+        candles = data.load_candles(view.exchange, view.symbol, shown.bucket.text, shown.start, shown.end)
+        missing = data.missing_intervals(view.exchange, view.symbol, shown.start, shown.end)
+        uncovered = data.uncovered_intervals(
+            view.exchange, view.symbol, shown.start, shown.end, timedelta(seconds=shown.bucket.seconds)
+        )
+    except (rollups.RollupError, data.DataError) as exc:
         st.error(str(exc))
         return
     if candles.empty:
-        if not uncovered.empty:  # no trade seen, and no coverage says the market was quiet: nothing known
-            st.info(
-                f"Nothing is known about {view.exchange} {view.symbol} between {in_zone(start, view.tz)} and "
-                f"{in_zone(end, view.tz)}: no trade was seen, and no live feed, replay or backfill covered that "
-                "time, so it cannot be told apart from missing data. The Quality page's Coverage section shows "
-                "what was covered."
-            )
-        else:  # the market's candles were deleted between the two queries
-            st.info(f"No candles for {view.exchange} {view.symbol} in this range any more; pick another range.")
+        _explain_no_candles(view, shown, uncovered)
         return
-
-    unknown = _unknown_bands(uncovered, start, end)
-    candles = _in_progress(
-        candles, unknown, timedelta(seconds=bucket.seconds), datetime.now(UTC) - data.coverage_grace()
+    reported = datetime.now(UTC) - data.coverage_grace()
+    _draw(
+        view, shown, markets_chart.drawn(candles, missing, uncovered, shown.bucket, (shown.start, shown.end), reported)
     )
-    rows = list(candles.itertuples(index=False))  # read by the tiles and every alert
+
+
+def _resolve(view: View, base: int) -> Shown | None:
+    """The window and bucket to draw; None, with a message, when the window holds no candle to draw."""
+    resolved = _window(view, base)
+    if resolved is None:
+        return None
+    start, end, (first, newest) = resolved
+    asked = rollups.parse_bucket(view.bucket, base)
+    # Sized by the data in the window, not the window: ten minutes of a new market over "7d" stay 1m.
+    data_start, data_end = max(start, first), min(end, newest + timedelta(seconds=base))
+    if data_end <= data_start:
+        st.info(
+            f"No candles for {view.exchange} {view.symbol} between {in_zone(start, view.tz)} and "
+            f"{in_zone(end, view.tz)}: its data runs from {in_zone(first, view.tz)} to "
+            f"{in_zone(newest, view.tz)}. Choose a range inside it."
+        )
+        return None
+    bucket = _fit_bucket(view, asked, data_start, data_end, base)
+    # From the bucket holding the first candle: it opens before the first candle, not after it.
+    start = max(start, bucket.start_of(data_start))
+    if rollups.bucket_count(bucket, start, end) == 0:
+        st.warning(f"No {bucket.text} candle opens in this range; widen the range or choose a smaller bucket.")
+        return None
+    return Shown(start, end, newest, bucket)
+
+
+def _fit_bucket(
+    view: View, asked: rollups.Bucket, data_start: datetime, data_end: datetime, base: int
+) -> rollups.Bucket:
+    """The asked bucket, or a coarser one (and a message why) when the asked one would draw too many candles."""
+    bucket = rollups.fit_bucket(asked, data_start, data_end, data.MAX_CANDLES, base)
+    if bucket != asked:
+        count = rollups.bucket_count(asked, data_start, data_end)
+        st.info(
+            f"{view.bucket} over this range would be {count:,} candles; showing {bucket.text} candles to keep "
+            f"at most {data.MAX_CANDLES:,}. Choose a shorter range for finer candles.",
+            icon=":material/zoom_out:",
+        )
+    return bucket
+
+
+def _explain_no_candles(view: View, shown: Shown, uncovered: pd.DataFrame) -> None:
+    start, end = in_zone(shown.start, view.tz), in_zone(shown.end, view.tz)
+    if not uncovered.empty:  # no trade seen, and no coverage says the market was quiet: nothing known
+        st.info(
+            f"Nothing is known about {view.exchange} {view.symbol} between {start} and {end}: no trade was "
+            "seen, and no live feed, replay or backfill covered that time, so it cannot be told apart from "
+            "missing data. The Quality page's Coverage section shows what was covered."
+        )
+    else:  # the market's candles were deleted between the two queries
+        st.info(f"No candles for {view.exchange} {view.symbol} in this range any more; pick another range.")
+
+
+def _draw(view: View, shown: Shown, drawn: markets_chart.Drawn) -> None:
+    """The figures' tiles, the alerts, the chart and its caption."""
+    rows = list(drawn.candles.itertuples(index=False))  # read by the tiles and every alert
     figures = market_stats.kpis(rows)
-    partial = charts.partial_mask(candles)
-    places = price_places(candles["close"].iloc[-200:].tolist())
-    label = view.lookback if view.lookback != CUSTOM else "range"
-    row1 = st.columns(4)
+    places = price_places(drawn.candles["close"].iloc[-200:].tolist())
+    _show_price_tiles(figures, view.label, places, partial_newest=bool(drawn.partial[-1]))
+    _show_activity_tiles(figures, view.label, places)
+    statuses = _show_alerts(view, rows, places)
+    figure = charts.candlestick_figure(
+        drawn.candles,
+        tz=view.tz,
+        overlays=view.overlays,
+        bands=[*drawn.unknown, *drawn.ledger],
+        alerts=statuses,
+        revision=markets_chart.revision(view, drawn.bucket),
+    )
+    st.plotly_chart(figure, width="stretch", key="candles", config={"displaylogo": False})
+    st.caption(markets_chart.caption(view, drawn, figures, shown.newest))
+
+
+def _show_price_tiles(figures: market_stats.Kpis, label: str, places: int, *, partial_newest: bool) -> None:
+    row = st.columns(4)
     change = f"{figures.change_pct:+.2f}% over {label}" if figures.change_pct is not None else None
-    if partial[-1]:
-        row1[0].metric(
+    if partial_newest:
+        row[0].metric(
             "Last price (partial candle)",
             price(figures.last_price, places),
             change,
             help="The newest candle is partial: part of its interval was not seen, so it may lack trades",
         )
     else:
-        row1[0].metric("Last price", price(figures.last_price, places), change)
-    row1[1].metric(f"High ({label})", price(figures.high, places))
-    row1[2].metric(f"Low ({label})", price(figures.low, places))
-    row1[3].metric("Average close", price(figures.average, places), help="Mean close of the candles with trades")
-    row2 = st.columns(4)
+        row[0].metric("Last price", price(figures.last_price, places), change)
+    row[1].metric(f"High ({label})", price(figures.high, places))
+    row[2].metric(f"Low ({label})", price(figures.low, places))
+    row[3].metric("Average close", price(figures.average, places), help="Mean close of the candles with trades")
+
+
+def _show_activity_tiles(figures: market_stats.Kpis, label: str, places: int) -> None:
+    row = st.columns(4)
     spread_pct = f"{figures.spread_pct:.2f}% of the low" if figures.spread_pct is not None else None
-    row2[0].metric(
+    row[0].metric(
         "Spread (high - low)", price(figures.spread, places), spread_pct, delta_color="off", delta_arrow="off"
     )
-    row2[1].metric(f"Trades ({label})", f"{figures.trades:,}")
-    row2[2].metric("VWAP", price(figures.vwap, places), help="Quote volume / volume: the average price paid")
-    row2[3].metric(f"Volume ({label})", format(figures.volume, ",f"))
-
-    statuses = _show_alerts(view, rows, places)
-    # A band covers whole buckets: a one-minute gap inside a 1h candle shades that candle, not a hairline.
-    ledger = [
-        charts.Band(
-            pd.Timestamp(bucket.start_of(row.started_at)),
-            pd.Timestamp(bucket.start_of(row.ended_at - timedelta(microseconds=1)) + timedelta(seconds=bucket.seconds)),
-            f"{row.kind.replace('_', ' ')} gap #{row.gap_id} ({row.status})"
-            if row.kind != "disconnect"
-            else "feed disconnected",
-            "disconnected" if row.kind == "disconnect" else "missing",
-        )
-        for row in missing.itertuples(index=False)
-    ]
-    revision = "|".join(
-        [view.exchange, view.symbol, view.lookback, bucket.text, view.tz, str(view.start), str(view.end)]
-    )
-    figure = charts.candlestick_figure(
-        candles, tz=view.tz, overlays=view.overlays, bands=[*unknown, *ledger], alerts=statuses, revision=revision
-    )
-    st.plotly_chart(figure, width="stretch", key="candles", config={"displaylogo": False})
-    volatility = market_stats.volatility_pct([float(c) for c in candles["close"]])
-    quiet = f"; {figures.empty_candles:,} without trades (grey)" if figures.empty_candles else ""
-    gaps = f"; {len(ledger)} gap-ledger interval(s) shaded" if ledger else ""
-    hollow = f"; {int(partial.sum()):,} partial (hollow: part of the interval unseen)" if partial.any() else ""
-    unseen = sum((b.end - b.start for b in unknown), pd.Timedelta(0))
-    grey = f"; {describe_duration(unseen.total_seconds())} not covered (grey: unknown)" if unknown else ""
-    vol = f" Volatility {volatility:.3f}% per {bucket.text} candle." if volatility is not None else ""
-    newest_candle = candles.iloc[-1]
-    st.caption(
-        f"{len(candles):,} candles of {bucket.text} for {view.exchange} {view.symbol}{quiet}{hollow}{gaps}{grey}. "
-        f"Newest base candle opened {in_zone(newest, view.tz)} ({describe_age(age_seconds(newest))}), "
-        f"newest shown is {newest_candle['state']}{', partial' if partial[-1] else ''}.{vol} Times in {view.tz}. "
-        f"Refreshed {in_zone(datetime.now(UTC), view.tz)}."
-    )
-
-
-def _unknown_bands(uncovered: pd.DataFrame, start: datetime, end: datetime) -> list[charts.Band]:
-    """Uncovered time as grey bands at its own times, not widened to whole buckets as ledger bands are: the
-    candle around a short loss is drawn partial already, and the band shows how much of it was unseen."""
-    wide = (end - start) * LABEL_SHARE
-    return [
-        charts.Band(
-            pd.Timestamp(row.started_at),
-            pd.Timestamp(row.ended_at),
-            charts.UNKNOWN_LABEL if row.ended_at - row.started_at >= wide else "",
-            "unknown",
-        )
-        for row in uncovered.itertuples(index=False)
-    ]
-
-
-def _in_progress(
-    candles: pd.DataFrame, unknown: list[charts.Band], step: timedelta, reported: datetime
-) -> pd.DataFrame:
-    """The candles, those at the live edge that are partial only because their interval has not ended (or
-    its last seconds are not reported yet: before `reported`, the last health beats) marked `in progress`.
-
-    The rollups call such a candle partial: coverage cannot hold time that has not happened. Drawn hollow
-    and named partial, every live view's newest candle would say "something was not seen", which is not
-    so; its state (live) already says it is still changing. A candle any unknown band touches stays partial.
-    """
-    if "coverage" not in candles or not len(candles):
-        return candles
-    opens = pd.to_datetime(candles["open_time"], utc=True)
-    ends = opens + step
-    edge = (candles["coverage"] == charts.PARTIAL) & (ends > pd.Timestamp(reported))
-    for band in unknown:
-        edge &= ~((opens < band.end) & (ends > band.start))
-    if not edge.any():
-        return candles
-    return candles.assign(coverage=candles["coverage"].where(~edge, IN_PROGRESS))
+    row[1].metric(f"Trades ({label})", f"{figures.trades:,}")
+    row[2].metric("VWAP", price(figures.vwap, places), help="Quote volume / volume: the average price paid")
+    row[3].metric(f"Volume ({label})", format(figures.volume, ",f"))
 
 
 def _range_inputs(tz: str, newest: datetime) -> tuple[datetime, datetime] | None:
@@ -341,18 +302,20 @@ def _alert_editor(exchange: str, symbol: str) -> None:
                 st.rerun()
 
 
-def main() -> None:
-    st.title("Markets")
-    try:
-        markets = data.list_markets()
-    except data.DataError:
-        markets = None
-    if markets is None or markets.empty:
-        st.fragment(_wait_for_markets, run_every=REFRESH_SECONDS)()
-        return
+@dataclass(frozen=True)
+class Selection:
+    """What the selectors above the chart say (every one kept in the URL but Live and the overlays)."""
 
-    tz = st.session_state.get("tz", "UTC")
-    base = data.base_seconds()
+    exchange: str | None
+    symbol: str | None
+    lookback: str
+    bucket: str
+    live: bool
+    overlays: tuple[str, ...]
+
+
+def _selectors(markets: pd.DataFrame, base: int) -> Selection:
+    """The selectors in two rows: market, bucket and Live above; lookback and overlays below."""
     exchanges = sorted(markets["exchange"].unique().tolist())
     url_params.warn_unknown("exchange", exchanges, "exchange")
     left, middle, bucket_col, live_col = st.columns([3, 3, 3, 2], vertical_alignment="bottom")
@@ -361,13 +324,30 @@ def main() -> None:
     symbols = sorted(markets.loc[markets["exchange"] == exchange, "symbol"].tolist())
     url_params.warn_unknown("symbol", symbols, f"symbol on {exchange}")
     symbol = middle.selectbox("Symbol", symbols, key="symbol", bind="query-params")
+    lookback = _lookback_selector(right)
+    bucket = _bucket_selector(bucket_col, base)
+    live = live_col.toggle(
+        "Live", value=True, key="live", help=f"Redraw every {REFRESH_SECONDS} s; off freezes the view"
+    )
+    overlays = overlay_col.multiselect(
+        "Overlays", list(charts.OVERLAYS), key="overlays", placeholder="moving averages, Bollinger bands"
+    )
+    return Selection(exchange, symbol, lookback, bucket, live, tuple(overlays))
+
+
+def _lookback_selector(column: DeltaGenerator) -> str:
     lookbacks = [*LOOKBACKS, CUSTOM]
     url_params.warn_unknown("lookback", lookbacks, "lookback")
-    lookback = right.segmented_control(
+    lookback = column.segmented_control(
         "Lookback", lookbacks, default=DEFAULT_LOOKBACK, required=True, key="lookback", bind="query-params"
     )
+    return cast(str, lookback or DEFAULT_LOOKBACK)
+
+
+def _bucket_selector(column: DeltaGenerator, base: int) -> str:
+    """The bucket: one offered, or any the user types (such as 13m), checked later by the rollups."""
     offered = [b for b in BUCKETS if rollups.parse_bucket_or_none(b, base)]
-    bucket = bucket_col.selectbox(
+    bucket = column.selectbox(
         "Bucket",
         offered,
         index=offered.index(DEFAULT_BUCKET) if DEFAULT_BUCKET in offered else 0,
@@ -376,28 +356,40 @@ def main() -> None:
         accept_new_options=True,
         help="Any whole number of s, m, h, d or w (such as 13m); rolled up from the base candles",
     )
-    live = live_col.toggle(
-        "Live", value=True, key="live", help=f"Redraw every {REFRESH_SECONDS} s; off freezes the view"
-    )
-    overlays = overlay_col.multiselect(
-        "Overlays", list(charts.OVERLAYS), key="overlays", placeholder="moving averages, Bollinger bands"
-    )
-    if exchange is None or symbol is None:
+    return cast(str, bucket or DEFAULT_BUCKET).strip()
+
+
+def _markets() -> pd.DataFrame | None:
+    """Every market with candles; None when PostgreSQL cannot say (the waiting fragment explains why)."""
+    try:
+        return data.list_markets()
+    except data.DataError:
+        return None
+
+
+def main() -> None:
+    st.title("Markets")
+    markets = _markets()
+    if markets is None or markets.empty:
+        st.fragment(_wait_for_markets, run_every=REFRESH_SECONDS)()
         return
-    lookback = lookback or DEFAULT_LOOKBACK
+    tz = st.session_state.get("tz", "UTC")
+    chosen = _selectors(markets, data.base_seconds())
+    if chosen.exchange is None or chosen.symbol is None:
+        return
     start = end = None
-    if lookback == CUSTOM:
-        span = data.market_span(exchange, symbol)
-        chosen = _range_inputs(tz, span[1] if span else datetime.now(UTC))
-        if chosen is None:
+    if chosen.lookback == CUSTOM:
+        span = data.market_span(chosen.exchange, chosen.symbol)
+        window = _range_inputs(tz, span[1] if span else datetime.now(UTC))
+        if window is None:
             return
-        start, end = chosen
-    _alert_editor(exchange, symbol)
-    view = View(exchange, symbol, lookback, (bucket or DEFAULT_BUCKET).strip(), start, end, tuple(overlays), tz)
+        start, end = window
+    _alert_editor(chosen.exchange, chosen.symbol)
+    view = View(chosen.exchange, chosen.symbol, chosen.lookback, chosen.bucket, start, end, chosen.overlays, tz)
     # Outside the fragment, once per page run: the script itself guards against a second copy.
     st.html(KEEP_ZOOM_JS, unsafe_allow_javascript=True)
     # The fragment is built per run so that "Live" off really stops its timer.
-    chart = st.fragment(_show_market, run_every=REFRESH_SECONDS if live else None)
+    chart = st.fragment(_show_market, run_every=REFRESH_SECONDS if chosen.live else None)
     chart(view)
 
 

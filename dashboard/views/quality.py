@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from candlelake.nightly.quality.validate import Failure
+from candlelake.nightly.quality.outcomes import Failure
 from dashboard import data, quality_data, tables, url_params
 
 PERIODS = {"24h": 1, "7 days": 7, "30 days": 30}

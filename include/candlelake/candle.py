@@ -31,6 +31,13 @@ NON_NEGATIVE: tuple[str, ...] = (*VOLUMES, *TAKER_VOLUMES, "trades")
 
 TRADE_IDS: tuple[str, ...] = ("first_trade_id", "last_trade_id")
 
+COLUMNS: tuple[str, ...] = (*KEY, "close_time", *KLINE_VALUES, "vwap", *TRADE_IDS)
+"""A candle row in the table `candles`' column order (less its state and updated_at): what the stream
+upserts, the Spark schema holds and the nightly batch stages."""
+
+CURATED_COLUMNS: tuple[str, ...] = (*COLUMNS, "coverage")
+"""A curated candle: the row and what coverage made of it (candlelake.coverage)."""
+
 COVERAGE_STATES: tuple[str, ...] = ("complete", "partial")
 """A candle's `coverage`: its whole interval was observed, or only part of it (docs/coverage.md)."""
 

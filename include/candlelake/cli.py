@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from candlelake.config import PRODUCER_SOURCES, ConfigError, Settings, load_settings
+from candlelake.exchanges import EXCHANGE_NAMES
 
 if TYPE_CHECKING:
     from candlelake.platform.base import Component, Status
@@ -201,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("path", help="data.binance.vision trades/aggTrades CSV or zip, or a capture (.jsonl, .gz)")
     replay.add_argument(
         "--exchange",
-        choices=["binance", "binance-usdm", "coinbase"],
+        choices=list(EXCHANGE_NAMES),
         help="market of the file (default: from the content; Binance files with a best-match flag are spot)",
     )
     replay.add_argument("--rate", type=float, help="at most this many trades per second (default: as fast as possible)")
@@ -221,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=cmd_replay)
 
     backfill = sub.add_parser("backfill", help="fetch the gap ledger's open gaps from the exchanges' REST APIs")
-    backfill.add_argument("--exchange", choices=["binance", "binance-usdm", "coinbase"])
+    backfill.add_argument("--exchange", choices=list(EXCHANGE_NAMES))
     backfill.add_argument("--symbol")
     backfill.add_argument("--gap-id", type=int, help="only this gap (see `candlelake gaps`)")
     backfill.set_defaults(func=cmd_backfill)

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from candlelake.exchanges import SOURCE_NAMES
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -41,8 +43,8 @@ CANDLES_CODEGEN = ("on", "off")
 # The producer's Kafka client (candlelake.ingest.kafka_sinks) and its batch compression.
 KAFKA_CLIENTS = ("kafka-python", "confluent")
 KAFKA_COMPRESSIONS = ("lz4", "zstd", "gzip", "none")
-# Where `candlelake produce` reads trades from (candlelake.runs.producer).
-PRODUCER_SOURCES = ("simulator", "binance", "binance-usdm", "coinbase", "binance-rest", "coingecko")
+# Where `candlelake produce` reads trades from: the registry's sources (candlelake.exchanges).
+PRODUCER_SOURCES = SOURCE_NAMES
 
 
 class _Env:

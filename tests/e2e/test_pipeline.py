@@ -23,7 +23,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from candlelake.config import Settings
-from candlelake.runs.producer import Counters, KafkaTradeSink
+from candlelake.ingest.counters import Counters
+from candlelake.ingest.kafka_sinks import KafkaTradeSink
 from candlelake.sources.simulator import Simulator
 from candlelake.trade import Trade
 from tests.e2e.conftest import run_cli

@@ -12,8 +12,9 @@ from datetime import timedelta
 import pytest
 
 from candlelake.config import Settings
+from candlelake.ingest.counters import Counters
+from candlelake.ingest.kafka_sinks import KafkaTradeSink
 from candlelake.platform import runtime
-from candlelake.runs.producer import Counters, KafkaTradeSink
 from candlelake.sources.simulator import Simulator
 from tests.e2e.conftest import run_cli
 from tests.e2e.test_pipeline import differences, lake_rows, pg_candles, wait_for

@@ -25,7 +25,8 @@ import pytest
 
 from candlelake import coverage
 from candlelake.config import Settings
-from candlelake.ingest.pipeline import Counters, Pipeline
+from candlelake.ingest.counters import Counters
+from candlelake.ingest.pipeline import Pipeline
 from candlelake.lake import catalog
 from candlelake.nightly import recompute as batch
 from candlelake.sources.events import Disconnect, Reconnected
@@ -73,9 +74,8 @@ def live_session(settings: Settings, exchange: str) -> list[Trade]:
     store = coverage.CoverageStore(settings.pg_dsn())
     trades = Sink()
     pipeline = Pipeline(
-        Counters(), Sink(), source="binance@test", coverage=store, coverage_every_s=0, now_us=lambda: wall[0]
+        Counters(), trades, Sink(), source="binance@test", coverage=store, coverage_every_s=0, now_us=lambda: wall[0]
     )
-    pipeline.attach(trades)
     symbols = ("BTCUSDT",)
     pipeline.emit(Reconnected(exchange, "ws://test", True, symbols))
     lost = False

@@ -35,7 +35,8 @@ from candlelake.lake import catalog
 from candlelake.nightly import recompute as batch
 from candlelake.nightly import staging
 from candlelake.nightly.quality import suites
-from candlelake.nightly.quality.validate import DayOutcome, validate_day
+from candlelake.nightly.quality.outcomes import DayOutcome
+from candlelake.nightly.quality.validate import validate_day
 from candlelake.spark import transforms as T
 from candlelake.stream import parquet_lake
 from tests.support.spark import local_session

@@ -274,7 +274,7 @@ def test_binance_unknown_symbols(recordings: dict[str, Recording], spot: FakeBin
 def test_coinbase_unknown_products(recordings: dict[str, Recording]) -> None:
     with FakeCoinbaseRest(all_happened(recordings["coinbase"])) as fake:
         rest = CoinbaseRest(client=fast_client(fake.url))
-        assert rest.unknown_products(["SKL-USD", "BTC-XYZ", "BAND-GBP"]) == ["BTC-XYZ"]
+        assert rest.unknown_symbols(["SKL-USD", "BTC-XYZ", "BAND-GBP"]) == ["BTC-XYZ"]
 
 
 def test_binance_spot_prices_are_the_last_trade_prices_timed_by_the_answer(spot: FakeBinanceRest) -> None:

@@ -6,27 +6,20 @@ Deliberately shares no code with the Spark transform: a bug there cannot hide he
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from candlelake.candle import Candle
 from candlelake.trade import Trade
 
 
 @dataclass(frozen=True)
-class RefCandle:
-    exchange: str
-    symbol: str
-    open_time: datetime
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
-    quote_volume: Decimal
-    trades: int
-    taker_buy_volume: Decimal
-    taker_buy_quote_volume: Decimal
+class RefCandle(Candle):
+    """A candle (the shared record: the vocabulary, not the computation) with the market it is of."""
+
+    exchange: str = field(kw_only=True)
+    symbol: str = field(kw_only=True)
 
 
 def reference_candles(

@@ -32,7 +32,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True)
 class RefBucket(RefCandle):
-    coverage: str = "complete"
+    """A candle of one bucket; its `coverage` says whether the bucket was observed throughout."""
 
 
 def to_us(t: datetime) -> int:
@@ -106,7 +106,7 @@ def reference_rollup(
         if not group:
             if _carries(covered, previous_base, base_us, start + size_us):
                 p = previous_close
-                out.append(RefBucket(exchange, symbol, open_time, p, p, p, p, zero, zero, 0, zero, zero))
+                out.append(RefBucket(open_time, p, p, p, p, zero, zero, 0, zero, zero, exchange=exchange, symbol=symbol))
             continue
         buys = [t for t in group if not t.is_buyer_maker]
         out.append(

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from candlelake.coverage import Interval
+from candlelake.ingest.counters import Counters, DeliveryReports
 from candlelake.ingest.gaps import GapTracker
-from candlelake.ingest.pipeline import Counters, Pipeline
+from candlelake.ingest.pipeline import Pipeline
 from candlelake.sources.events import Disconnect, PricePoint, Reconnected, TradeIdMark
 from candlelake.sources.fields import Rejection
 from candlelake.trade import Trade
@@ -67,10 +68,16 @@ def make_pipeline(
 ) -> tuple[Pipeline, ListSink, ListSink, Clock]:
     clock = Clock()
     trades, dead = ListSink(), ListSink()
+    counters = Counters()
     pipeline = Pipeline(
-        Counters(), dead, histories={"binance": history} if history else {}, grace_s=grace_s, clock=clock
+        counters,
+        trades,
+        dead,
+        deliveries=DeliveryReports(counters, keep_failures=True),
+        histories={"binance": history} if history else {},
+        grace_s=grace_s,
+        clock=clock,
     )
-    pipeline.attach(trades)
     return pipeline, trades, dead, clock
 
 
@@ -198,7 +205,8 @@ def test_pipeline_counts_reconnects_and_prices_without_trades() -> None:
 def test_delivery_failure_becomes_a_gap_for_the_backfill() -> None:
     history = FakeHistory({7})
     pipeline, trades, _, _ = make_pipeline(history)
-    pipeline.delivery_failed(trade(7), "KafkaTimeoutError: expired")
+    assert pipeline.deliveries is not None
+    pipeline.deliveries.failed(trade(7), "KafkaTimeoutError: expired")
     assert pipeline.counters.delivery_failures == 1
 
     class Ledger:
@@ -250,6 +258,7 @@ def covered_pipeline(history: FakeHistory | None = None) -> tuple[Pipeline, Cove
     pipeline = Pipeline(
         Counters(),
         ListSink(),
+        ListSink(),
         histories={"binance": history} if history else {},
         grace_s=0,
         clock=clock,
@@ -258,7 +267,6 @@ def covered_pipeline(history: FakeHistory | None = None) -> tuple[Pipeline, Cove
         coverage_every_s=5.0,
         now_us=lambda: wall[0],
     )
-    pipeline.attach(ListSink())
     return pipeline, store, wall, clock
 
 

@@ -18,28 +18,24 @@ from pathlib import Path
 
 import pytest
 
+from candlelake.nightly.kline_sources import FileKlines, Klines, RestKlines, answers, kline_source
+from candlelake.candle import Candle
 from candlelake.nightly.reconcile import (
     MAX_EXAMPLES,
-    Candle1m,
     ReconcileFailed,
     ReconcileResult,
     check_threshold,
     compare,
 )
 from candlelake.sources.klines import (
-    FileKlines,
     Kline,
     KlineError,
     KlineFileNotFound,
     KlineFormatError,
-    Klines,
     KlineSourceUnreachable,
-    RestKlines,
-    answers,
     epoch_time,
     file_klines,
     find_kline_file,
-    kline_source,
     parse_kline,
     read_kline_file,
 )
@@ -70,9 +66,10 @@ def agg_trades() -> list[dict]:
         return [row["info"] for row in json.load(f)]
 
 
-def candle_of(k: Kline) -> Candle1m:
-    assert k.quote_volume is not None and k.taker_buy_volume is not None and k.taker_buy_quote_volume is not None
-    return Candle1m(
+def candle_of(k: Kline) -> Candle:
+    assert k.quote_volume is not None and k.trades is not None
+    assert k.taker_buy_volume is not None and k.taker_buy_quote_volume is not None
+    return Candle(
         k.open_time,
         k.open,
         k.high,
@@ -80,6 +77,7 @@ def candle_of(k: Kline) -> Candle1m:
         k.close,
         k.volume,
         k.quote_volume,
+        k.trades,
         k.taker_buy_volume,
         k.taker_buy_quote_volume,
     )
@@ -135,29 +133,17 @@ def test_candles_from_the_real_trades_equal_the_fixture_klines(klines, agg_trade
         for t in agg_trades
     ]
     built = {c.open_time: c for c in reference_candles(trades).values() if c.open_time.date() == DAY}
-    candles, previous = [], None
+    candles: list[Candle] = []
+    previous = None
     for i in range(1440):
         at = DAY_START + timedelta(minutes=i)
         if at in built:
-            c = built[at]
-            candles.append(
-                Candle1m(
-                    at,
-                    c.open,
-                    c.high,
-                    c.low,
-                    c.close,
-                    c.volume,
-                    c.quote_volume,
-                    c.taker_buy_volume,
-                    c.taker_buy_quote_volume,
-                )
-            )
-            previous = c.close
+            candles.append(built[at])
+            previous = built[at].close
         else:
             assert previous is not None  # the day's first minute has trades
             zero = Decimal(0)
-            candles.append(Candle1m(at, previous, previous, previous, previous, zero, zero, zero, zero))
+            candles.append(Candle(at, previous, previous, previous, previous, zero, zero, 0, zero, zero))
     result = compare("binance", "XRPETH", DAY, "files", candles, klines)
     assert (result.matched, result.mismatched, result.missing_candles, result.missing_klines) == (1440, 0, 0, 0)
     assert result.match_rate == 1.0 and result.examples == ()

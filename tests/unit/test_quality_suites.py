@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from candlelake.nightly.quality import suites
-from candlelake.nightly.quality.validate import Failure, _plain, _run_name
+from candlelake.nightly.quality.context import run_name_for
+from candlelake.nightly.quality.outcomes import Failure
+from candlelake.nightly.quality.results import plain
 
 pytestmark = pytest.mark.unit
 
@@ -124,10 +126,10 @@ def test_importing_the_quality_modules_does_not_import_great_expectations_or_spa
 
 
 def test_values_in_failures_are_exact_text_and_utc_times() -> None:
-    assert _plain(D("101.5000000000")) == "101.5"
-    assert _plain(D("100.0000000000")) == "100"
-    assert _plain(datetime(2026, 11, 20, 12, 5, tzinfo=UTC)) == "2026-11-20T12:05:00Z"
-    assert _plain({"k": [D("0.00000001"), None]}) == {"k": ["0.00000001", None]}
+    assert plain(D("101.5000000000")) == "101.5"
+    assert plain(D("100.0000000000")) == "100"
+    assert plain(datetime(2026, 11, 20, 12, 5, tzinfo=UTC)) == "2026-11-20T12:05:00Z"
+    assert plain({"k": [D("0.00000001"), None]}) == {"k": ["0.00000001", None]}
 
 
 def test_a_failure_reads_as_one_sentence_with_the_offending_rows() -> None:
@@ -146,7 +148,7 @@ def test_a_failure_reads_as_one_sentence_with_the_offending_rows() -> None:
 
 
 def test_run_names_are_safe_folder_names() -> None:
-    assert _run_name("binance", DAY, "scheduled__2026-11-21T00:30:00+00:00") == (
+    assert run_name_for("binance", DAY, "scheduled__2026-11-21T00:30:00+00:00") == (
         "binance_2026-11-20_scheduled__2026-11-21T00_30_00_00_00"
     )
 
@@ -174,7 +176,7 @@ COVERED = {("binance", s): [minutes_us(0, 9)] for s in ("BTCUSDT", "ETHUSDT")}
 def checked(spark, staged: list[tuple], recomputed: list[tuple], covered=COVERED) -> dict[tuple[str, int], tuple]:
     from pyspark.sql import functions as F
 
-    from candlelake.nightly.quality.validate import checked_candles
+    from candlelake.nightly.quality.evidence import checked_candles
     from candlelake.spark import transforms as T
 
     frame = checked_candles(

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from candlelake.coverage import to_us
+from candlelake.candle import Candle
 from candlelake.nightly.reconcile import (
-    Candle1m,
     ReconcileFailed,
     ReconcileResult,
     ReconcileSkipped,
@@ -29,6 +28,7 @@ from candlelake.nightly.reconcile import (
     compare,
 )
 from candlelake.sources.klines import Kline, read_kline_file
+from candlelake.util import to_us
 
 pytestmark = pytest.mark.unit
 
@@ -43,11 +43,12 @@ def klines() -> list[Kline]:
     return read_kline_file(CSV)
 
 
-def candle_of(k: Kline, partial: bool = False) -> Candle1m:
-    assert k.quote_volume is not None and k.taker_buy_volume is not None and k.taker_buy_quote_volume is not None
-    return Candle1m(
-        k.open_time, k.open, k.high, k.low, k.close, k.volume, k.quote_volume, k.taker_buy_volume,
-        k.taker_buy_quote_volume, partial,
+def candle_of(k: Kline, partial: bool = False) -> Candle:
+    assert k.quote_volume is not None and k.trades is not None
+    assert k.taker_buy_volume is not None and k.taker_buy_quote_volume is not None
+    return Candle(
+        k.open_time, k.open, k.high, k.low, k.close, k.volume, k.quote_volume, k.trades, k.taker_buy_volume,
+        k.taker_buy_quote_volume, "partial" if partial else "complete",
     )  # fmt: skip
 
 
@@ -59,7 +60,7 @@ def test_partial_candles_that_differ_are_partial_not_mismatches(klines) -> None:
     candles = [candle_of(k) for k in klines]
     # Coverage began at 00:10:30 and broke at 12:00:20: those two minutes hold only the trades seen.
     for i in (10, 720):
-        candles[i] = replace(candles[i], volume=candles[i].volume / 2, partial=True)
+        candles[i] = replace(candles[i], volume=candles[i].volume / 2, coverage="partial")
     result = compare("binance", "XRPETH", DAY, "files", candles, klines, WHOLE_DAY)
     assert (result.matched, result.mismatched, result.partial, result.not_covered) == (1438, 0, 2, 0)
     assert result.judged == 1438 and result.match_rate == 1.0 and result.mismatch_rate == 0.0

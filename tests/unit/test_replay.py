@@ -13,8 +13,8 @@ import pytest
 from candlelake import cli
 from candlelake.ingest.dead_letter import dead_letter_record
 from candlelake.runs import replay
-from candlelake.runs.replay import ReplayError, SeenIds, open_recording, read
 from candlelake.sources.fields import Rejection
+from candlelake.sources.recordings import ReplayError, SeenIds, open_recording, read
 from candlelake.trade import Trade
 
 pytestmark = pytest.mark.unit

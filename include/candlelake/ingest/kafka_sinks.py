@@ -23,7 +23,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from candlelake.config import Settings
-from candlelake.trade import Trade
+from candlelake.ingest.counters import Counters, DeliveryReports
+from candlelake.sources.events import PricePoint
+from candlelake.trade import Trade, decimal_text
 
 log = logging.getLogger(__name__)
 
@@ -199,3 +201,87 @@ def make_trade_sink(
     if settings.kafka_client == "confluent":
         return ConfluentSink(settings, on_delivered, on_failure, client_id)
     return KafkaPythonSink(settings, on_delivered, on_failure, client_id)
+
+
+class KafkaTradeSink:
+    """A trade sink whose delivery reports go to `reports` (by default: counted into `counters`).
+
+    The producer passes the `DeliveryReports` its pipeline records failures from; replay, backfills,
+    tests and benchmarks only count. With `per_trade=False` (replay, confluent client) successes are
+    counted in bulk when the sink closes, not one report per trade; failures are still reported one by one.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        counters: Counters,
+        client_id: str = "candlelake-producer",
+        per_trade: bool = True,
+        reports: DeliveryReports | None = None,
+    ) -> None:
+        self.counters = counters
+        self.reports = reports or DeliveryReports(counters)
+        self.per_trade = per_trade or settings.kafka_client != "confluent"
+        self._sink: TradeSink
+        if self.per_trade:
+            self._sink = make_trade_sink(settings, self.reports.delivered, self.reports.failed, client_id)
+        else:
+            self._sink = ConfluentSink(
+                settings, self.reports.delivered, self.reports.failed, client_id, report_successes=False
+            )
+
+    def send(self, trade: Trade) -> None:
+        self._sink.send(trade)
+
+    def flush(self, timeout: float | None = None) -> None:
+        self._sink.flush(timeout)
+
+    def close(self) -> None:
+        self._sink.close()  # flushes: afterwards every trade is delivered or reported as failed
+        if not self.per_trade:
+            assert isinstance(self._sink, ConfluentSink)
+            with self.counters.lock:
+                self.counters.produced = self._sink.sent - self.counters.delivery_failures
+
+
+def price_point_json(point: PricePoint) -> bytes:
+    """Wire format of the `prices` topic (key `exchange:symbol`): no volume, ever."""
+    return json.dumps(
+        {
+            "exchange": point.exchange,
+            "symbol": point.symbol,
+            "price": decimal_text(point.price),
+            "time": point.time_us,
+            "source": point.source,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+class KafkaPriceSink:
+    """Price points to the `prices` topic with kafka-python (a few per second at most)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from kafka import KafkaProducer
+
+        self.topic = settings.prices_topic
+        self.failures = 0
+        self._producer = KafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            client_id="candlelake-prices",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=20,
+        )
+
+    def send(self, point: PricePoint) -> None:
+        future = self._producer.send(self.topic, key=point.key.encode(), value=price_point_json(point))
+        future.add_errback(self._failed)
+
+    def _failed(self, error: BaseException) -> None:
+        self.failures += 1
+        log.error("price point delivery failed: %s", error)
+
+    def close(self) -> None:
+        self._producer.flush()
+        self._producer.close()

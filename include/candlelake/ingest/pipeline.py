@@ -18,24 +18,23 @@ leaves coverage up to its last write, and a restart begins a new session.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
-from candlelake import coverage
 from candlelake.coverage import Interval, LiveSessions
+from candlelake.ingest.counters import Counters, DeliveryReports
+from candlelake.ingest.gap_fill import GapFill, TradeHistory
 from candlelake.ingest.gaps import DELIVERY, Gap, GapLedger, GapTracker
+from candlelake.ingest.kafka_sinks import TradeSink
 from candlelake.sources.events import Disconnect, Event, PricePoint, Reconnected, TradeIdMark
 from candlelake.sources.fields import Rejection
 from candlelake.trade import Trade, decimal_text
-from candlelake.util import first_line
+from candlelake.util import first_line, now_us
 
 log = logging.getLogger(__name__)
 
@@ -57,65 +56,12 @@ class CoverageWriter(Protocol):
     def write(self, intervals: list[Interval]) -> None: ...
 
 
-def wall_us() -> int:
-    return time.time_ns() // 1000
-
-
-class TradeHistory(Protocol):
-    """An exchange's REST trade history (candlelake.sources.binance_rest / coinbase_rest)."""
-
-    def trades_between(self, symbol: str, first_id: int, last_id: int) -> Iterator[Trade | Rejection]: ...
-
-
-@dataclass
-class Counters:
-    """What the producer has done; read by the health reporter from another thread."""
-
-    received: int = 0
-    produced: int = 0
-    rejected: int = 0
-    duplicates: int = 0
-    delivery_failures: int = 0
-    gaps: int = 0
-    backfilled: int = 0
-    reconnects: int = 0
-    prices: int = 0
-    missing_ids: int = 0
-    last_trade_time_us: dict[str, int] = field(default_factory=dict)
-    last_price: dict[str, str] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def count_delivered(self, trade: Trade) -> None:
-        """Kafka acknowledged `trade`: one more produced, and its market's last trade time."""
-        with self.lock:
-            self.produced += 1
-            previous = self.last_trade_time_us.get(trade.key, 0)
-            self.last_trade_time_us[trade.key] = max(previous, trade.trade_time_us)
-
-    def snapshot(self) -> dict[str, Any]:
-        with self.lock:
-            return {
-                "received": self.received,
-                "produced": self.produced,
-                "rejected": self.rejected,
-                "duplicates": self.duplicates,
-                "delivery_failures": self.delivery_failures,
-                "gaps": self.gaps,
-                "missing_ids": self.missing_ids,
-                "backfilled": self.backfilled,
-                "reconnects": self.reconnects,
-                "prices": self.prices,
-                "last_trade_time": {
-                    k: datetime.fromtimestamp(v / 1e6, UTC).isoformat() for k, v in self.last_trade_time_us.items()
-                },
-                "last_price": dict(self.last_price),
-            }
-
-
 class Pipeline:
     """Dedupe, gap tracking and routing of connector events; see the module docstring.
 
-    `ledger` None runs without PostgreSQL (tests, replay): gaps are still tracked and counted.
+    New trades go to `trades`, rejections to `dead_letters`, price points to `prices`. `deliveries` are
+    the callbacks `trades` was built with: the failures it keeps become gaps in the ledger (and are
+    backfilled). `ledger` None runs without PostgreSQL (tests, replay): gaps are still tracked and counted.
     `histories` maps an exchange to its REST trade history, used to backfill its gaps automatically.
     `coverage` receives the feeds' sessions (kind `coverage_kind`) every `coverage_every_s`; None
     records none. `now_us` is the wall clock coverage is measured in (epoch microseconds).
@@ -124,7 +70,10 @@ class Pipeline:
     def __init__(
         self,
         counters: Counters,
+        trades: TradeSink,
         dead_letters: RejectionSink,
+        *,
+        deliveries: DeliveryReports | None = None,
         prices: PriceSink | None = None,
         ledger: GapLedger | None = None,
         histories: dict[str, TradeHistory] | None = None,
@@ -135,9 +84,11 @@ class Pipeline:
         coverage: CoverageWriter | None = None,
         coverage_kind: str = "live",
         coverage_every_s: float = 5.0,
-        now_us: Callable[[], int] = wall_us,
+        now_us: Callable[[], int] = now_us,
     ) -> None:
         self.counters = counters
+        self.trades = trades
+        self.deliveries = deliveries
         self.dead_letters = dead_letters
         self.prices = prices
         self.ledger = ledger
@@ -146,7 +97,6 @@ class Pipeline:
         self.track_gaps = track_gaps
         self.source = source
         self.clock = clock
-        self.trades: Any = None  # the TradeSink, set by attach(): it needs our delivery callbacks first
         self._lock = threading.Lock()
         self._ledger_queue: deque[Callable[[GapLedger], None]] = deque()
         self._backfills: queue.Queue[Gap] = queue.Queue()
@@ -159,9 +109,6 @@ class Pipeline:
         self._coverage_written = float("-inf")
         self._newest: dict[tuple[str, str], tuple[int, int]] = {}  # market -> (id, time) of its newest trade
         self._lost_after: dict[tuple[str, str], tuple[int, int]] = {}  # market -> its newest trade at a loss
-
-    def attach(self, sink: Any) -> None:
-        self.trades = sink
 
     # --- the feed side: called by connectors, any thread -------------------------------------------
 
@@ -249,15 +196,9 @@ class Pipeline:
 
         self._ledger_queue.append(write)
 
-    # --- delivery callbacks: the Kafka client's thread ---------------------------------------------
+    # --- failed deliveries: reported on the Kafka client's thread, recorded by maintenance ------------
 
-    def delivered(self, trade: Trade) -> None:
-        self.counters.count_delivered(trade)
-
-    def delivery_failed(self, trade: Trade, error: str) -> None:
-        with self.counters.lock:
-            self.counters.delivery_failures += 1
-        log.error("Kafka did not take %s trade %s: %s; recorded as a gap", trade.key, trade.trade_id, error)
+    def _record_failed_delivery(self, trade: Trade, error: str) -> None:
         source = self.source
 
         def write(ledger: GapLedger) -> None:
@@ -282,6 +223,9 @@ class Pipeline:
     def maintain(self) -> None:
         """Declare overdue holes as gaps, write the ledger, queue backfills. Never raises."""
         now = self.clock()
+        if self.deliveries is not None:
+            for trade, error in self.deliveries.take_failures():
+                self._record_failed_delivery(trade, error)
         with self._lock:
             due = self.tracker.due(now)
             for _, _, hole in due:
@@ -377,51 +321,26 @@ class Pipeline:
         passed the tracker when it first came, so its gap is sent whole.
         """
         resend = gap.kind == DELIVERY or not self.track_gaps
-        history = self.histories[gap.exchange]
-        sent = 0
-        returned: set[int] = set()
-        times: list[int] = []
-        around: dict[int, int] = {}  # the trades just before and after the gap: where its coverage ends
-        for item in history.trades_between(gap.symbol, max(gap.first_id - 1, 0), gap.last_id + 1):
-            if isinstance(item, Rejection):
-                self.emit(item)
-                continue
-            if not gap.first_id <= item.trade_id <= gap.last_id:
-                around[item.trade_id] = item.trade_time_us
-                continue
-            returned.add(item.trade_id)
-            times.append(item.trade_time_us)
+
+        def send(trade: Trade) -> bool:
             with self._lock:
-                wanted = resend or self.tracker.is_missing(item.exchange, item.symbol, item.trade_id)
+                wanted = resend or self.tracker.is_missing(trade.exchange, trade.symbol, trade.trade_id)
                 if wanted and not resend:
-                    self.tracker.observe(item.exchange, item.symbol, item.trade_id, self.clock())
+                    self.tracker.observe(trade.exchange, trade.symbol, trade.trade_id, self.clock())
             if wanted:
-                self.trades.send(item)
-                sent += 1
+                self.trades.send(trade)
+            return wanted
+
+        fill = GapFill(gap)
+        fill.run(self.histories[gap.exchange], send, self.emit)
         if not resend:
             with self._lock:
                 # Ids the exchange does not have will never come: stop waiting for them.
                 self.tracker.forget(gap.exchange, gap.symbol, gap.first_id, gap.last_id)
-        not_found = gap.size - len(returned)
         with self.counters.lock:
-            self.counters.backfilled += sent
-        span = coverage.gap_fill_span(around.get(gap.first_id - 1), times, around.get(gap.last_id + 1))
-        if not_found == 0 and span is not None:
-            interval = Interval(gap.exchange, gap.symbol, f"{self.source}:backfill", "backfill", *span)
+            self.counters.backfilled += fill.sent
+        covered = fill.covered(f"{self.source}:backfill")
+        if covered is not None:
             with self._lock:
-                self.sessions.add(interval)
-        return sent, not_found
-
-
-def price_point_json(point: PricePoint) -> bytes:
-    """Wire format of the `prices` topic (key `exchange:symbol`): no volume, ever."""
-    return json.dumps(
-        {
-            "exchange": point.exchange,
-            "symbol": point.symbol,
-            "price": decimal_text(point.price),
-            "time": point.time_us,
-            "source": point.source,
-        },
-        separators=(",", ":"),
-    ).encode()
+                self.sessions.add(covered)
+        return fill.sent, fill.not_found

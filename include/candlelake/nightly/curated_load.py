@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,8 +40,9 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
+from candlelake import candle
 from candlelake.nightly.staging import StageInfo, read_stage_info, stage_dir, staged_files
-from candlelake.stream.postgres_candles import COLUMNS as CANDLE_COLUMNS
+from candlelake.util import day_bounds, from_us, utc
 
 if TYPE_CHECKING:
     from candlelake.config import Settings
@@ -49,25 +50,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # A curated candle is a candle plus what coverage made of it (candlelake.coverage).
-COLUMNS: tuple[str, ...] = (*CANDLE_COLUMNS, "coverage")
-KEY = ("exchange", "symbol", "open_time")
+COLUMNS: tuple[str, ...] = candle.CURATED_COLUMNS
+KEY = candle.KEY
 VALUES = tuple(c for c in COLUMNS if c not in KEY)  # what a correction compares
 _TIMES = ("open_time", "close_time")
-_DECIMALS = (
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-    "vwap",
-)
 # A deadlock with the stream's upsert (both lock candle rows, in different orders) rolls one side back;
 # the load is one transaction, so it is simply run again.
 DEADLOCK_RETRIES = 3
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class CuratedLoadError(Exception):
@@ -173,8 +162,7 @@ def read_staged_rows(files: Sequence[Path], exchange: str, day: date) -> list[tu
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    end = start + timedelta(days=1)
+    start, end = day_bounds(day)
     out: list[tuple[Any, ...]] = []
     for path in files:
         table = pq.ParquetFile(path).read()
@@ -188,9 +176,9 @@ def read_staged_rows(files: Sequence[Path], exchange: str, day: date) -> list[tu
                 if not pa.types.is_timestamp(column.type):
                     raise NotStaged(f"staged file {path}: {name} is {column.type}, not a timestamp")
                 micros = column.cast(pa.timestamp("us", tz=column.type.tz)).cast(pa.int64()).to_pylist()
-                columns.append([None if m is None else _EPOCH + timedelta(microseconds=m) for m in micros])
+                columns.append([None if m is None else from_us(m) for m in micros])
             else:
-                if name in _DECIMALS and not pa.types.is_decimal(column.type):
+                if name in candle.DECIMALS and not pa.types.is_decimal(column.type):
                     raise NotStaged(f"staged file {path}: {name} is {column.type}, not an exact decimal")
                 columns.append(column.to_pylist())
         for row in zip(*columns, strict=True):
@@ -245,7 +233,8 @@ SELECT symbol, open_time FROM curated_stage GROUP BY symbol, open_time HAVING co
 _ONLY_CURATED = " AND c.state = 'curated'"
 _DIFF_VALUES = ",\n".join(
     f"('{c}', c.{c} IS DISTINCT FROM s.{c}{_ONLY_CURATED if c == 'coverage' else ''}, "
-    f"to_jsonb(c.{c}{'::text' if c in _DECIMALS else ''}), to_jsonb(s.{c}{'::text' if c in _DECIMALS else ''}))"
+    f"to_jsonb(c.{c}{'::text' if c in candle.DECIMALS else ''}), "
+    f"to_jsonb(s.{c}{'::text' if c in candle.DECIMALS else ''}))"
     for c in VALUES
 )
 _DIFF_SQL = f"""
@@ -281,10 +270,10 @@ SELECT %s, exchange, symbol, open_time, was_state, before, after
 _UPSERT_SQL = (
     f"INSERT INTO candles ({_COLS}, state, updated_at) "
     f"SELECT {', '.join('s.' + c for c in COLUMNS)}, 'curated', now() "
-    "FROM curated_stage s JOIN curated_diff d USING (exchange, symbol, open_time) "
+    f"FROM curated_stage s JOIN curated_diff d USING ({', '.join(KEY)}) "
     "WHERE d.was_state IS DISTINCT FROM 'curated' OR d.before IS NOT NULL "
-    "ORDER BY s.exchange, s.symbol, s.open_time "
-    "ON CONFLICT (exchange, symbol, open_time) DO UPDATE SET "
+    f"ORDER BY {', '.join('s.' + c for c in KEY)} "
+    f"ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in VALUES)
     + ", state = 'curated', updated_at = now()"
 )
@@ -333,8 +322,7 @@ def check_validated(cur: psycopg2.extensions.cursor, info: StageInfo, day: date)
             f"the latest validation of the trades of {where} failed ({failed} of {evaluated} expectations, "
             f"run {run} at {at:%Y-%m-%d %H:%M:%S}Z): the candles computed from them are not published"
         )
-    written = datetime.fromisoformat(info.written_at)
-    written = written.replace(tzinfo=UTC) if written.tzinfo is None else written
+    written = utc(datetime.fromisoformat(info.written_at))
     if at < written:
         raise NotValidated(
             f"the trades of {where} were last validated at {at:%Y-%m-%d %H:%M:%S}Z, before the candles were "
@@ -357,8 +345,8 @@ def _publish(
     if duplicate is not None:
         raise NotStaged(f"the stage of {info.exchange} {day.isoformat()} holds {duplicate[0]} at {duplicate[1]} twice")
     cur.execute("ANALYZE curated_stage")  # a fresh temp table has no statistics: plan the joins on real sizes
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    cur.execute(_DIFF_SQL, {"exchange": info.exchange, "start": start, "end": start + timedelta(days=1)})
+    start, end = day_bounds(day)
+    cur.execute(_DIFF_SQL, {"exchange": info.exchange, "start": start, "end": end})
     cur.execute(_COUNTS_SQL)
     counted = cur.fetchone()
     assert counted is not None  # an aggregate without GROUP BY returns one row

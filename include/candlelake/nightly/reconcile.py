@@ -50,30 +50,32 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2.extras import Json
 
-from candlelake.coverage import Span, covering, to_us
+from candlelake import candle
+from candlelake.candle import Candle
+from candlelake.coverage import Span, covering
 from candlelake.coverage import load as load_coverage
+from candlelake.exchanges import KLINE_EXCHANGES
+from candlelake.nightly.kline_sources import kline_source
 from candlelake.sources.http import ExchangeError
 from candlelake.sources.klines import (
-    REST_URL_SETTINGS,
     Kline,
     KlineError,
     KlineSourceUnreachable,
-    day_bounds,
-    kline_source,
 )
+from candlelake.util import day_bounds, to_us
 
 if TYPE_CHECKING:
     from candlelake.config import Settings
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("open", "high", "low", "close", "volume")
-# Compared when the kline has them (a 6-column kline does not).
-OPTIONAL_FIELDS = ("quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
-# Binance prints quote volumes with 8 decimals. Ours are exact sums of price x qty, which can have more
-# digits (price and quantity steps with more than 8 decimals between them); such a value matches when
-# it lies within one unit of the kline's last printed digit, i.e. the kline is it rounded or cut off.
-QUOTE_FIELDS = ("quote_volume", "taker_buy_quote_volume")
+# Every kline value but the number of trades (see the module docstring). A 6-column kline carries the
+# prices and the volume only: the values it lacks are not compared.
+COMPARED: tuple[str, ...] = tuple(c for c in candle.KLINE_VALUES if c != "trades")
+# Binance prints quote volumes (candle.QUOTE_VOLUMES) with 8 decimals. Ours are exact sums of price x qty,
+# which can have more digits (price and quantity steps with more than 8 decimals between them); such a
+# value matches when it lies within one unit of the kline's last printed digit, i.e. the kline is it
+# rounded or cut off.
 QUOTE_DECIMALS = 8
 MAX_EXAMPLES = 10
 MINUTE_US = 60_000_000
@@ -90,22 +92,6 @@ class ReconcileFailed(ReconcileError):
 
 class ReconcileSkipped(ReconcileError):
     """Nothing could be compared: no kline source could be reached (the message names the markets and why)."""
-
-
-@dataclass(frozen=True)
-class Candle1m:
-    """The values of one curated 1m candle that a kline has too."""
-
-    open_time: datetime
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
-    quote_volume: Decimal
-    taker_buy_volume: Decimal
-    taker_buy_quote_volume: Decimal
-    partial: bool = False  # coverage 'partial': the interval was not fully observed
 
 
 @dataclass(frozen=True)
@@ -184,15 +170,15 @@ class ReconcileResult:
         return cls(**values)
 
 
-def differences(candle: Candle1m, kline: Kline) -> list[tuple[str, Decimal, Decimal]]:
+def differences(ours_1m: Candle, kline: Kline) -> list[tuple[str, Decimal, Decimal]]:
     """(field, ours, theirs) for every compared field where the candle and the kline disagree."""
     out = []
-    for name in FIELDS + OPTIONAL_FIELDS:
+    for name in COMPARED:
         theirs = getattr(kline, name)
         if theirs is None:
             continue  # the kline does not carry this field
-        ours = getattr(candle, name)
-        if name in QUOTE_FIELDS:
+        ours = getattr(ours_1m, name)
+        if name in candle.QUOTE_VOLUMES:
             exponent = theirs.as_tuple().exponent
             digits = max(QUOTE_DECIMALS, -exponent if isinstance(exponent, int) else 0)
             if abs(ours - theirs) < Decimal(1).scaleb(-digits):
@@ -208,7 +194,7 @@ def compare(
     symbol: str,
     day: date,
     source: str,
-    candles: Sequence[Candle1m],
+    candles: Sequence[Candle],
     klines: Iterable[Kline],
     coverage: Sequence[Span] | None = None,
 ) -> ReconcileResult:
@@ -331,12 +317,13 @@ SELECT date_bin('1 minute', open_time, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS 
        coalesce(min(low) FILTER (WHERE trades > 0), min(low)),
        coalesce((array_agg(close ORDER BY open_time DESC) FILTER (WHERE trades > 0))[1],
                 (array_agg(close ORDER BY open_time DESC))[1]),
-       sum(volume), sum(quote_volume), sum(taker_buy_volume), sum(taker_buy_quote_volume),
-       coalesce(bool_or(coverage = 'partial'), false)
+       sum(volume), sum(quote_volume), sum(trades)::bigint, sum(taker_buy_volume), sum(taker_buy_quote_volume),
+       CASE WHEN coalesce(bool_or(coverage = 'partial'), false)
          OR (count(*) * max(extract(epoch FROM close_time - open_time) * 1000 + 1) < 60000
              AND NOT (SELECT covered FROM seen) @> tstzrange(
                  date_bin('1 minute', open_time, TIMESTAMPTZ '1970-01-01 00:00:00+00'),
                  date_bin('1 minute', open_time, TIMESTAMPTZ '1970-01-01 00:00:00+00') + interval '1 minute', '[)'))
+            THEN 'partial' ELSE 'complete' END
   FROM candles
  WHERE exchange = %(exchange)s AND symbol = %(symbol)s AND open_time >= %(start)s AND open_time < %(end)s
    AND state = 'curated'
@@ -357,12 +344,12 @@ RETURNING reconcile_id
 """
 
 
-def curated_candles(conn: psycopg2.extensions.connection, exchange: str, symbol: str, day: date) -> list[Candle1m]:
-    """The day's curated candles as 1m candles, each marked partial or not (see `_CANDLES_SQL`)."""
+def curated_candles(conn: psycopg2.extensions.connection, exchange: str, symbol: str, day: date) -> list[Candle]:
+    """The day's curated candles as 1m candles, each with its coverage, partial or complete (see `_CANDLES_SQL`)."""
     start, end = day_bounds(day)
     with conn.cursor() as cur:
         cur.execute(_CANDLES_SQL, {"exchange": exchange, "symbol": symbol, "start": start, "end": end})
-        return [Candle1m(*row) for row in cur.fetchall()]
+        return [Candle(*row) for row in cur.fetchall()]
 
 
 def covered_spans(conn: psycopg2.extensions.connection, exchange: str, symbol: str, day: date) -> list[Span]:
@@ -430,7 +417,7 @@ def reconcile_day(
     except KlineError as error:
         raise ReconcileError(str(error)) from None
     if klines is None:
-        note = f"no kline source for exchange {exchange} (klines come from {', '.join(REST_URL_SETTINGS)} only)"
+        note = f"no kline source for exchange {exchange} (klines come from {', '.join(KLINE_EXCHANGES)} only)"
         log.info("%s", note)
         return [ReconcileResult(exchange, s, day, source, note=note) for s in (symbols or ["*"])]
     results = []

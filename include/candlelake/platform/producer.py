@@ -34,9 +34,7 @@ class ProducerComponent(Component):
         if source == "simulator":
             argv += ["--symbols", ",".join(symbols or s.simulator_symbols)]
             argv += ["--rate", str(s.simulator_rate), "--seed", str(s.simulator_seed)]
-        elif (
-            symbols or s.producer_symbols
-        ):  # else the source defaults (runs.producer.DEFAULT_SYMBOLS)
+        elif symbols or s.producer_symbols:  # else the source defaults (exchanges.SOURCES)
             argv += ["--symbols", ",".join(symbols or s.producer_symbols)]
         return argv
 

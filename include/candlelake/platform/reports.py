@@ -1,6 +1,6 @@
 """The Data Docs site over HTTP as a platform part: `python -m http.server` on the site's folder, detached.
 
-Great Expectations writes a static site to `<reports_dir>/data_docs/` (see candlelake.nightly.quality.validate),
+Great Expectations writes a static site to `<reports_dir>/data_docs/` (see candlelake.nightly.quality.docs),
 and the dashboard links to each validation's page there; a browser does not follow file:// links from an
 http:// page, so this part serves that folder at `http://<host>:<reports_port>/`. Only that folder: the
 reports folder also holds Great Expectations' own configuration. The standard library's server is enough
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 import urllib.request
 
-from candlelake.nightly.quality.validate import DOCS_DIR
+from candlelake.nightly.quality.docs import DOCS_DIR
 from candlelake.platform import runtime
 from candlelake.platform.base import Component, Port
 

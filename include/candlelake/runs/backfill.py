@@ -15,18 +15,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 
 from candlelake import coverage
 from candlelake.config import ConfigError, Settings
+from candlelake.exchanges import EXCHANGE_NAMES, EXCHANGES
+from candlelake.ingest.counters import Counters
+from candlelake.ingest.dead_letter import DeadLetterSink
+from candlelake.ingest.gap_fill import GapFill
 from candlelake.ingest.gaps import Gap, GapLedger
-from candlelake.ingest.kafka_sinks import TradeSink
+from candlelake.ingest.kafka_sinks import KafkaTradeSink, TradeSink
 from candlelake.ingest.pipeline import RejectionSink
-from candlelake.sources.fields import Rejection
+from candlelake.sources.http import ExchangeError
+from candlelake.trade import Trade
+from candlelake.util import from_us
 
 log = logging.getLogger(__name__)
-
-BACKFILL_EXCHANGES = ("binance", "binance-usdm", "coinbase")
 
 
 @dataclass
@@ -61,11 +65,8 @@ def run(
     say: Callable[[str], None] = print,
 ) -> BackfillSummary:
     """Backfill the open id gaps that match; returns what happened (also said line by line)."""
-    from candlelake.ingest.dead_letter import DeadLetterSink
-    from candlelake.runs.producer import Counters, KafkaTradeSink
-
-    if exchange is not None and exchange not in BACKFILL_EXCHANGES:
-        raise ConfigError(f"--exchange {exchange!r}: backfill knows {', '.join(BACKFILL_EXCHANGES)}")
+    if exchange is not None and exchange not in EXCHANGES:
+        raise ConfigError(f"--exchange {exchange!r}: backfill knows {', '.join(EXCHANGE_NAMES)}")
     ledger = GapLedger(settings.pg_dsn())
     summary = BackfillSummary()
     try:
@@ -102,49 +103,39 @@ def _fill(
     summary: BackfillSummary,
     say: Callable[[str], None],
 ) -> None:
-    from candlelake.runs.producer import histories
-    from candlelake.sources.http import ExchangeError
-
     assert gap.gap_id is not None  # gaps read from the ledger have their id
-    history = histories(settings, gap.exchange).get(gap.exchange)
-    if history is None:
+    market = EXCHANGES.get(gap.exchange)
+    if market is None:
         summary.failed += 1
         summary.errors.append(f"gap {gap.gap_id}: no REST history for {gap.exchange}")
         return
-    sent, returned, times = 0, set(), []
-    around: dict[int, int] = {}  # the trades just before and after the gap: where its coverage ends
+
+    def send(trade: Trade) -> bool:
+        trades.send(trade)
+        summary.trade_days.add(from_us(trade.trade_time_us).date())
+        return True
+
+    fill = GapFill(gap)
     try:
-        for item in history.trades_between(gap.symbol, max(gap.first_id - 1, 0), gap.last_id + 1):
-            if isinstance(item, Rejection):
-                dead_letters.send(item)
-                summary.rejected += 1
-            elif not gap.first_id <= item.trade_id <= gap.last_id:
-                around[item.trade_id] = item.trade_time_us
-            elif item.trade_id not in returned:
-                returned.add(item.trade_id)
-                times.append(item.trade_time_us)
-                trades.send(item)
-                summary.trade_days.add(datetime.fromtimestamp(item.trade_time_us / 1e6, UTC).date())
-                sent += 1
+        fill.run(market.history(settings), send, dead_letters.send)
     except ExchangeError as exc:
         summary.failed += 1
-        summary.trades_sent += sent
+        summary.trades_sent += fill.sent
+        summary.rejected += fill.rejected
         summary.errors.append(f"gap {gap.gap_id} ({gap.exchange}:{gap.symbol} {gap.first_id}..{gap.last_id}): {exc}")
-        ledger.note_attempt(gap.gap_id, f"backfill failed after {sent} trades: {exc}")
+        ledger.note_attempt(gap.gap_id, f"backfill failed after {fill.sent} trades: {exc}")
         return
     trades.flush()
-    not_found = gap.size - len(returned)
-    ledger.close(gap.gap_id, sent, not_found)
-    span = coverage.gap_fill_span(around.get(gap.first_id - 1), times, around.get(gap.last_id + 1))
-    if not not_found and span is not None:
-        coverage.record_dsn(
-            settings.pg_dsn(), [coverage.Interval(gap.exchange, gap.symbol, "backfill", "backfill", *span)]
-        )
-    summary.trades_sent += sent
-    summary.not_found += not_found
-    if not_found:
+    ledger.close(gap.gap_id, fill.sent, fill.not_found)
+    covered = fill.covered("backfill")
+    if covered is not None:
+        coverage.record_dsn(settings.pg_dsn(), [covered])
+    summary.trades_sent += fill.sent
+    summary.rejected += fill.rejected
+    summary.not_found += fill.not_found
+    if fill.not_found:
         summary.unfillable += 1
     else:
         summary.filled += 1
     ids = f"{gap.exchange}:{gap.symbol} ids {gap.first_id}..{gap.last_id}"
-    say(f"  gap {gap.gap_id} {ids}: {sent} sent, {not_found} not found")
+    say(f"  gap {gap.gap_id} {ids}: {fill.sent} sent, {fill.not_found} not found")

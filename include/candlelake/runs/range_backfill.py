@@ -27,9 +27,16 @@ from typing import Any
 
 from candlelake import coverage
 from candlelake.config import ConfigError, Settings
+from candlelake.exchanges import EXCHANGE_NAMES, EXCHANGES
+from candlelake.ingest.counters import Counters
+from candlelake.ingest.dead_letter import DeadLetterSink
+from candlelake.ingest.kafka_sinks import KafkaTradeSink
+from candlelake.runs import backfill
+from candlelake.sources.fields import Rejection
+from candlelake.sources.recordings import SeenIds, open_recording, read
+from candlelake.util import from_us
 
 SOURCES = ("rest", "files")
-EXCHANGES = ("binance", "binance-usdm", "coinbase")
 # data.binance.vision file names: BTCUSDT-aggTrades-2026-11-30.zip, BTCUSDT-trades-2026-11.zip, ...
 FILE_SUFFIXES = (".csv", ".zip", ".gz")
 
@@ -44,7 +51,7 @@ class BackfillRequest:
     files: Path | None
 
     def covers(self, trade_time_us: int) -> bool:
-        moment = datetime.fromtimestamp(trade_time_us / 1e6, UTC)
+        moment = from_us(trade_time_us)
         return (self.start is None or moment >= self.start) and (self.end is None or moment < self.end)
 
 
@@ -90,7 +97,7 @@ def parse_request(
 ) -> BackfillRequest:
     """Check the form's values; every problem is a ConfigError a person can act on."""
     if exchange not in EXCHANGES:
-        raise ConfigError(f"exchange {exchange!r}: backfill knows {', '.join(EXCHANGES)}")
+        raise ConfigError(f"exchange {exchange!r}: backfill knows {', '.join(EXCHANGE_NAMES)}")
     if source not in SOURCES:
         raise ConfigError(f"source {source!r}: choose rest (the exchange's API) or files (data.binance.vision files)")
     cleaned = tuple(s.strip().upper() if exchange != "coinbase" else s.strip() for s in symbols if s.strip())
@@ -137,8 +144,6 @@ def run_request(settings: Settings, request: BackfillRequest, say: Callable[[str
 def _from_ledger(
     settings: Settings, request: BackfillRequest, outcome: BackfillOutcome, say: Callable[[str], None]
 ) -> None:
-    from candlelake.runs import backfill
-
     for symbol in request.symbols or (None,):
         summary = backfill.run(settings, request.exchange, symbol, say=say)
         outcome.sent += summary.trades_sent
@@ -152,11 +157,6 @@ def _from_ledger(
 def _from_files(
     settings: Settings, request: BackfillRequest, outcome: BackfillOutcome, say: Callable[[str], None]
 ) -> None:
-    from candlelake.ingest.dead_letter import DeadLetterSink
-    from candlelake.runs.producer import Counters, KafkaTradeSink
-    from candlelake.runs.replay import SeenIds, open_recording, read
-    from candlelake.sources.fields import Rejection
-
     assert request.files is not None  # parse_request makes sure
     files = _files(request.files)
     if not files:
@@ -186,7 +186,7 @@ def _from_files(
                     if seen.add(item.key, item.trade_id):
                         trades.send(item)
                         outcome.sent += 1
-                        outcome.days.add(datetime.fromtimestamp(t / 1e6, UTC).date())
+                        outcome.days.add(from_us(t).date())
             covered += _clipped(
                 coverage.recording_intervals(spans, path.name, f"replay:{path.name}", holes.holes), request
             )

@@ -21,7 +21,11 @@ from typing import Literal, Protocol
 
 
 class Candle(Protocol):
-    """The fields these functions read; a pandas `itertuples()` row of the dashboard's frame fits."""
+    """The fields these functions read (named as in candlelake.candle).
+
+    A Protocol rather than `candlelake.candle.Candle` because the dashboard hands in pandas
+    `itertuples()` rows of its frame, which are not that record; a `candle.Candle` fits as well.
+    """
 
     open_time: datetime
     open: Decimal

@@ -52,29 +52,17 @@ from importlib import resources
 
 import psycopg2.extensions
 
+from candlelake import candle
+from candlelake.util import EPOCH
+
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MONDAY_EPOCH = datetime(1970, 1, 5, tzinfo=UTC)  # weeks start on Monday 00:00 UTC
 ROLLUP_LEVELS = (86_400, 3_600, 900, 300)  # bucket_seconds kept in candle_rollups, largest first
 MAX_ROWS = 100_000
 
-# Output columns: the export's ten, then vwap, state, filled and coverage (as text, so CSV and JSON agree).
-COLUMNS = (
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "trades",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-    "vwap",
-    "state",
-    "filled",
-    "coverage",
-)
+# Output columns: the open time and the exchange's kline values, then vwap, state, filled and coverage
+# (as text, so CSV and JSON agree).
+COLUMNS: tuple[str, ...] = ("open_time", *candle.KLINE_VALUES, "vwap", "state", "filled", "coverage")
 
 _BUCKET_RE = re.compile(r"^([0-9]+)([smhdw])$")
 
@@ -218,7 +206,10 @@ def read_levels(bucket: Bucket, base_seconds: int = 60) -> tuple[int, ...]:
     return (divisor, *larger)
 
 
-_SUMS = "volume, quote_volume, trades, taker_buy_volume, taker_buy_quote_volume"
+# What a bucket adds up from its parts: every kline value but the prices.
+_SUMMED = tuple(c for c in candle.KLINE_VALUES if c not in candle.PRICES)
+_SUMS = ", ".join(_SUMMED)
+_SUM_EACH = ", ".join(f"sum({c}) AS {c}" for c in _SUMMED)
 # Each source yields its parts with the bucket `t` they fall in and the time `end_time` they end; a base
 # candle without trades has no prices of its own (stored empty candles repeat the previous close).
 _BASE_ROWS = f"""
@@ -249,13 +240,12 @@ _DIRECT = f"""
 # Plain aggregates only, no per-bucket sort or array: the open is the open of the part starting the
 # bucket, the close the close of the part ending it. When that part is missing or has no trades,
 # they stay NULL here and rollup_query.sql looks up the first/last base candle with trades instead.
-_AGGREGATE = """
+_AGGREGATE = f"""
     SELECT t, max(open) FILTER (WHERE open_time = t) AS open, max(high) AS high, min(low) AS low,
            max(close) FILTER (WHERE end_time = t + %(step)s) AS close,
-           sum(volume) AS volume, sum(quote_volume) AS quote_volume, sum(trades) AS trades,
-           sum(taker_buy_volume) AS taker_buy_volume, sum(taker_buy_quote_volume) AS taker_buy_quote_volume,
+           {_SUM_EACH},
            sum(base_rows) AS base_rows, min(state_rank) AS state_rank
-      FROM ({parts}) p
+      FROM ({{parts}}) p
      GROUP BY t"""
 
 # Session settings for the rollup statement, restored afterwards (the connection is the caller's); the

@@ -86,7 +86,7 @@ class CoinbaseRest:
         for _, event in found:
             yield event
 
-    def unknown_products(self, product_ids: Iterable[str]) -> list[str]:
+    def unknown_symbols(self, product_ids: Iterable[str]) -> list[str]:
         """The product ids Coinbase does not list (`/products/{id}` answers 404), in the order given."""
         unknown = []
         for product_id in dict.fromkeys(product_ids):

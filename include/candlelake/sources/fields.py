@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
+from candlelake.exchanges import EXCHANGE_NAMES, EXCHANGES
 from candlelake.trade import Trade
 
 MAX_FRACTION_DIGITS = 10
@@ -24,7 +25,6 @@ MAX_FUTURE_US = 5 * 60 * 1_000_000
 # Epoch milliseconds stay below 10**14 until the year 5138; epoch microseconds pass it in 1973.
 MICROSECONDS_FROM = 10**14
 
-EXCHANGES = ("binance", "binance-usdm", "coinbase")
 _BINANCE_SYMBOL = re.compile(r"^[A-Z0-9]{2,40}$")
 _COINBASE_PRODUCT = re.compile(r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,20}$")
 
@@ -174,7 +174,7 @@ def make_trade(
 ) -> Trade:
     """The one gate every raw trade passes; raises `InvalidTrade` with a reason a person can read."""
     if exchange not in EXCHANGES:
-        raise InvalidTrade("bad-exchange", f"exchange {exchange!r} is not one of {', '.join(EXCHANGES)}")
+        raise InvalidTrade("bad-exchange", f"exchange {exchange!r} is not one of {', '.join(EXCHANGE_NAMES)}")
     checked_symbol = check_symbol(exchange, text_field(symbol, "symbol"))
     checked_id = integer_field(trade_id, "trade_id")
     if checked_id < 0:

@@ -15,10 +15,7 @@ Two sources give the same `Kline` records:
   files from 2025-01-01 on.
 
 Where the files are is a folder (searched recursively), a glob (`/data/**/XRPETH-1m-2019-10-*.zip`) or one
-file, given by the setting CANDLELAKE_KLINE_FILES or a DAG run's form (`kline_source`). A run's `Klines`
-takes a market's day from its file when there is one (source 'auto', the default) and from REST otherwise;
-a REST API that cannot be reached at all (no HTTP answer: refused, unknown host, timed out, as on a machine
-without internet) is `KlineSourceUnreachable`, which reconciliation reports as skipped, not as a failure.
+file. Choosing between files and REST for a reconciliation run is candlelake.nightly.kline_sources'.
 
 Columns: open time, open, high, low, close, volume (base asset), close time, quote asset volume,
 number of trades, taker buy base volume, taker buy quote volume, ignore. Only the first six are
@@ -31,28 +28,16 @@ from __future__ import annotations
 import csv
 import glob
 import io
-import os
 import re
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from candlelake.config import Settings
-    from candlelake.sources.binance_rest import BinanceRest
 
 # Binance's kline intervals. 1M (a calendar month) has no fixed length; nothing here needs one.
 INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M")
-# Exchanges with klines, and the Settings field holding each one's REST base URL.
-REST_URL_SETTINGS = {"binance": "binance_rest_url", "binance-usdm": "binance_usdm_rest_url"}
-# auto: a market's kline file when one is given and has its day, else the REST API.
-SOURCES = ("auto", "rest", "files")
-# How long the check "does the REST API answer at all" waits, after its requests have failed.
-PROBE_TIMEOUT_S = 5.0
 _GLOB = re.compile(r"[*?\[]")
 # Epoch milliseconds stay below 10**14 until the year 5138; epoch microseconds pass it in 1973.
 MICROSECONDS_FROM = 10**14
@@ -201,160 +186,6 @@ def file_klines(location: str | Path, symbol: str, day: date, interval: str = "1
     path = find_kline_file(location, symbol, check_interval(interval), day)
     start, end = day_bounds(day)
     return sorted((k for k in read_kline_file(path) if start <= k.open_time < end), key=lambda k: k.open_time)
-
-
-# --- sources -----------------------------------------------------------------------------------------
-
-
-class RestKlines:
-    """An exchange's klines over its REST API (the base URL from the settings)."""
-
-    name = "rest"
-
-    def __init__(
-        self,
-        settings: Settings,
-        exchange: str,
-        interval: str = "1m",
-        client: BinanceRest | None = None,
-        probe: Callable[[str], bool] | None = None,
-    ) -> None:
-        from candlelake.sources.binance_rest import BinanceRest
-
-        self.interval = check_interval(interval)
-        self.exchange = exchange
-        self.url = getattr(settings, REST_URL_SETTINGS[exchange])
-        self._rest = client or BinanceRest(exchange, self.url)
-        self._probe = probe or answers
-
-    def day_klines(self, symbol: str, day: date) -> list[Kline]:
-        """The day's klines; `KlineSourceUnreachable` when the API gave no answer at all, else `ExchangeError`."""
-        from candlelake.sources.http import ExchangeUnavailable
-
-        start, end = day_bounds(day)
-        try:
-            return list(self._rest.klines(symbol, self.interval, start, end))
-        except ExchangeUnavailable as error:
-            # The client's retries are spent. Down and answering 5xx, rate limiting, or sending garbage is a
-            # failure worth a red task; not reachable at all (offline, no route, no such host) means there
-            # is no kline source here, which is no verdict on our candles.
-            if self._probe(self.url):
-                raise
-            raise KlineSourceUnreachable(f"{self.exchange} REST API at {self.url} cannot be reached: {error}") from None
-
-    def close(self) -> None:
-        self._rest.close()
-
-
-def answers(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
-    """Whether anything answers HTTP at `url` (any status counts); False on no connection or no answer in time."""
-    import httpx
-
-    try:
-        httpx.get(url, timeout=timeout_s)
-    except httpx.TransportError:  # connect errors, timeouts, unknown hosts and unsupported URLs alike
-        return False
-    return True
-
-
-class FileKlines:
-    """Klines from data.binance.vision files at a location: a folder, a glob pattern or one file."""
-
-    name = "files"
-
-    def __init__(self, location: str | Path, interval: str = "1m") -> None:
-        self.location = location
-        self.interval = check_interval(interval)
-
-    def has(self, symbol: str, day: date) -> bool:
-        """Whether a kline file for `symbol`'s `day` is there."""
-        try:
-            find_kline_file(self.location, symbol, self.interval, day)
-        except KlineFileNotFound:
-            return False
-        return True
-
-    def day_klines(self, symbol: str, day: date) -> list[Kline]:
-        return file_klines(self.location, symbol, day, self.interval)
-
-    def close(self) -> None:
-        pass
-
-
-KlineSource = RestKlines | FileKlines
-
-
-class Klines:
-    """One run's klines of an exchange: from `files` where they have the market's day, else from `rest`.
-
-    Either may be None (source 'rest' or 'files'). Once the REST API has been found unreachable it is
-    not asked again in this run: every later market is unreachable too, at once.
-    """
-
-    def __init__(self, files: FileKlines | None, rest: RestKlines | None) -> None:
-        if files is None and rest is None:
-            raise ValueError("give kline files, a REST source or both")
-        self.files = files
-        self.rest = rest
-        self.unreachable: KlineSourceUnreachable | None = None
-
-    def day_klines(self, symbol: str, day: date) -> tuple[str, list[Kline]]:
-        """('files' or 'rest': where they came from, `symbol`'s klines of `day`).
-
-        Raises `KlineSourceUnreachable`, another `KlineError` or an `ExchangeError`.
-        """
-        if self.files is not None and (self.rest is None or self.files.has(symbol, day)):
-            return FileKlines.name, self.files.day_klines(symbol, day)
-        assert self.rest is not None
-        if self.unreachable is not None:
-            raise self.unreachable
-        try:
-            return RestKlines.name, self.rest.day_klines(symbol, day)
-        except KlineSourceUnreachable as error:
-            self.unreachable = error
-            raise
-
-    def close(self) -> None:
-        for source in (self.files, self.rest):
-            if source is not None:
-                source.close()
-
-
-def has_klines(exchange: str) -> bool:
-    return exchange in REST_URL_SETTINGS
-
-
-def kline_source(
-    settings: Settings,
-    exchange: str,
-    source: str,
-    files: str | Path | None = None,
-    interval: str = "1m",
-) -> Klines | None:
-    """The klines of `exchange` by `source` ('auto', 'rest' or 'files'), or None when the exchange has none.
-
-    `files` (a folder, glob or file; relative to the project) defaults to the setting CANDLELAKE_KLINE_FILES.
-    'auto' takes a market's day from the files when they have it and from the REST API otherwise; 'files'
-    needs files, 'rest' ignores them.
-    """
-    if source not in SOURCES:
-        raise KlineError(f"kline source must be one of {', '.join(SOURCES)}, not {source!r}")
-    if not has_klines(exchange):
-        return None
-    location = str(files).strip() if files not in (None, "") else settings.kline_files.strip()
-    if source == "files" and not location:
-        raise KlineError(
-            "kline source 'files' needs the folder of the kline files (a folder, glob or file: the form's "
-            "files_dir or CANDLELAKE_KLINE_FILES)"
-        )
-    found = FileKlines(_resolve(location, settings.project_root), interval) if location and source != "rest" else None
-    rest = RestKlines(settings, exchange, interval) if source != "files" else None
-    return Klines(found, rest)
-
-
-def _resolve(location: str, root: Path) -> str:
-    expanded = os.path.expanduser(location)
-    return expanded if os.path.isabs(expanded) else str(root / expanded)
 
 
 # --- parsing helpers ---------------------------------------------------------------------------------

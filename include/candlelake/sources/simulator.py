@@ -3,17 +3,21 @@
 Each symbol's price follows a geometric random walk quantized to its tick; trades arrive as a Poisson
 process (exponential gaps) at a configurable total rate, spread over the symbols; sizes are log-normal,
 quantized to a lot step. The same seed, start time and first trade id give the same trades, byte for
-byte, which lets tests know exactly what they produced.
+byte, which lets tests know exactly what they produced. `SimulatorFeed` runs it in real time for the
+producer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
+from candlelake.sources.events import Emit, Reconnected
 from candlelake.trade import Trade
 
 EXCHANGE = "simulator"
@@ -102,3 +106,34 @@ class Simulator:
     def take(self, n: int) -> list[Trade]:
         iterator = self.trades()
         return [next(iterator) for _ in range(n)]
+
+
+class SimulatorFeed:
+    """Simulated trades in real time (trade time = now), as a producer connector (`--source simulator`)."""
+
+    def __init__(self, symbols: list[str], rate: float, seed: int, limit: int | None = None) -> None:
+        now_us = time.time_ns() // 1000
+        # Ids continue upward across restarts (the base grows 1,000 per millisecond of wall time), so a
+        # restarted simulator never reuses an id that dedupe would then throw away.
+        self.sim = Simulator(symbols, rate, seed=seed, start_time_us=now_us, first_trade_id=now_us // 1000 * 1000)
+        self.limit = limit
+        self.sent = 0
+
+    async def run(self, emit: Emit, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        # Every trade of these markets comes from here: the run is their coverage.
+        emit(Reconnected(self.sim.exchange, "simulator", True, self.sim.symbols))
+        next_at = loop.time()
+        while not stop.is_set() and (self.limit is None or self.sent < self.limit):
+            next_at += self.sim.next_gap_us() / 1e6
+            delay = next_at - loop.time()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                    break
+                except TimeoutError:
+                    pass
+            stamp = time.time_ns() // 1000
+            emit(self.sim.next_trade(stamp, stamp))
+            self.sent += 1
+        stop.set()  # a limited run ends the producer

@@ -18,12 +18,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg2
 import psycopg2.extensions
 from psycopg2.extras import execute_values
+
+from candlelake import candle
+from candlelake.util import first_line, from_us
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -33,34 +36,17 @@ log = logging.getLogger(__name__)
 STATES = ("live", "closed", "curated")
 
 # Column order of every row handed to `upsert_candles` (the table's columns minus state/updated_at).
-COLUMNS: tuple[str, ...] = (
-    "exchange",
-    "symbol",
-    "open_time",
-    "close_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "trades",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-    "vwap",
-    "first_trade_id",
-    "last_trade_id",
-)
+COLUMNS: tuple[str, ...] = candle.COLUMNS
 
 CandleRow = tuple[Any, ...]  # values in COLUMNS order: str, str, datetime, datetime, Decimal..., int
 
 _RANK = "CASE {0}.state WHEN 'curated' THEN 2 WHEN 'closed' THEN 1 ELSE 0 END"
-_UPDATED = [c for c in COLUMNS if c not in ("exchange", "symbol", "open_time")]
+_UPDATED = [c for c in COLUMNS if c not in candle.KEY]
 
 # `%s` after VALUES is expanded by execute_values into bound rows built from TEMPLATE.
 UPSERT_SQL = (
     f"INSERT INTO candles ({', '.join(COLUMNS)}, state, updated_at) VALUES %s "
-    "ON CONFLICT (exchange, symbol, open_time) DO UPDATE SET "
+    f"ON CONFLICT ({', '.join(candle.KEY)}) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATED)
     + ", state = EXCLUDED.state, updated_at = now() "
     # Never downgrade: a live row must not replace a curated one (see the module docstring).
@@ -72,8 +58,6 @@ TEMPLATE = "(" + ", ".join(["%s"] * (len(COLUMNS) + 1)) + ", now())"
 # drops every later trade of it as late (the nightly batch takes those). It is then 'closed', and a
 # replayed live upsert cannot reopen it: the upsert above never moves a row down the ladder.
 CLOSE_LIVE_SQL = "UPDATE candles SET state = 'closed', updated_at = now() WHERE state = 'live' AND close_time < %s"
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # A stream keeps running through a short PostgreSQL restart; a longer outage fails the batch so that
 # Spark re-runs it on restart (the upsert is idempotent, so nothing is counted twice).
@@ -100,11 +84,6 @@ def close_live_candles(cur: psycopg2.extensions.cursor, watermark: datetime) -> 
     return int(cur.rowcount)
 
 
-def micros_to_datetime(micros: int) -> datetime:
-    """Epoch microseconds -> aware UTC datetime, exactly (no float on the way)."""
-    return _EPOCH + timedelta(microseconds=micros)
-
-
 def spark_candle_rows(df: DataFrame) -> Iterator[CandleRow]:
     """Rows of a candles DataFrame (CANDLE_SCHEMA columns) as CandleRow tuples, collected on the driver.
 
@@ -119,7 +98,7 @@ def spark_candle_rows(df: DataFrame) -> Iterator[CandleRow]:
     times = {"open_time", "close_time"}
     selected = df.select(*[F.unix_micros(c).alias(c) if c in times else F.col(c) for c in COLUMNS])
     for row in selected.collect():
-        yield tuple(micros_to_datetime(v) if name in times else v for name, v in zip(COLUMNS, row, strict=True))
+        yield tuple(from_us(v) if name in times else v for name, v in zip(COLUMNS, row, strict=True))
 
 
 def _with_retries(dsn: str, rows: Sequence[CandleRow], state: str, delays: Sequence[float]) -> int:
@@ -134,8 +113,9 @@ def _with_retries(dsn: str, rows: Sequence[CandleRow], state: str, delays: Seque
         except psycopg2.OperationalError as exc:  # connection refused/lost; not a bad statement
             if attempt >= len(delays):
                 raise
-            reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-            log.warning("PostgreSQL unavailable (%s); retrying the candle upsert in %.0fs", reason, delays[attempt])
+            log.warning(
+                "PostgreSQL unavailable (%s); retrying the candle upsert in %.0fs", first_line(exc), delays[attempt]
+            )
             time.sleep(delays[attempt])
             attempt += 1
 

@@ -6,7 +6,7 @@ that change per run (the UTC day) are suite parameters (`$PARAMETER`) filled in 
 so the stored suite stays the same from day to day and the validation result shows the values used.
 
 Two checks on candles need more than one row of the stage and are expressed through evidence columns
-that `candlelake.nightly.quality.validate.checked_candles` adds next to the staged columns:
+that `candlelake.nightly.quality.evidence.checked_candles` adds next to the staged columns:
 
 - `gap_before`: NULL, or which intervals are missing between a candle and its market's previous one
   where coverage says the market was watched (uncovered time rightly has no candles);
@@ -20,8 +20,12 @@ the rule in plain words that the job prints when it fails.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
+
+from candlelake import candle
+from candlelake.trade import TRADE_KEY
+from candlelake.util import day_bounds
 
 if TYPE_CHECKING:
     from great_expectations import ExpectationSuite
@@ -32,8 +36,7 @@ CANDLES_SUITE = "candles"
 
 # Every field a candle needs (candlelake.spark.transforms.valid_trades keeps the same list).
 TRADE_REQUIRED: tuple[str, ...] = ("exchange", "symbol", "trade_id", "price", "qty", "trade_time", "is_buyer_maker")
-TRADE_KEY: tuple[str, ...] = ("exchange", "symbol", "trade_id")
-CANDLE_KEY: tuple[str, ...] = ("exchange", "symbol", "open_time")
+CANDLE_KEY: tuple[str, ...] = candle.KEY
 # Columns that name the row of an unexpected value in a result (its "index").
 TRADES_INDEX: tuple[str, ...] = ("symbol", "trade_id")
 CANDLES_INDEX: tuple[str, ...] = ("symbol", "open_time")
@@ -54,13 +57,12 @@ PRICE_ORDER: tuple[tuple[str, str], ...] = (
     ("high", "close"),
     ("high", "low"),
 )
-NON_NEGATIVE: tuple[str, ...] = ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume", "trades")
 
 
 def day_parameters(day: date) -> dict[str, datetime]:
     """The trades suite's parameters for one UTC day."""
-    start = datetime.combine(day, time(0), tzinfo=UTC)
-    return {DAY_START: start, DAY_END: start + timedelta(days=1)}
+    start, end = day_bounds(day)
+    return {DAY_START: start, DAY_END: end}
 
 
 def _check(words: str) -> dict[str, Any]:
@@ -71,7 +73,7 @@ def trades_suite() -> ExpectationSuite:
     """A day of trades: complete, positive, one row per trade id, all inside the day.
 
     Validated on the day's trades as the batch reads them, with identical copies of a trade collapsed
-    (see candlelake.nightly.quality.validate.distinct_trades): two *different* rows under one
+    (see candlelake.nightly.quality.evidence.distinct_trades): two *different* rows under one
     (exchange, symbol, trade_id) are a defect, a second identical copy is not.
     """
     import great_expectations as gx
@@ -118,7 +120,7 @@ def candles_suite() -> ExpectationSuite:
     ]
     expectations += [
         gxe.ExpectColumnValuesToBeBetween(column=name, min_value=0, meta=_check(f"{name} >= 0"))
-        for name in NON_NEGATIVE
+        for name in candle.NON_NEGATIVE
     ]
     expectations.append(
         gxe.ExpectCompoundColumnsToBeUnique(
