@@ -35,12 +35,13 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, PokeReturnValue, dag, get_current_context, task
 
-from candlelake.config import load_settings
-from candlelake.nightly.chain import CURATED_TRADES, SPARK_CONN_ID, nightly_cron, spark_env
+from candlelake.config import read_nightly_at
+from candlelake.nightly.chain import CURATED_TRADES, SPARK_CONN_ID, daily_cron, spark_env
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
-# CANDLELAKE_NIGHTLY_AT (default 00:00 UTC; "off": by hand only). Reading the settings is a small file.
-NIGHTLY_CRON = nightly_cron(load_settings())
+# Airflow fixes a schedule when it parses the file, so CANDLELAKE_NIGHTLY_AT (default 00:00 UTC; "off": by
+# hand only) is read here, and only it: no other setting, no database. The tasks read the rest.
+NIGHTLY_CRON = daily_cron(read_nightly_at())
 
 
 @dag(
@@ -78,7 +79,8 @@ def lake_compaction() -> None:
     @task.sensor(poke_interval=60, timeout=3 * 3600, mode="reschedule")
     def wait_for_lake() -> PokeReturnValue:
         from candlelake.config import load_settings
-        from candlelake.nightly.chain import day_bounds, lake_settled, run_days
+        from candlelake.nightly.chain import lake_settled, run_days
+        from candlelake.util import day_bounds
 
         context = get_current_context()
         params = context["params"]

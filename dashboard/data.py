@@ -20,8 +20,10 @@ import psycopg2
 import psycopg2.extensions
 import streamlit as st
 
+from candlelake import candle
 from candlelake.config import load_settings
 from candlelake.serve import rollups
+from candlelake.util import first_line
 
 T = TypeVar("T")
 
@@ -119,17 +121,7 @@ MAX_UNCOVERED = 500
 
 # open_time, the exchange's ten kline values, vwap, state, filled, coverage: what candlelake.serve.rollups returns.
 CANDLE_COLUMNS = rollups.COLUMNS
-DECIMAL_COLUMNS = (
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-    "vwap",
-)
+DECIMAL_COLUMNS = candle.DECIMALS
 
 # Plotly stays responsive up to a few thousand candles; a view asking for more gets a larger bucket.
 MAX_CANDLES = 5_000
@@ -162,9 +154,8 @@ def _connect(dsn: str) -> psycopg2.extensions.connection:
         )
     except psycopg2.OperationalError as exc:
         # libpq's first line names the cause (refused, auth failed) without echoing the DSN.
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(
-            f"cannot reach {_describe_target()}: {reason}. Is the platform up? Start it with `candlelake up`."
+            f"cannot reach {_describe_target()}: {first_line(exc)}. Is the platform up? Start it with `candlelake up`."
         ) from None
     # Autocommit: every query is its own short read-only transaction, so a failed one never leaves the
     # shared connection stuck in an aborted transaction for the other sessions and fragments.

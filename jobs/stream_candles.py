@@ -28,6 +28,8 @@ Two queries read the topic, each with its own checkpoint under CANDLELAKE_CHECKP
 Every micro-batch of both queries is recorded in `stream_progress` by polling (see
 candlelake.stream.progress.ProgressPoller, and there why not with a query listener).
 SIGTERM or SIGINT stops both queries and exits 0; a failed query exits 1 so the platform notices.
+
+The measurements behind the constants and the candles session's settings: docs/stream.md.
 """
 
 from __future__ import annotations
@@ -59,20 +61,11 @@ log = logging.getLogger("candlelake.stream")
 
 TRADE_KEY = ["exchange", "symbol", "trade_id"]
 LAKE_PARTITIONS = ["exchange", "trade_date"]
-# Spark evicts expired dedupe keys by scanning the whole state every batch, so the state (window x
-# trade rate) is paid for on every trigger. A key is kept until the batch clock passes its first
-# sighting by twice this delay (Spark's dropDuplicatesWithinWatermark), so copies arriving within a
-# minute of the first are dropped: 1.2 million keys at 20,000 trades/s. That covers a producer's
-# reconnect or restart resending what it sent just before; older copies are dropped by the readers'
-# own dedupe (the nightly batch and the candles dedupe on the same key).
+# Copies within a minute of the first (twice this, Spark's dropDuplicatesWithinWatermark) are dropped: a
+# producer's reconnect resending. Older ones are left to the readers' dedupe: every batch scans this state.
 LAKE_DEDUPE_WINDOW = "30 seconds"
-# A restart after a long pause must not read days of trades into one micro-batch (the driver has
-# about 1 GiB); batches of at most this many records keep progress visible and memory flat. While
-# catching up, the candles' watermark may pass a Kafka partition that lags behind the others; its
-# trades are then counted as dropped by the watermark and still reach the curated candles through
-# the lake. The cap is also the most a query reads per trigger when it falls behind: each batch pays
-# a fixed cost (a scan of the dedupe state, commits), so under load bigger batches keep up where
-# small ones fall further behind. At 20,000 trades/s a 100,000 cap held the candles to about 17,000/s.
+# A restart after a long pause must not read days of trades into one micro-batch (the driver has about
+# 1 GiB); under load, bigger batches keep up where small ones fall behind (each pays a fixed cost).
 CANDLES_MAX_OFFSETS_PER_TRIGGER = 400_000
 LAKE_MAX_OFFSETS_PER_TRIGGER = 600_000
 LAKE_TRIGGER = "10 seconds"
@@ -125,26 +118,14 @@ def build_session(settings: Settings) -> SparkSession:
 def candles_session(spark: SparkSession, settings: Settings) -> SparkSession:
     """A session for the candles query: its state and code generation as CANDLELAKE_CANDLES_* say.
 
-    Spark drops expired keys by scanning a stateful operator's whole state after every micro-batch. In
-    RocksDB that scan costs about 1.3 us a key (JNI calls each): 3 s a batch for the 2 minutes of trade
-    ids the dedupe holds at 20,000 trades/s, and every update is a RocksDB read and write. In the heap
-    ("memory") the scan is a map walk and an update a map put: at 20,000 trades/s the candles query kept
-    up with it and fell behind with RocksDB. At 1,000 trades/s RocksDB is faster (a micro-batch took
-    0.60 s median against 0.89 s: the heap store copies its map for every batch), so it stays the
-    default. The heap's memory is bounded by event time, not by how fast Spark reads: the trade ids
-    within the watermark delay of the newest trade, about 300 bytes each. The lake query always keeps
-    RocksDB: its dedupe window is processing time, so catching up after a pause fills it as fast as
-    Spark reads. A checkpoint keeps the provider it was created with.
+    Only this query may keep its state in the heap: its state is bounded by event time (the watermark),
+    while the lake query's dedupe is processing time and fills as fast as Spark reads. A checkpoint keeps
+    the provider it was created with.
     """
     session = spark.newSession()
     if settings.candles_codegen == "off":
-        # The query's operators carry the watermark as a literal, so with code generation every
-        # micro-batch compiles new classes (Janino), which the JIT then compiles again: about a third of
-        # the JVM's CPU at 1,000 trades/s. Interpreted, a thousand rows a second cost less than the
-        # compiling when the watermark is short (1 s trigger, 10 s watermark: p50 latency 1.14 s
-        # against 1.26 s, 0.67 cores against 0.78). With a 2-minute watermark the dedupe's state scan,
-        # interpreted, costs more than it saves (p50 1.44 s against 1.38 s), and at 20,000 trades/s a
-        # batch of 400,000 took 32-35 s against 17 s: generated code stays the default.
+        # The operators carry the watermark as a literal, so generated code is compiled anew every
+        # micro-batch; interpreted is cheaper only with a short watermark.
         session.conf.set("spark.sql.codegen.wholeStage", "false")
         session.conf.set("spark.sql.codegen.factoryMode", "NO_CODEGEN")
     if settings.candles_state_store == "memory":

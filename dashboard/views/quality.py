@@ -8,8 +8,10 @@ says so and the others still render.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from candlelake.nightly.quality.outcomes import Failure
@@ -28,16 +30,27 @@ def _failures_text(failures: Any) -> str:
     return " | ".join(sentences[:3]) + more
 
 
+def _rows(load: Callable[[], pd.DataFrame], empty: str, *, empty_is_good: bool = False) -> pd.DataFrame | None:
+    """A section's rows; None when there are none to show, once the page has said why (the query failed,
+    or `empty`: good news, or only information)."""
+    rows = data.section(load)
+    if rows is not None and rows.empty:
+        if empty_is_good:
+            st.success(empty)
+        else:
+            st.info(empty)
+        return None
+    return rows
+
+
 def _validations() -> None:
     st.subheader("Validations", anchor="validations")
-    latest = data.section(quality_data.latest_validations)
+    latest = _rows(
+        quality_data.latest_validations,
+        "No validation has run yet. The nightly `data_quality` DAG validates each day after compaction; "
+        "trigger it in Airflow to validate now.",
+    )
     if latest is None:
-        return
-    if latest.empty:
-        st.info(
-            "No validation has run yet. The nightly `data_quality` DAG validates each day after compaction; "
-            "trigger it in Airflow to validate now."
-        )
         return
     failed = latest[~latest["success"]]
     if failed.empty:
@@ -89,11 +102,12 @@ def _gaps() -> None:
     if not statuses:
         st.caption("Choose at least one status.")
         return
-    gaps = data.section(lambda: quality_data.gaps(tuple(statuses)))
+    gaps = _rows(
+        lambda: quality_data.gaps(tuple(statuses)),
+        f"No {' or '.join(statuses)} gaps: no trade is known to be missing.",
+        empty_is_good=True,
+    )
     if gaps is None:
-        return
-    if gaps.empty:
-        st.success(f"No {' or '.join(statuses)} gaps: no trade is known to be missing.")
         return
     tables.show(gaps, "gaps", {"cause": st.column_config.TextColumn("cause", width="medium")})
 
@@ -101,11 +115,8 @@ def _gaps() -> None:
 def _corrections(days: int) -> None:
     st.subheader("Late-data corrections", anchor="corrections")
     since = quality_data.since(days)
-    loads = data.section(lambda: quality_data.curated_loads(since))
+    loads = _rows(lambda: quality_data.curated_loads(since), "No curated load in this period.")
     if loads is None:
-        return
-    if loads.empty:
-        st.info("No curated load in this period.")
         return
     changed = int(loads["changed"].sum())
     cols = st.columns(3)
@@ -127,11 +138,12 @@ def _corrections(days: int) -> None:
 
 def _dead_letters(days: int) -> None:
     st.subheader("Dead letters by reason", anchor="dead-letters")
-    letters = data.section(lambda: quality_data.dead_letters(quality_data.since(days)))
+    letters = _rows(
+        lambda: quality_data.dead_letters(quality_data.since(days)),
+        "No dead letters in this period: every message became a trade.",
+        empty_is_good=True,
+    )
     if letters is None:
-        return
-    if letters.empty:
-        st.success("No dead letters in this period: every message became a trade.")
         return
     st.metric("Dead letters", f"{int(letters['dead_letters'].sum()):,}")
     tables.show(
@@ -145,11 +157,8 @@ def _candle_states(days: int) -> None:
         "live: still changing; closed: the stream's watermark passed it; curated: the nightly batch "
         "recomputed and validated it. Without trades: intervals the market was quiet."
     )
-    states = data.section(lambda: quality_data.candle_states(quality_data.since(days)))
+    states = _rows(lambda: quality_data.candle_states(quality_data.since(days)), "No candles in this period.")
     if states is None:
-        return
-    if states.empty:
-        st.info("No candles in this period.")
         return
     tables.show(states, "candle_states")
     matches = data.section(quality_data.reconciliations)
@@ -169,14 +178,12 @@ def _coverage(days: int) -> None:
         "covered throughout is partial (hollow on the Markets page); time outside coverage is unknown, never "
         "quiet."
     )
-    frame = data.section(lambda: quality_data.coverage_by_day(quality_data.since(days)))
+    frame = _rows(
+        lambda: quality_data.coverage_by_day(quality_data.since(days)),
+        "No coverage is recorded in this period, and no candles. Coverage is written by whatever writes "
+        "the trades: the producer's live feeds, `candlelake replay`, backfills and the simulator.",
+    )
     if frame is None:
-        return
-    if frame.empty:
-        st.info(
-            "No coverage is recorded in this period, and no candles. Coverage is written by whatever writes "
-            "the trades: the producer's live feeds, `candlelake replay`, backfills and the simulator."
-        )
         return
     if not frame["intervals"].any():
         st.warning(

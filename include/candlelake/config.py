@@ -253,6 +253,16 @@ def _nightly_at(text: str) -> str | None:
     return value
 
 
+def read_nightly_at(env: dict[str, str] | None = None) -> str | None:
+    """CANDLELAKE_NIGHTLY_AT alone, read as `load_settings` reads it (`.env` overlaid by the environment).
+
+    For the nightly DAG's schedule, which Airflow fixes when it parses the file: one variable, so that
+    parsing neither reads nor validates any other setting (and fails only on this one)."""
+    if env is None:
+        env = {**_read_dotenv(PROJECT_ROOT / ".env"), **os.environ}
+    return _nightly_at(_Env(env).text("CANDLELAKE_NIGHTLY_AT", "00:00"))
+
+
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Read settings from `env` (default: `.env` file overlaid by the process environment)."""
     if env is None:
@@ -332,7 +342,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         data_docs_url=e.text("CANDLELAKE_DATA_DOCS_URL", f"http://{host}:{reports_port}").rstrip("/"),
         curated_dir=e.path("CANDLELAKE_CURATED_DIR", e.path("CANDLELAKE_LAKE_DIR", runtime_dir / "lake") / "curated"),
         reports_dir=e.path("CANDLELAKE_REPORTS_DIR", runtime_dir / "reports"),
-        nightly_at=_nightly_at(e.text("CANDLELAKE_NIGHTLY_AT", "00:00")),
+        nightly_at=read_nightly_at(env),
         compaction_target_mb=e.integer("CANDLELAKE_COMPACTION_TARGET_MB", 128, 1),
         bronze_retention_days=e.integer("CANDLELAKE_BRONZE_RETENTION_DAYS", 7, 0),
         supervisor_producer_max_age_s=e.number("CANDLELAKE_SUPERVISOR_PRODUCER_MAX_AGE_S", 60.0, 1.0),

@@ -9,7 +9,8 @@ every if-chain.
     source     what `candlelake produce --source` runs: an exchange's WebSocket trades, a REST price
                poller (binance-rest, coingecko: price points, never trades) or the simulator
 
-Importing this module is cheap: the adapters are imported by the functions that build them.
+This module is data and imports nothing of candlelake, so every layer can read it; the adapters it
+names are built by candlelake.sources.rest_api (REST) and candlelake.runs.producer (feeds).
 """
 
 from __future__ import annotations
@@ -20,9 +21,6 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from candlelake.config import Settings
-    from candlelake.ingest.pipeline import TradeHistory
-    from candlelake.sources.binance_rest import BinanceRest
-    from candlelake.sources.coinbase_rest import CoinbaseRest
 
 
 def binance_symbol(symbol: str) -> str:
@@ -44,11 +42,14 @@ def coingecko_id(symbol: str) -> str:
 class Exchange:
     """A market whose trades candlelake keys, checks, fills and reconciles.
 
-    `ws_url` and `rest_url` name the `Settings` fields holding its endpoints (so tests point them at
-    local servers); `klines` says whether its REST API serves klines to reconcile against.
+    `api` is the protocol family its WebSocket and REST endpoints speak (the adapters in
+    candlelake.sources: `binance` for spot and USD-M futures alike, `coinbase`); `ws_url` and `rest_url`
+    name the `Settings` fields holding its endpoints (so tests point them at local servers); `klines`
+    says whether its REST API serves klines to reconcile against.
     """
 
     name: str
+    api: Literal["binance", "coinbase"]
     ws_url: str
     rest_url: str
     normalize_symbol: Callable[[str], str]
@@ -61,35 +62,15 @@ class Exchange:
     def ws_base(self, settings: Settings) -> str:
         return str(getattr(settings, self.ws_url))
 
-    def rest(self, settings: Settings) -> BinanceRest | CoinbaseRest:
-        """Its REST API client: the trade history that fills gaps, and the symbol list."""
-        if self.name == "coinbase":
-            from candlelake.sources.coinbase_rest import CoinbaseRest
-
-            return CoinbaseRest(self.rest_base(settings))
-        from candlelake.sources.binance_rest import BinanceRest
-
-        return BinanceRest(self.name, self.rest_base(settings))
-
-    def history(self, settings: Settings) -> TradeHistory:
-        """The REST trade history that backfills this exchange's id gaps."""
-        return self.rest(settings)
-
-    def unknown_symbols(self, settings: Settings, symbols: list[str]) -> list[str]:
-        """Those of `symbols` the exchange does not list (raises ExchangeUnavailable when it cannot be asked)."""
-        rest = self.rest(settings)
-        try:
-            return rest.unknown_symbols(symbols)
-        finally:
-            rest.close()
-
 
 EXCHANGES: dict[str, Exchange] = {
     e.name: e
     for e in (
-        Exchange("binance", "binance_ws_url", "binance_rest_url", binance_symbol, True, "BTCUSDT"),
-        Exchange("binance-usdm", "binance_usdm_ws_url", "binance_usdm_rest_url", binance_symbol, True, "BTCUSDT"),
-        Exchange("coinbase", "coinbase_ws_url", "coinbase_rest_url", coinbase_product, False, "BTC-USD"),
+        Exchange("binance", "binance", "binance_ws_url", "binance_rest_url", binance_symbol, True, "BTCUSDT"),
+        Exchange(
+            "binance-usdm", "binance", "binance_usdm_ws_url", "binance_usdm_rest_url", binance_symbol, True, "BTCUSDT"
+        ),
+        Exchange("coinbase", "coinbase", "coinbase_ws_url", "coinbase_rest_url", coinbase_product, False, "BTC-USD"),
     )
 }
 EXCHANGE_NAMES: tuple[str, ...] = tuple(EXCHANGES)

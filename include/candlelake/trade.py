@@ -8,6 +8,10 @@ Wire format (JSON, UTF-8), key `exchange:symbol`::
 
 Times are epoch microseconds, UTC. Prices and quantities travel as decimal strings so that no binary
 float ever touches them between the exchange and PostgreSQL's NUMERIC.
+
+`WIRE_FIELDS` is the one definition of the message: the producer writes it (`Trade.to_json_bytes`) and
+the Spark jobs read it with a schema built from it (candlelake.spark.transforms.KAFKA_VALUE_SCHEMA);
+tests/unit/test_trade_message.py holds both ends to it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,22 @@ import functools
 import json
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Literal
+
+WireKind = Literal["text", "integer", "decimal", "boolean", "epoch_us"]
+
+WIRE_FIELDS: tuple[tuple[str, WireKind], ...] = (
+    ("exchange", "text"),
+    ("symbol", "text"),
+    ("trade_id", "integer"),
+    ("price", "decimal"),  # a JSON string in plain notation: exact, never a JSON number
+    ("qty", "decimal"),
+    ("trade_time", "epoch_us"),
+    ("is_buyer_maker", "boolean"),
+    ("ingest_time", "epoch_us"),
+    ("source", "text"),
+)
+"""The Kafka `trades` value, field by field in the order the producer writes them."""
 
 TRADE_KEY: tuple[str, ...] = ("exchange", "symbol", "trade_id")
 """What makes a trade unique, end to end: every dedupe and every idempotent sink keys on it."""

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
+from candlelake.candle import KLINE_VALUES
 from candlelake.config import Settings
 from candlelake.ingest.counters import Counters
 from candlelake.ingest.kafka_sinks import KafkaTradeSink
@@ -33,17 +34,7 @@ from tests.support.reference_candles import reference_candles
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 N = 600
-FIELDS = (
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "trades",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-)
+FIELDS = KLINE_VALUES
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 180, every: float = 2.0) -> Any:

@@ -24,18 +24,20 @@ from typing import Any
 import psycopg2
 import pytest
 
+from candlelake import candle
 from candlelake.config import Settings
-from candlelake.coverage import Interval, record, to_us
+from candlelake.coverage import Interval, record
 from candlelake.serve.rollups import COLUMNS, fetch_rollup, parse_bucket
 from candlelake.stream.postgres_candles import upsert_candles
 from candlelake.trade import Trade
+from candlelake.util import to_us
 from tests.support.reference_candles import RefCandle, reference_candles
 from tests.support.reference_rollup import MONDAY_ORIGIN_S, RefBucket, covered_spans, reference_rollup
 
 pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "binance-spot-xrpeth-2019-10"
-FIELDS = COLUMNS[1:10]  # open .. taker_buy_quote_volume
+FIELDS = candle.KLINE_VALUES
 SYMBOL = "ROLLUSDT"
 BUCKETS = ("1m", "2m", "5m", "7m", "13m", "15m", "20m", "45m", "1h", "90m", "4h", "1d", "25h", "1w")
 WEEK_S = 7 * 86_400
@@ -81,28 +83,12 @@ def base_rows(candles: dict[Any, RefCandle]) -> list[tuple[Any, ...]]:
     """Reference candles as rows for `upsert_candles` (postgres_candles.COLUMNS order)."""
     rows = []
     for c in candles.values():
-        vwap = c.quote_volume / c.volume if c.volume else None
-        close_time = c.open_time + timedelta(minutes=1) - timedelta(milliseconds=1)
-        rows.append(
-            (
-                c.exchange,
-                c.symbol,
-                c.open_time,
-                close_time,
-                c.open,
-                c.high,
-                c.low,
-                c.close,
-                c.volume,
-                c.quote_volume,
-                c.trades,
-                c.taker_buy_volume,
-                c.taker_buy_quote_volume,
-                vwap,
-                None,
-                None,
-            )
-        )
+        derived = {
+            "close_time": c.open_time + timedelta(minutes=1) - timedelta(milliseconds=1),
+            "vwap": c.quote_volume / c.volume if c.volume else None,
+            **dict.fromkeys(candle.TRADE_IDS),
+        }
+        rows.append(tuple(derived[name] if name in derived else getattr(c, name) for name in candle.COLUMNS))
     return rows
 
 

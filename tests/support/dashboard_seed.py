@@ -26,7 +26,9 @@ from typing import Any
 import psycopg2
 from psycopg2.extras import execute_values
 
-from candlelake import coverage
+from candlelake import candle, coverage
+from candlelake.candle import Candle
+from candlelake.util import to_us
 
 KLINES = Path(__file__).resolve().parents[1] / "fixtures" / "klines"
 KLINE_DAYS = ("2019-10-11", "2019-10-12", "2019-10-13")
@@ -34,38 +36,21 @@ SYMBOL = "XRPETH"
 RECENT_SYMBOL = "ALTUSDT"
 LONG_SYMBOL = "LONGUSDT"
 
-CANDLE_COLUMNS = (
-    "exchange, symbol, open_time, close_time, open, high, low, close, volume, quote_volume, trades, "
-    "taker_buy_volume, taker_buy_quote_volume, vwap, first_trade_id, last_trade_id, state"
-)
+CANDLE_COLUMNS: tuple[str, ...] = (*candle.COLUMNS, "state")
 # One statement per market: the rollup triggers run per statement, so this is one rollup pass, not one
 # per row (15 s for the 3,570 rows row by row).
-INSERT_CANDLES = f"INSERT INTO candles ({CANDLE_COLUMNS}) VALUES %s"
-CANDLE_TEMPLATE = "(" + ", ".join(f"%({c.strip()})s" for c in CANDLE_COLUMNS.split(",")) + ")"
+INSERT_CANDLES = f"INSERT INTO candles ({', '.join(CANDLE_COLUMNS)}) VALUES %s"
+CANDLE_TEMPLATE = "(" + ", ".join(f"%({c})s" for c in CANDLE_COLUMNS) + ")"
 
 
-@dataclass(frozen=True)
-class Kline:
-    open_time: datetime
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
-    quote_volume: Decimal
-    trades: int
-    taker_buy_volume: Decimal
-    taker_buy_quote_volume: Decimal
-
-
-def klines() -> list[Kline]:
+def klines() -> list[Candle]:
     """The fixture's 1m klines, oldest first, exactly as Binance published them."""
     out = []
     for day in KLINE_DAYS:
         with (KLINES / f"{SYMBOL}-1m-{day}.csv").open() as f:
             for r in csv.reader(f):
                 out.append(
-                    Kline(
+                    Candle(
                         datetime.fromtimestamp(int(r[0]) / 1000, UTC),
                         Decimal(r[1]),
                         Decimal(r[2]),
@@ -81,7 +66,7 @@ def klines() -> list[Kline]:
     return out
 
 
-def candle_rows(exchange: str, source: Iterable[Kline]) -> list[dict[str, Any]]:
+def candle_rows(exchange: str, source: Iterable[Candle]) -> list[dict[str, Any]]:
     """Candle rows for the klines; trade ids numbered through the minutes; days 1-2 curated, day 3 closed."""
     rows, next_id = [], 1
     for k in source:
@@ -194,8 +179,8 @@ def covering(exchange: str, tag: str, *markets: list[dict[str, Any]]) -> list[co
                 rows[0]["symbol"],
                 tag,
                 kind,
-                coverage.to_us(first),
-                coverage.to_us(last + timedelta(minutes=1)),
+                to_us(first),
+                to_us(last + timedelta(minutes=1)),
             )
         )
     return out

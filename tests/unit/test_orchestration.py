@@ -13,7 +13,6 @@ from candlelake.nightly.chain import (
     bronze_exchanges,
     compaction_runs,
     curated_exchanges,
-    day_bounds,
     days_from_events,
     days_from_params,
     describe_failures,
@@ -24,6 +23,7 @@ from candlelake.nightly.chain import (
     resolve_day,
     run_days,
 )
+from candlelake.util import day_bounds
 
 pytestmark = pytest.mark.unit
 

@@ -114,11 +114,6 @@ def compaction_runs(exchange: str, days: Iterable[date | str]) -> list[dict[str,
     ]
 
 
-def day_bounds(day: date) -> tuple[datetime, datetime]:
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return start, start + timedelta(days=1)
-
-
 def event_extra(days: Iterable[DayKey], run_id: str) -> dict[str, Any]:
     """The `extra` of an asset event that covers `days`."""
     return {"days": [d.as_dict() for d in sorted(set(days))], "run_id": run_id}
@@ -178,9 +173,14 @@ def nightly_cron(settings: Settings) -> str | None:
     Its data interval runs from that time one day to the same time the next, so the interval's start
     is always on the day before the run: the day the run compacts.
     """
-    if settings.nightly_at is None:
+    return daily_cron(settings.nightly_at)
+
+
+def daily_cron(at: str | None) -> str | None:
+    """The cron expression of a run every day at `at` ("HH:MM", UTC); None (off) stays None."""
+    if at is None:
         return None
-    hour, minute = settings.nightly_at.split(":")
+    hour, minute = at.split(":")
     return f"{int(minute)} {int(hour)} * * *"
 
 

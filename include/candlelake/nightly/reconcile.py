@@ -50,8 +50,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2.extras import Json
 
-from candlelake import candle
-from candlelake.candle import Candle
+from candlelake.candle import KLINE_VALUES, QUOTE_VOLUMES, Candle
 from candlelake.coverage import Span, covering
 from candlelake.coverage import load as load_coverage
 from candlelake.exchanges import KLINE_EXCHANGES
@@ -71,8 +70,8 @@ log = logging.getLogger(__name__)
 
 # Every kline value but the number of trades (see the module docstring). A 6-column kline carries the
 # prices and the volume only: the values it lacks are not compared.
-COMPARED: tuple[str, ...] = tuple(c for c in candle.KLINE_VALUES if c != "trades")
-# Binance prints quote volumes (candle.QUOTE_VOLUMES) with 8 decimals. Ours are exact sums of price x qty,
+COMPARED: tuple[str, ...] = tuple(c for c in KLINE_VALUES if c != "trades")
+# Binance prints quote volumes (QUOTE_VOLUMES) with 8 decimals. Ours are exact sums of price x qty,
 # which can have more digits (price and quantity steps with more than 8 decimals between them); such a
 # value matches when it lies within one unit of the kline's last printed digit, i.e. the kline is it
 # rounded or cut off.
@@ -170,15 +169,15 @@ class ReconcileResult:
         return cls(**values)
 
 
-def differences(ours_1m: Candle, kline: Kline) -> list[tuple[str, Decimal, Decimal]]:
+def differences(candle: Candle, kline: Kline) -> list[tuple[str, Decimal, Decimal]]:
     """(field, ours, theirs) for every compared field where the candle and the kline disagree."""
     out = []
     for name in COMPARED:
         theirs = getattr(kline, name)
         if theirs is None:
             continue  # the kline does not carry this field
-        ours = getattr(ours_1m, name)
-        if name in candle.QUOTE_VOLUMES:
+        ours = getattr(candle, name)
+        if name in QUOTE_VOLUMES:
             exponent = theirs.as_tuple().exponent
             digits = max(QUOTE_DECIMALS, -exponent if isinstance(exponent, int) else 0)
             if abs(ours - theirs) < Decimal(1).scaleb(-digits):

@@ -167,7 +167,10 @@ def wait_until(
         try:
             if check():
                 return
-        except Exception:
+        except OSError:
+            # Health checks report rather than raise (Component.healthy); one that lets a refused
+            # connection, a timeout or a pid file not written yet through means "still starting", so
+            # poll again. Anything else is a bug in the check: it surfaces instead of a silent timeout.
             pass
         if pid is not None and not pid_alive(pid):
             raise ComponentError(part, f"exited before it could {what}; its last log lines:\n{tail(log)}", log)

@@ -27,6 +27,7 @@ from candlelake.ingest.gaps import Gap, GapLedger
 from candlelake.ingest.kafka_sinks import KafkaTradeSink, TradeSink
 from candlelake.ingest.pipeline import RejectionSink
 from candlelake.sources.http import ExchangeError
+from candlelake.sources.rest_api import rest_api
 from candlelake.trade import Trade
 from candlelake.util import from_us
 
@@ -117,7 +118,7 @@ def _fill(
 
     fill = GapFill(gap)
     try:
-        fill.run(market.history(settings), send, dead_letters.send)
+        fill.run(rest_api(settings, market), send, dead_letters.send)
     except ExchangeError as exc:
         summary.failed += 1
         summary.trades_sent += fill.sent

@@ -36,6 +36,7 @@ from candlelake.ingest.health_reporter import HealthReporter
 from candlelake.ingest.kafka_sinks import KafkaPriceSink, KafkaTradeSink
 from candlelake.ingest.pipeline import Pipeline
 from candlelake.sources.events import Emit
+from candlelake.sources.rest_api import rest_api, unknown_symbols
 from candlelake.util import first_line
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ def check_symbols(settings: Settings, source: Source, symbols: list[str]) -> Non
     if market is None:
         return
     try:
-        unknown = market.unknown_symbols(settings, symbols)
+        unknown = unknown_symbols(settings, market, symbols)
     except ExchangeUnavailable as exc:
         log.warning("could not check the symbols with %s (%s); starting anyway", market.name, exc)
         return
@@ -176,7 +177,7 @@ class Producer:
             deliveries=reports,
             prices=self.prices,
             ledger=self.ledger,
-            histories={market.name: market.history(settings)} if backfill and market is not None else {},
+            histories={market.name: rest_api(settings, market)} if backfill and market is not None else {},
             grace_s=settings.gap_grace_s,
             track_gaps=source.live,
             source=self.name,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from candlelake.sources.binance import normalize_symbol, parse_trade
@@ -29,6 +29,7 @@ from candlelake.sources.fields import InvalidTrade, Rejection, decimal_field, ep
 from candlelake.sources.http import ExchangeRequestError, ExchangeUnavailable, RestClient, json_array_items
 from candlelake.sources.klines import Kline, KlineFormatError, check_interval, parse_kline
 from candlelake.trade import Trade
+from candlelake.util import to_ms
 
 SPOT_URL = "https://api.binance.com"
 USDM_URL = "https://fapi.binance.com"
@@ -99,7 +100,7 @@ class BinanceRest:
         """The klines of `symbol` at `interval` whose open time lies in [start, end), ascending."""
         symbol = normalize_symbol(symbol)
         check_interval(interval)
-        next_ms, end_ms = _epoch_ms(start), _epoch_ms(end)
+        next_ms, end_ms = to_ms(start), to_ms(end)
         while next_ms < end_ms:
             page = self.client.get_json(
                 f"{self._prefix}/klines",
@@ -121,7 +122,7 @@ class BinanceRest:
                     kline = parse_kline(values)
                 except KlineFormatError as error:
                     raise ExchangeUnavailable(f"{self.exchange} sent an unusable kline {values!r}: {error}") from None
-                opened = _epoch_ms(kline.open_time)
+                opened = to_ms(kline.open_time)
                 if next_ms <= opened < end_ms:
                     last_ms = max(last_ms, opened)
                     yield kline
@@ -187,12 +188,6 @@ class BinanceRest:
             return parse_trade(record, exchange=self.exchange, source=BACKFILL_SOURCE, symbol=symbol)
         except InvalidTrade as error:
             return Rejection(raw=raw, code=error.code, reason=str(error), source=BACKFILL_SOURCE)
-
-
-def _epoch_ms(moment: datetime) -> int:
-    """Epoch milliseconds of an aware datetime (a naive one is taken as UTC), exactly."""
-    aware = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-    return (aware - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
 def _json_list(symbols: list[str]) -> str:

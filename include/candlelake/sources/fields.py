@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import functools
 import re
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 from candlelake.exchanges import EXCHANGE_NAMES, EXCHANGES
 from candlelake.trade import Trade
+from candlelake.util import now_us, to_us
 
 MAX_FRACTION_DIGITS = 10
 MAX_INTEGER_DIGITS = 18
 # Nothing traded on a crypto exchange before 2009 (the first Bitcoin block); earlier times are unit errors.
-EARLIEST_TRADE_US = int(datetime(2009, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000
+EARLIEST_TRADE_US = to_us(datetime(2009, 1, 1, tzinfo=UTC))
 MAX_FUTURE_US = 5 * 60 * 1_000_000
 # Epoch milliseconds stay below 10**14 until the year 5138; epoch microseconds pass it in 1973.
 MICROSECONDS_FROM = 10**14
@@ -45,10 +45,6 @@ class Rejection:
     code: str
     reason: str
     source: str
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 def require(payload: dict[str, object], name: str) -> object:
@@ -144,10 +140,7 @@ def iso_us(value: object, name: str) -> int:
         raise InvalidTrade("wrong-type", f"{name} {text!r} is not an ISO 8601 time") from None
     if moment.tzinfo is None:
         raise InvalidTrade("wrong-type", f"{name} {text!r} has no time zone")
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // _ONE_US
-
-
-_ONE_US = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return to_us(moment)
 
 
 @functools.lru_cache(maxsize=4096)

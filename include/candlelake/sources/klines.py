@@ -32,16 +32,17 @@ import re
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+
+from candlelake.util import day_bounds, from_us
 
 # Binance's kline intervals. 1M (a calendar month) has no fixed length; nothing here needs one.
 INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M")
 _GLOB = re.compile(r"[*?\[]")
 # Epoch milliseconds stay below 10**14 until the year 5138; epoch microseconds pass it in 1973.
 MICROSECONDS_FROM = 10**14
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _REQUIRED = 6
 
 
@@ -79,8 +80,7 @@ class Kline:
 def epoch_time(value: object, name: str = "time") -> datetime:
     """An epoch time in milliseconds or microseconds (told apart by size) as an aware UTC datetime."""
     number = _integer(value, name)
-    micros = number if number >= MICROSECONDS_FROM else number * 1000
-    return _EPOCH + timedelta(microseconds=micros)
+    return from_us(number if number >= MICROSECONDS_FROM else number * 1000)
 
 
 def parse_kline(values: Sequence[object]) -> Kline:
@@ -107,12 +107,6 @@ def check_interval(interval: str) -> str:
     if interval not in INTERVALS:
         raise KlineError(f"{interval!r} is not a Binance kline interval; one of {', '.join(INTERVALS)}")
     return interval
-
-
-def day_bounds(day: date) -> tuple[datetime, datetime]:
-    """[start, end) of a UTC day."""
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return start, start + timedelta(days=1)
 
 
 # --- kline files (data.binance.vision) -------------------------------------------------------------

@@ -33,7 +33,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.frames import CLOSE_CODE_EXPLANATIONS, CloseCode
 
 from candlelake.sources.events import Disconnect, Emit, Reconnected
-from candlelake.sources.fields import now_us
+from candlelake.util import now_us
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,13 @@ where precision loss is allowed instead of returning numbers that are quietly wr
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     BooleanType,
+    DataType,
     DecimalType,
     LongType,
     StringType,
@@ -37,8 +38,9 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from candlelake import coverage
-from candlelake.util import interval_micros
+from candlelake import candle, coverage
+from candlelake.trade import TRADE_KEY, WIRE_FIELDS, WireKind
+from candlelake.util import interval_micros, to_us
 
 PRICE_TYPE = DecimalType(28, 10)
 QTY_TYPE = DecimalType(28, 10)
@@ -48,22 +50,18 @@ VWAP_TYPE = DecimalType(38, 20)
 
 PRECISION_LOSS_CONF = "spark.sql.decimalOperations.allowPrecisionLoss"
 
-# The Kafka record value as the producer writes it. Decimals stay strings here and are converted by
-# `parse_trades`, which checks them first: Spark's own string-to-decimal conversion rounds extra
-# fractional digits half-up and would silently change a value.
-KAFKA_VALUE_SCHEMA = StructType(
-    [
-        StructField("exchange", StringType()),
-        StructField("symbol", StringType()),
-        StructField("trade_id", LongType()),
-        StructField("price", StringType()),
-        StructField("qty", StringType()),
-        StructField("trade_time", LongType()),  # epoch microseconds, UTC
-        StructField("is_buyer_maker", BooleanType()),
-        StructField("ingest_time", LongType()),  # epoch microseconds, UTC
-        StructField("source", StringType()),
-    ]
-)
+# The Kafka record value as the producer writes it (candlelake.trade.WIRE_FIELDS). Decimals stay strings
+# here and are converted by `parse_trades`, which checks them first: Spark's own string-to-decimal
+# conversion rounds extra fractional digits half-up and would silently change a value.
+_WIRE_TYPES = {
+    "text": StringType(),
+    "integer": LongType(),
+    "decimal": StringType(),
+    "boolean": BooleanType(),
+    "epoch_us": LongType(),
+}
+KAFKA_VALUE_SCHEMA = StructType([StructField(name, _WIRE_TYPES[kind]) for name, kind in WIRE_FIELDS])
+assert PRICE_TYPE == QTY_TYPE, "parse_trades reads every wire decimal as one type"
 
 # A canonical trade, as `parse_trades` returns it and the lake stores it.
 TRADE_SCHEMA = StructType(
@@ -80,28 +78,24 @@ TRADE_SCHEMA = StructType(
     ]
 )
 
-# One candle per (exchange, symbol, open_time); column names match the PostgreSQL table `candles`.
-CANDLE_SCHEMA = StructType(
-    [
-        StructField("exchange", StringType(), False),
-        StructField("symbol", StringType(), False),
-        StructField("open_time", TimestampType(), False),
-        StructField("close_time", TimestampType(), False),
-        StructField("open", PRICE_TYPE, False),
-        StructField("high", PRICE_TYPE, False),
-        StructField("low", PRICE_TYPE, False),
-        StructField("close", PRICE_TYPE, False),
-        StructField("volume", VOLUME_TYPE, False),
-        StructField("quote_volume", QUOTE_TYPE, False),
-        StructField("trades", LongType(), False),
-        StructField("taker_buy_volume", VOLUME_TYPE, False),
-        StructField("taker_buy_quote_volume", QUOTE_TYPE, False),
-        # NULL in a quiet candle, as Binance's empty kline has no trade ids (and no vwap).
-        StructField("vwap", VWAP_TYPE, True),
-        StructField("first_trade_id", LongType(), True),
-        StructField("last_trade_id", LongType(), True),
-    ]
-)
+_CANDLE_TYPES: dict[str, DataType] = {
+    "exchange": StringType(),
+    "symbol": StringType(),
+    "open_time": TimestampType(),
+    "close_time": TimestampType(),
+    **dict.fromkeys(candle.PRICES, PRICE_TYPE),
+    "volume": VOLUME_TYPE,
+    "taker_buy_volume": VOLUME_TYPE,
+    **dict.fromkeys(candle.QUOTE_VOLUMES, QUOTE_TYPE),
+    "trades": LongType(),
+    "vwap": VWAP_TYPE,
+    **dict.fromkeys(candle.TRADE_IDS, LongType()),
+}
+# NULL in a quiet candle, as Binance's empty kline has no trade ids (and no vwap).
+_CANDLE_NULLABLE = ("vwap", *candle.TRADE_IDS)
+# One candle per (exchange, symbol, open_time); columns and their order are the PostgreSQL table
+# `candles`' (candlelake.candle.COLUMNS).
+CANDLE_SCHEMA = StructType([StructField(c, _CANDLE_TYPES[c], c in _CANDLE_NULLABLE) for c in candle.COLUMNS])
 CANDLE_COLUMNS: tuple[str, ...] = tuple(CANDLE_SCHEMA.fieldNames())
 
 # A recomputed (curated) candle: the candle and what coverage made of it, 'complete' or 'partial'
@@ -124,7 +118,6 @@ _GRID_SCHEMA = StructType(
 _DECIMAL_28_10 = r"^[0-9]{1,18}(\.[0-9]{0,10}0*)?$"
 
 _MICROS_PER_DAY = 86_400_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Kafka's own record metadata, kept next to each trade (when the input has it) so a row in the lake can
 # be traced back to the record it came from: (Kafka source column, our column).
@@ -151,17 +144,18 @@ def parse_trades(kafka_df: DataFrame) -> DataFrame:
     record = F.from_json(F.col("value").cast("string"), KAFKA_VALUE_SCHEMA).alias("r")
     metadata = [F.col(source).alias(name) for source, name in KAFKA_METADATA_COLUMNS if source in kafka_df.columns]
     return kafka_df.select(record, *metadata).select(
-        F.col("r.exchange").alias("exchange"),
-        F.col("r.symbol").alias("symbol"),
-        F.col("r.trade_id").alias("trade_id"),
-        _exact_decimal(F.col("r.price"), PRICE_TYPE).alias("price"),
-        _exact_decimal(F.col("r.qty"), QTY_TYPE).alias("qty"),
-        F.timestamp_micros(F.col("r.trade_time")).alias("trade_time"),
-        F.col("r.is_buyer_maker").alias("is_buyer_maker"),
-        F.timestamp_micros(F.col("r.ingest_time")).alias("ingest_time"),
-        F.col("r.source").alias("source"),
+        *[_from_wire(kind, F.col(f"r.{name}")).alias(name) for name, kind in WIRE_FIELDS],
         *[F.col(name) for source, name in KAFKA_METADATA_COLUMNS if source in kafka_df.columns],
     )
+
+
+def _from_wire(kind: WireKind, value: Column) -> Column:
+    """One wire field as TRADE_SCHEMA types it: decimals checked and exact, epoch microseconds as timestamps."""
+    if kind == "decimal":
+        return _exact_decimal(value, PRICE_TYPE)  # price and qty share DECIMAL(28,10)
+    if kind == "epoch_us":
+        return F.timestamp_micros(value)
+    return value
 
 
 def valid_trades(trades: DataFrame) -> DataFrame:
@@ -252,7 +246,6 @@ def candles(trades: DataFrame, interval: str = "1 minute") -> DataFrame:
     )
 
 
-TRADE_KEY: tuple[str, ...] = ("exchange", "symbol", "trade_id")
 MARKET_KEY: tuple[str, ...] = ("exchange", "symbol")
 
 
@@ -273,9 +266,7 @@ def dedupe_trades(trades: DataFrame) -> DataFrame:
 
 def _bucket_micros(moment: datetime, step: int) -> int:
     """Epoch microseconds of the start of the bucket holding `moment` (aware, or naive meaning UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    micros = (moment - _EPOCH) // timedelta(microseconds=1)
+    micros = to_us(moment)
     return micros - micros % step
 
 
@@ -348,7 +339,7 @@ def fill_empty_intervals(
         *keys,
         F.col("open_time"),
         F.timestamp_micros(F.unix_micros(F.col("open_time")) + F.lit(step - 1_000)).alias("close_time"),
-        *[F.col("_carried").alias(name) for name in ("open", "high", "low", "close")],
+        *[F.col("_carried").alias(name) for name in candle.PRICES],
         zero_volume.alias("volume"),
         zero_quote.alias("quote_volume"),
         F.lit(0).cast(LongType()).alias("trades"),
