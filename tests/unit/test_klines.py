@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from candlelake.nightly.kline_sources import FileKlines, Klines, RestKlines, answers, kline_source
 from candlelake.candle import Candle
+from candlelake.nightly.kline_sources import FileKlines, Klines, RestKlines, answers, kline_source
 from candlelake.nightly.reconcile import (
     MAX_EXAMPLES,
     ReconcileFailed,

@@ -1,6 +1,6 @@
 """The package's layout as a rule: stages import only from stages below them, and no module loops.
 
-Layers, lowest first (docs/architecture.md, "Layout"): the shared vocabulary, then each stage in the
+Layers, lowest first (docs/layout.md): the shared vocabulary, then each stage in the
 order data flows through it, then what runs and starts them. A module may import from its own layer
 and any lower one, at the top of the file or inside a function alike; imports under TYPE_CHECKING are
 type hints only and do not count.

@@ -1,1 +1,1 @@
-"""Installing, starting, stopping and checking the platform's parts on this machine (no Docker)."""
+"""Installing, starting, stopping, checking and supervising the platform's parts on this machine (no Docker)."""

@@ -98,14 +98,7 @@ def validate_day(
         exchange=exchange,
         trade_date=day,
         run_id=run_id,
-        trades=suite_outcome(
-            suites.TRADES_SUITE,
-            trades_checked.result,
-            prepared.distinct_rows,
-            None,
-            trades_checked.docs,
-            trades_checked.seconds,
-        ),
+        trades=_trades_outcome(trades_checked, prepared),
         candles=_candles_outcome(candles_checked, prepared, stage, staging.stage_dir(settings.lake_dir, exchange, day)),
         docs_index=str(docs_index(reports)),
         trades_read=prepared.trades_read,
@@ -198,6 +191,13 @@ def _run_suites(
         docs_seconds = time.monotonic() - built
     checked = [_Checked(result, page, seconds) for (result, _, seconds), page in zip(runs, pages, strict=True)]
     return checked[0], (checked[1] if len(checked) > 1 else None), docs_seconds
+
+
+def _trades_outcome(checked: _Checked, prepared: _Prepared) -> SuiteOutcome:
+    """The trades suite's outcome, on the distinct trades (no stage, so no fingerprint)."""
+    return suite_outcome(
+        suites.TRADES_SUITE, checked.result, prepared.distinct_rows, None, checked.docs, checked.seconds
+    )
 
 
 def _candles_outcome(
