@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from candlelake import coverage
 from candlelake.config import load_settings
 from candlelake.lake import catalog
+from candlelake.util import to_us
 
 ROOT = Path(__file__).resolve().parents[1]
 TRADES_PER_FILE = 10_000  # a 10 s lake batch at 1,000 trades/s
@@ -100,7 +101,7 @@ def measure(n: int) -> dict[str, Any]:
         day, files = write_bronze(lake, exchange, n)
         # The simulator saw the whole day: each market covered, as its producer records it.
         gen = _generator()
-        seen = (coverage.to_us(gen.DAY_START), coverage.to_us(gen.DAY_START + timedelta(days=1)))
+        seen = (to_us(gen.DAY_START), to_us(gen.DAY_START + timedelta(days=1)))
         coverage.record_dsn(
             settings.pg_dsn(), [coverage.Interval(exchange, s, "simulator", "simulator", *seen) for s in gen.SYMBOLS]
         )

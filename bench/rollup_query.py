@@ -36,6 +36,7 @@ from candlelake import coverage
 from candlelake.config import load_settings
 from candlelake.serve.rollups import Bucket, fetch_rollup, parse_bucket
 from candlelake.stream.postgres_candles import TEMPLATE, UPSERT_SQL, upsert_candles
+from candlelake.util import to_us
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOL = "BENCHUSDT"
@@ -98,10 +99,7 @@ def year_of_coverage(exchange: str) -> list[coverage.Interval]:
             sessions.append((noon + timedelta(seconds=30), end))
         else:
             sessions.append((start, end))
-    return [
-        coverage.Interval(exchange, SYMBOL, "bench-live", "live", coverage.to_us(a), coverage.to_us(b))
-        for a, b in sessions
-    ]
+    return [coverage.Interval(exchange, SYMBOL, "bench-live", "live", to_us(a), to_us(b)) for a, b in sessions]
 
 
 def percentiles(samples_s: list[float]) -> dict[str, float]:

@@ -37,13 +37,14 @@ from candlelake.nightly import staging
 from candlelake.spark import job_args
 from candlelake.spark.session import build_session
 from candlelake.stream.postgres_candles import upsert_candles_df
+from candlelake.util import utc
 
 log = logging.getLogger("candlelake.nightly.recompute")
 
 
 def _utc_time(text: str) -> datetime:
     try:
-        return batch.utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+        return utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not an ISO date-time: {text!r}") from exc
 

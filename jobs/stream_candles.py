@@ -47,6 +47,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from candlelake.config import Settings, load_settings
 from candlelake.spark import transforms
+from candlelake.spark.session import build_session
 from candlelake.stream import guard as stream_guard
 from candlelake.stream import parquet_lake
 from candlelake.stream.postgres_candles import upsert_candles_df
@@ -56,10 +57,11 @@ from candlelake.stream.progress import (
     ProgressPoller,
     ProgressRecorder,
 )
+from candlelake.trade import TRADE_KEY
+from candlelake.util import first_line
 
 log = logging.getLogger("candlelake.stream")
 
-TRADE_KEY = ["exchange", "symbol", "trade_id"]
 LAKE_PARTITIONS = ["exchange", "trade_date"]
 # Copies within a minute of the first (twice this, Spark's dropDuplicatesWithinWatermark) are dropped: a
 # producer's reconnect resending. Older ones are left to the readers' dedupe: every batch scans this state.
@@ -74,45 +76,38 @@ LAKE_TRIGGER = "10 seconds"
 PROGRESS_POLL_S = 0.5
 
 
-def build_session(settings: Settings) -> SparkSession:
-    """The SparkSession with what correctness needs (exact decimals, UTC) and a small footprint."""
-    return (
-        SparkSession.builder.appName("candlelake-stream")
-        # Exact decimal products: see candlelake.spark.transforms for why `true` would round quote volumes.
-        .config(transforms.PRECISION_LOSS_CONF, "false")
-        .config("spark.sql.session.timeZone", "UTC")
+def stream_conf(settings: Settings) -> dict[str, str]:
+    """The stream's Spark settings on top of the shared session's exact decimals and UTC (build_session)."""
+    return {
         # Tasks per stateful stage. One each on two cores: the candles query and the lake query then
         # run side by side, and a 1,000 trades/s micro-batch took 0.54 s instead of 0.68 s with two.
         # Fixed at a checkpoint's first run (Spark restores it from the checkpoint afterwards).
-        .config("spark.sql.shuffle.partitions", str(settings.stream_partitions))
+        "spark.sql.shuffle.partitions": str(settings.stream_partitions),
         # Without Hadoop's native library, its local file system forks `chmod` and `readlink` for every
         # file it creates or renames; with Spark's default FileContext checkpoint manager that cost
         # 50-200 ms per checkpoint file and state-store commit (three or more per micro-batch). The
         # FileSystem-based manager renames with java.io (atomic on a local or POSIX file system), and the
         # raw local file system skips the .crc side files (each one another fork). Together they took a
         # micro-batch at 1,000 trades/s from 1.3 s to 0.7 s.
-        .config(
-            "spark.sql.streaming.checkpointFileManagerClass",
-            "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager",
-        )
-        .config("spark.hadoop.fs.file.impl", "org.apache.hadoop.fs.RawLocalFileSystem")
+        "spark.sql.streaming.checkpointFileManagerClass": (
+            "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
+        ),
+        "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
         # With it on, Spark prunes `from_json` to one field per column for the validity filter and parses
         # each Kafka record eight times: 21 us a record instead of 9 (parse + validate, one core).
-        .config("spark.sql.optimizer.enableJsonExpressionOptimization", "false")
-        .config("spark.ui.port", str(settings.spark_ui_port))
+        "spark.sql.optimizer.enableJsonExpressionOptimization": "false",
+        "spark.ui.port": str(settings.spark_ui_port),
         # State on local disk (RocksDB) instead of the JVM heap, so a burst of trade ids cannot run the
         # driver out of memory; each batch checkpoints only its changes (changelog).
-        .config(
-            "spark.sql.streaming.stateStore.providerClass",
-            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
-        )
-        .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
+        "spark.sql.streaming.stateStore.providerClass": (
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+        ),
+        "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
         # Counting the state's rows costs a read before every write; the dedupe state does one lookup and
         # one write per trade, so the count would be a third RocksDB call per trade. The count only feeds
         # the progress metric numRowsTotal, which then reads 0.
-        .config("spark.sql.streaming.stateStore.rocksdb.trackTotalNumberOfRows", "false")
-        .getOrCreate()
-    )
+        "spark.sql.streaming.stateStore.rocksdb.trackTotalNumberOfRows": "false",
+    }
 
 
 def candles_session(spark: SparkSession, settings: Settings) -> SparkSession:
@@ -162,7 +157,7 @@ def start_lake_query(trades: DataFrame, settings: Settings) -> StreamingQuery:
         # The batch's own time as the dedupe clock: it only moves forward, so no row is ever late.
         .withColumn("_seen_at", F.current_timestamp())
         .withWatermark("_seen_at", LAKE_DEDUPE_WINDOW)
-        .dropDuplicatesWithinWatermark(TRADE_KEY)
+        .dropDuplicatesWithinWatermark(list(TRADE_KEY))
         .drop("_seen_at")
     )
     table = settings.lake_dir / "trades"
@@ -228,7 +223,7 @@ def main() -> int:
     except stream_guard.CheckpointMismatch as exc:
         log.error("refusing to start: %s", exc)
         return 2
-    spark = build_session(settings)
+    spark = build_session(settings, "candlelake-stream", stream_conf(settings), batch=False)
     spark.sparkContext.setLogLevel("WARN")
     candles_spark = candles_session(spark, settings)
     recorder = ProgressRecorder(settings.pg_dsn())
@@ -263,13 +258,13 @@ def main() -> int:
                 # Nothing but a signal should end a query; one that ended by itself is a failure.
                 for query in ended:
                     error = query.exception()
-                    reason = str(error).strip().splitlines()[0] if error and str(error).strip() else "no error given"
+                    reason = first_line(error) if error and str(error).strip() else "no error given"
                     log.error("query %s ended on its own (%s); stopping", query.name, reason)
                 failed = True
                 break
         poller.poll(queries)  # the batches that finished since the last poll
     except Exception as exc:
-        log.error("the streaming job failed: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+        log.error("the streaming job failed: %s", first_line(exc))
         failed = True
     finally:
         for query in queries:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from candlelake.config import PRODUCER_SOURCES, ConfigError, Settings, load_settings
 from candlelake.exchanges import EXCHANGE_NAMES
+from candlelake.util import first_line
 
 if TYPE_CHECKING:
     from candlelake.platform.base import Component, Status
@@ -274,7 +275,7 @@ def _explain(exc: Exception) -> str:
             settings = load_settings()
             return (
                 f"PostgreSQL is not reachable at {settings.host}:{settings.pg_port} "
-                f"({str(exc).strip().splitlines()[0]}); start it with `candlelake up`"
+                f"({first_line(exc)}); start it with `candlelake up`"
             )
     except ImportError:
         pass

@@ -25,25 +25,18 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
+# Epoch microseconds live in candlelake.util; runs/range_backfill.py and runs/replay.py still call
+# coverage.to_us, so the name stays importable from here until they import candlelake.util.
+from candlelake.util import to_us
+
 Span = tuple[int, int]  # [start_us, end_us)
 State = Literal["complete", "partial"]
 COMPLETE: State = "complete"
 PARTIAL: State = "partial"
 KINDS = ("live", "replay", "backfill", "simulator")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # data.binance.vision names: BTCUSDT-aggTrades-2025-01-01.zip (a day), BTCUSDT-trades-2025-01.zip (a month).
 _DUMP_NAME = re.compile(r"^[A-Za-z0-9]+-(?:aggTrades|trades)-(\d{4})-(\d{2})(?:-(\d{2}))?(?:\.|$)", re.IGNORECASE)
-
-
-def to_us(moment: datetime) -> int:
-    """Epoch microseconds of an aware datetime (a naive one is taken as UTC)."""
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
 
 
 # --- pure interval logic ----------------------------------------------------------------------------

@@ -47,6 +47,21 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def one_line(exc: BaseException, limit: int | None = 300, *, typed: bool = False) -> str:
+    """An exception's whole text on one line (every run of whitespace, line breaks too, one space), at most
+    `limit` characters, `typed` with its type's name in front; its type's name alone when it has no text.
+
+    Where `first_line` would drop what a multi-line message says after its first line (a status check,
+    a warning that names the cause and the remedy on two lines).
+    """
+    text = " ".join(str(exc).split())
+    if not text:
+        return type(exc).__name__
+    if typed:
+        text = f"{type(exc).__name__}: {text}"
+    return text if limit is None else text[:limit]
+
+
 _UNIT_MICROS = {
     "millisecond": 1_000,
     "second": 1_000_000,

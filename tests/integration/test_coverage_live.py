@@ -33,12 +33,13 @@ from candlelake.sources.events import Disconnect, Reconnected
 from candlelake.spark import transforms as T
 from candlelake.stream import parquet_lake
 from candlelake.trade import Trade
+from candlelake.util import from_us, to_us
 from tests.support.spark import local_session
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-T0_US = coverage.to_us(T0)
+T0_US = to_us(T0)
 SECOND = 1_000_000
 MINUTE = 60 * SECOND
 LOST, FOUND = T0_US + 3 * MINUTE + 10 * SECOND, T0_US + 6 * MINUTE + 10 * SECOND  # 12:03:10 .. 12:06:10
@@ -112,8 +113,8 @@ def test_three_disconnected_minutes_are_no_quiet_candles(settings: Settings, exc
     conn.close()
 
     rows = [
-        (t.exchange, t.symbol, t.trade_id, t.price, t.qty, coverage.from_us(t.trade_time_us), t.is_buyer_maker,
-         coverage.from_us(t.ingest_time_us), t.source)
+        (t.exchange, t.symbol, t.trade_id, t.price, t.qty, from_us(t.trade_time_us), t.is_buyer_maker,
+         from_us(t.ingest_time_us), t.source)
         for t in trades
     ]  # fmt: skip
     end = T0 + timedelta(minutes=10)

@@ -31,6 +31,7 @@ from streamlit.testing.v1 import AppTest
 from candlelake import coverage
 from candlelake.config import PROJECT_ROOT, Settings
 from candlelake.serve import rollups
+from candlelake.util import from_us, to_us
 from tests.support.dashboard_seed import LONG_SYMBOL, RECENT_SYMBOL, SYMBOL, Seed, klines, seed
 
 # The app adds the project root itself under `streamlit run`; this process imports `dashboard` directly.
@@ -473,21 +474,19 @@ def _candle(exchange: str, symbol: str, open_time: datetime, state: str, stored:
 
 def _merged(spans: list[tuple[str, str, datetime, datetime]], start: datetime, end: datetime) -> list[coverage.Span]:
     """The union of the seeded coverage rows inside [start, end), in microseconds: the truth the page must show."""
-    return coverage.merge(
-        (coverage.to_us(max(a, start)), coverage.to_us(min(b, end))) for _, _, a, b in spans if b > start and a < end
-    )
+    return coverage.merge((to_us(max(a, start)), to_us(min(b, end))) for _, _, a, b in spans if b > start and a < end)
 
 
 def _gaps_in(merged: list[coverage.Span], start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
     """The parts of [start, end) that `merged` does not hold."""
-    out, at = [], coverage.to_us(start)
+    out, at = [], to_us(start)
     for a, b in merged:
         if a > at:
             out.append((at, a))
         at = max(at, b)
-    if at < coverage.to_us(end):
-        out.append((at, coverage.to_us(end)))
-    return [(coverage.from_us(a), coverage.from_us(b)) for a, b in out]
+    if at < to_us(end):
+        out.append((at, to_us(end)))
+    return [(from_us(a), from_us(b)) for a, b in out]
 
 
 @pytest.fixture(scope="module")
@@ -506,7 +505,7 @@ def covered(services: Settings) -> Iterator[SimpleNamespace]:
     hour_candles = []
     for i in range(60):
         t = HOUR + i * MINUTE
-        state = coverage.state_of(hour_merged, coverage.to_us(t), 60_000_000)
+        state = coverage.state_of(hour_merged, to_us(t), 60_000_000)
         hour_candles.append(_candle(exchange, COVERED_SYMBOL, t, "curated", state, i))
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=2)
     before = day - timedelta(days=1)
@@ -593,7 +592,7 @@ def test_partial_candles_are_drawn_in_their_own_trace_and_named_in_the_tiles(cov
     partial = [
         c["open_time"]
         for c in covered.hour_candles
-        if coverage.state_of(covered.hour_merged, coverage.to_us(c["open_time"]), 60_000_000) == coverage.PARTIAL
+        if coverage.state_of(covered.hour_merged, to_us(c["open_time"]), 60_000_000) == coverage.PARTIAL
     ]
     complete = [c["open_time"] for c in covered.hour_candles if c["open_time"] not in partial]
     naive = lambda times: [pd.Timestamp(t).tz_localize(None) for t in times]  # noqa: E731
@@ -622,9 +621,7 @@ def test_quality_page_coverage_per_market_and_day(covered: SimpleNamespace) -> N
         spans = [s for s in covered.daily if s[3] > start and s[2] < end]
         candles = [c for c in covered.daily_candles if start <= c["open_time"] < end]
         # Partial as the Markets page draws it: judged against the coverage; and as the nightly batch stored it.
-        partial = [
-            c for c in candles if coverage.state_of(merged, coverage.to_us(c["open_time"]), 60_000_000) == "partial"
-        ]
+        partial = [c for c in candles if coverage.state_of(merged, to_us(c["open_time"]), 60_000_000) == "partial"]
         stored = [c for c in candles if c["coverage"] == "partial"]
         row = got[start.date()]
         assert row.covered_hours == pytest.approx(round(seconds / 3600, 2))

@@ -39,6 +39,7 @@ from candlelake.nightly.quality.outcomes import DayOutcome
 from candlelake.nightly.quality.validate import validate_day
 from candlelake.spark import transforms as T
 from candlelake.stream import parquet_lake
+from candlelake.util import to_us
 from tests.support.spark import local_session
 
 pytestmark = pytest.mark.integration
@@ -72,7 +73,7 @@ def spark(settings: Settings) -> Iterator[Any]:
 def exchange(settings: Settings) -> Iterator[str]:
     """A market pair seen the whole day (a live feed connected throughout): every minute is covered."""
     name = f"qtest{uuid.uuid4().hex[:8]}"
-    day = (coverage.to_us(START), coverage.to_us(START + timedelta(days=1)))
+    day = (to_us(START), to_us(START + timedelta(days=1)))
     seen = [coverage.Interval(name, s, "test", "live", *day) for s in ("BTCUSDT", "ETHUSDT")]
     coverage.record_dsn(settings.pg_dsn(), seen)
     yield name

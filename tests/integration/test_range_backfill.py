@@ -17,9 +17,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from candlelake import coverage
 from candlelake.config import ConfigError, Settings
 from candlelake.runs.range_backfill import parse_request, run_request
+from candlelake.util import to_us
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ def day_file(tmp_path: Path, services: Settings) -> Iterator[tuple[Path, list[di
     """The recording's 2019-10-11 aggTrades as the exchange's day file, ten of them left out."""
     with gzip.open(TRADES, "rt") as f:
         day = [r["info"] for r in json.load(f) if r["datetime"].startswith("2019-10-11")]
-    inside = [i for i, r in enumerate(day) if coverage.to_us(START) <= r["T"] * 1000 < coverage.to_us(END)]
+    inside = [i for i, r in enumerate(day) if to_us(START) <= r["T"] * 1000 < to_us(END)]
     left_out = set(inside[REMOVED : REMOVED + 10])
     path = tmp_path / NAME
     with path.open("w", newline="") as out:
@@ -55,7 +55,7 @@ def test_a_day_file_covers_the_forms_range_less_where_its_ids_skip(services: Set
     said: list[str] = []
     outcome = run_request(services, request, said.append)
 
-    inside = [r for r in kept if coverage.to_us(START) <= r["T"] * 1000 < coverage.to_us(END)]
+    inside = [r for r in kept if to_us(START) <= r["T"] * 1000 < to_us(END)]
     assert (outcome.sent, outcome.outside, outcome.errors) == (len(inside), len(kept) - len(inside), [])
     assert sorted(d.isoformat() for d in outcome.days) == ["2019-10-11"] and outcome.offsets
     # Covered: 06:00 to 18:00, but not from the trade before the ten left out to the one after them.
@@ -67,8 +67,8 @@ def test_a_day_file_covers_the_forms_range_less_where_its_ids_skip(services: Set
             (f"replay:{NAME}",),
         )
         assert cur.fetchall() == [
-            ("replay", coverage.to_us(START), before["T"] * 1000),
-            ("replay", after["T"] * 1000 + 1, coverage.to_us(END)),
+            ("replay", to_us(START), before["T"] * 1000),
+            ("replay", after["T"] * 1000 + 1, to_us(END)),
         ]
     conn.close()
 

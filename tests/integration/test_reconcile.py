@@ -32,7 +32,7 @@ import psycopg2
 import pytest
 
 from candlelake.config import Settings
-from candlelake.coverage import Interval, to_us
+from candlelake.coverage import Interval
 from candlelake.coverage import record as record_coverage
 from candlelake.nightly.reconcile import (
     ReconcileError,
@@ -45,6 +45,7 @@ from candlelake.nightly.reconcile import (
 )
 from candlelake.stream.postgres_candles import upsert_candles
 from candlelake.trade import Trade
+from candlelake.util import to_us
 from tests.fakes.binance_rest import FakeBinanceRest, klines_from_csv
 from tests.support.reference_candles import reference_candles
 

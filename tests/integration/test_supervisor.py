@@ -30,7 +30,7 @@ from psycopg2 import sql
 from candlelake.config import Settings, load_settings
 from candlelake.platform import runtime
 from candlelake.platform.airflow import spark_connection
-from candlelake.platform.kafka import KafkaComponent, admin_client
+from candlelake.platform.kafka import KafkaComponent, admin_client, topic_end_offsets
 from candlelake.platform.postgres import PostgresComponent, schema_sql
 from candlelake.platform.producer import ProducerComponent
 from candlelake.platform.stream import StreamComponent
@@ -47,7 +47,7 @@ from candlelake.platform.stream_control import (
     stop_stream,
     wait_healthy,
 )
-from candlelake.platform.supervisor import Check, observe_stream, supervise, topic_end_offsets
+from candlelake.platform.supervisor import Check, observe_stream, supervise
 from candlelake.stream.progress import STREAM_QUERIES
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -264,7 +264,7 @@ def test_a_killed_streaming_job_is_restarted_through_the_hook_built_spark_submit
     assert (caught_up.state, caught_up.action) == ("healthy", "none"), caught_up.detail
     assert all(q["report_age_s"] < 30 and q["processing_rate"] > 0 for q in caught_up.metrics["queries"].values())
     # ... against the topic's real end (read independently), and a known distance is measured exactly.
-    ends = topic_end_offsets(settings, settings.trades_topic)
+    ends = topic_end_offsets(settings.kafka_bootstrap, settings.trades_topic)
     assert ends == independent_end_offsets(settings) and sum(ends.values()) > 0
     with control_lock(settings) as conn:
         observed = observe_stream(settings, conn, topic_end={p: o + 7 for p, o in ends.items()})

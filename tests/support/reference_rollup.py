@@ -106,7 +106,9 @@ def reference_rollup(
         if not group:
             if _carries(covered, previous_base, base_us, start + size_us):
                 p = previous_close
-                out.append(RefBucket(open_time, p, p, p, p, zero, zero, 0, zero, zero, exchange=exchange, symbol=symbol))
+                out.append(
+                    RefBucket(open_time, p, p, p, p, zero, zero, 0, zero, zero, exchange=exchange, symbol=symbol)
+                )
             continue
         buys = [t for t in group if not t.is_buyer_maker]
         out.append(

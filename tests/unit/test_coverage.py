@@ -18,13 +18,14 @@ from hypothesis import strategies as st
 from candlelake import coverage
 from candlelake.coverage import Interval, LiveSessions
 from candlelake.spark import transforms as T
+from candlelake.util import to_us
 from tests.unit.test_batch import collect, trade, trades_df
 
 pytestmark = pytest.mark.unit
 
 MIN = 60_000_000
 BASE = datetime(2026, 11, 20, 23, 50, tzinfo=UTC)
-BASE_US = coverage.to_us(BASE)
+BASE_US = to_us(BASE)
 WINDOW = 12  # minutes the property looks at
 
 
@@ -61,11 +62,11 @@ def test_a_candle_both_stretches_reach_into_does_not_carry() -> None:
 
 def test_dump_span_reads_the_day_or_month_a_binance_file_name_holds() -> None:
     day = coverage.dump_span("BTCUSDT-aggTrades-2025-01-31.zip")
-    assert day == (coverage.to_us(datetime(2025, 1, 31, tzinfo=UTC)), coverage.to_us(datetime(2025, 2, 1, tzinfo=UTC)))
+    assert day == (to_us(datetime(2025, 1, 31, tzinfo=UTC)), to_us(datetime(2025, 2, 1, tzinfo=UTC)))
     month = coverage.dump_span("XRPETH-trades-2019-12.csv")
     assert month == (
-        coverage.to_us(datetime(2019, 12, 1, tzinfo=UTC)),
-        coverage.to_us(datetime(2020, 1, 1, tzinfo=UTC)),
+        to_us(datetime(2019, 12, 1, tzinfo=UTC)),
+        to_us(datetime(2020, 1, 1, tzinfo=UTC)),
     )
     assert coverage.dump_span("capture-2025-01-31.jsonl") is None
     assert coverage.dump_span("BTCUSDT-1m-2025-01-31.zip") is None  # klines hold no trades
@@ -134,7 +135,7 @@ def test_a_candle_is_complete_exactly_when_covered_and_quiet_only_inside_coverag
 
     traded = {t.trade_time_us - t.trade_time_us % MIN for t in trades}
     for (_, _, open_time), candle in got.items():
-        open_us = coverage.to_us(open_time)
+        open_us = to_us(open_time)
         covered = any(a <= open_us and open_us + MIN <= b for a, b in merged)
         assert candle["coverage"] == ("complete" if covered else "partial"), (open_time, merged)
         if candle["trades"] == 0:
@@ -145,7 +146,7 @@ def test_a_candle_is_complete_exactly_when_covered_and_quiet_only_inside_coverag
             stretch = coverage.covering(merged, open_us, open_us + MIN)
             assert stretch is not None and before[-1].trade_time_us >= stretch[0] - stretch[0] % MIN
     # Every minute with trades has its candle; no candle where there is neither a trade nor coverage.
-    opens = {coverage.to_us(t) for (_, _, t) in got}
+    opens = {to_us(t) for (_, _, t) in got}
     assert traded <= opens
     for open_us in opens - traded:
         assert coverage.covering(merged, open_us, open_us + MIN) is not None

@@ -29,6 +29,7 @@ from typing import Any
 
 from candlelake.config import Settings
 from candlelake.sources.fields import Rejection
+from candlelake.util import first_line
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +213,7 @@ class DeadLetterSink:
         try:
             return self.counts.flush(conn_or_dsn)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            log.warning("could not record the dead-letter counts (kept for the next flush): %s", first)
+            log.warning("could not record the dead-letter counts (kept for the next flush): %s", first_line(exc))
             return 0
 
     def close(self) -> None:

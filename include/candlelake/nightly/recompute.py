@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -31,17 +31,11 @@ from pyspark.sql import functions as F
 from candlelake import coverage
 from candlelake.lake import catalog
 from candlelake.spark import transforms
+from candlelake.util import from_us, interval_micros, to_us, utc
 
 TRADES_TABLE = "trades"
 LAKE_PARTITIONS = ("exchange", "trade_date")
 DEFAULT_LOOKBACK = timedelta(days=1)
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def utc(moment: datetime) -> datetime:
-    """An aware UTC datetime; a naive one is taken to mean UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def settled_end(day_end: datetime, now: datetime, watermark_delay: str, interval: str) -> datetime:
@@ -52,10 +46,9 @@ def settled_end(day_end: datetime, now: datetime, watermark_delay: str, interval
     can still get on-time trades must stay live: recomputing it, or filling the rest of the day with
     empty candles, would freeze it.
     """
-    step = transforms.interval_micros(interval)
-    behind = utc(now) - timedelta(microseconds=transforms.interval_micros(watermark_delay))
-    micros = (behind - _EPOCH) // timedelta(microseconds=1) // step * step
-    return min(utc(day_end), _EPOCH + timedelta(microseconds=micros))
+    step = interval_micros(interval)
+    behind = to_us(now) - interval_micros(watermark_delay)
+    return min(utc(day_end), from_us(behind // step * step))
 
 
 def _dates(start: datetime, end: datetime) -> list[date]:

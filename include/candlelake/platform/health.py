@@ -18,6 +18,7 @@ import psycopg2
 
 from candlelake.config import Settings
 from candlelake.stream.progress import STREAM_QUERIES
+from candlelake.util import one_line
 
 CONNECT_TIMEOUT_S = 3
 KAFKA_TIMEOUT_MS = 5_000
@@ -59,7 +60,7 @@ def check_postgres(settings: Settings) -> CheckResult:
         finally:
             conn.close()
     except Exception as exc:  # a check reports, it never raises
-        return CheckResult("postgres", False, f"cannot query {_where(settings)}: {_one_line(exc)}")
+        return CheckResult("postgres", False, f"cannot query {_where(settings)}: {one_line(exc)}")
     version = row[0] if row else "?"
     return CheckResult("postgres", True, f"PostgreSQL {version} answers at {_where(settings)}")
 
@@ -83,7 +84,7 @@ def check_kafka(settings: Settings) -> CheckResult:
                 )
             described = admin.describe_topics([topic])
     except Exception as exc:  # a check reports, it never raises
-        return CheckResult("kafka", False, f"broker {settings.kafka_bootstrap} does not answer: {_one_line(exc)}")
+        return CheckResult("kafka", False, f"broker {settings.kafka_bootstrap} does not answer: {one_line(exc)}")
     partitions = len((described[0] if described else {}).get("partitions") or [])
     return CheckResult(
         "kafka", True, f"broker {settings.kafka_bootstrap} answers; topic {topic!r} has {partitions} partition(s)"
@@ -104,7 +105,7 @@ def check_producer(settings: Settings, max_age_s: float) -> CheckResult:
         finally:
             conn.close()
     except Exception as exc:  # a check reports, it never raises
-        return CheckResult("producer", False, f"cannot read producer_health: {_one_line(exc)}")
+        return CheckResult("producer", False, f"cannot read producer_health: {one_line(exc)}")
     if row is None:
         return CheckResult("producer", False, "no producer has ever reported (producer_health is empty)")
     producer, source, produced, age = row[0], row[1], row[2], float(row[3])
@@ -138,7 +139,7 @@ def check_stream(settings: Settings, max_age_s: float, queries: Sequence[str] = 
         finally:
             conn.close()
     except Exception as exc:  # a check reports, it never raises
-        return CheckResult("stream", False, f"cannot read stream_progress: {_one_line(exc)}")
+        return CheckResult("stream", False, f"cannot read stream_progress: {one_line(exc)}")
     stale = {q: ages.get(q) for q in queries if ages.get(q) is None or ages[q] > max_age_s}
     if stale:
         parts = ", ".join(f"{q} ({'never' if a is None else f'{a:.0f}s ago'})" for q, a in stale.items())
@@ -180,8 +181,3 @@ def _listening(server: str) -> bool:
         return port_open(host.strip("[]") or "localhost", int(port), timeout=1.0)
     except (ValueError, OSError):
         return True  # unparsable: let the client try and report its own error
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:300]

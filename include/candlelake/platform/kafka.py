@@ -135,6 +135,32 @@ def admin_client(bootstrap: str, timeout_ms: int, client_id: str = "candlelake-p
             admin.close()
 
 
+class TopicNotFound(LookupError):
+    """The broker lists no partitions for the topic: it does not exist (topics are never auto-created)."""
+
+
+def topic_end_offsets(
+    bootstrap: str, topic: str, timeout_ms: int = 5_000, client_id: str = "candlelake-platform"
+) -> dict[int, int]:
+    """The topic's end offset (the next record's offset) per partition, from the broker at `bootstrap`.
+
+    Raises `TopicNotFound` when the topic has no partitions, and kafka-python's errors when the broker
+    does not answer within `timeout_ms`.
+    """
+    from kafka import TopicPartition
+    from kafka.admin import OffsetSpec
+
+    with admin_client(bootstrap, timeout_ms, client_id) as admin:
+        described = admin.describe_topics([topic])
+        partitions = [int(p["partition_index"]) for p in (described[0] if described else {}).get("partitions") or []]
+        if not partitions:
+            raise TopicNotFound(f"topic {topic!r} has no partitions (does it exist?)")
+        found = admin.list_partition_offsets(
+            {TopicPartition(topic, p): OffsetSpec.LATEST for p in partitions}, timeout_ms=timeout_ms
+        )
+    return {tp.partition: int(value.offset) for tp, value in found.items()}
+
+
 class KafkaComponent(Component):
     """A single-node Kafka (KRaft, combined broker and controller) owned by this project."""
 

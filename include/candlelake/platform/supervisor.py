@@ -39,6 +39,7 @@ from psycopg2.extras import Json
 
 from candlelake.config import Settings
 from candlelake.platform import runtime
+from candlelake.platform.kafka import topic_end_offsets
 from candlelake.platform.producer import ProducerComponent
 from candlelake.platform.stream import SPARK_CONN_ID, StreamComponent
 from candlelake.platform.stream_control import (
@@ -53,6 +54,7 @@ from candlelake.platform.stream_control import (
     wait_healthy,
 )
 from candlelake.stream.progress import STREAM_QUERIES, fresh_queries
+from candlelake.util import one_line
 
 log = logging.getLogger(__name__)
 
@@ -334,9 +336,11 @@ def observe_stream(
     lag_error = None
     if topic_end is None:
         try:
-            topic_end = topic_end_offsets(settings, settings.trades_topic)
+            topic_end = topic_end_offsets(
+                settings.kafka_bootstrap, settings.trades_topic, KAFKA_TIMEOUT_MS, "candlelake-supervisor"
+            )
         except Exception as exc:  # an observation reports, it never raises
-            lag_error = f"cannot read the end offsets of topic {settings.trades_topic!r}: {_one_line(exc)}"
+            lag_error = f"cannot read the end offsets of topic {settings.trades_topic!r}: {one_line(exc)}"
     observed = []
     for name in queries:
         rows = recent.get(name, [])
@@ -363,24 +367,6 @@ def _topic_offsets(end_offsets: Any, topic: str) -> dict[str, int] | None:
     data = json.loads(end_offsets) if isinstance(end_offsets, str) else end_offsets
     found = data.get(topic) if isinstance(data, Mapping) else None
     return {str(p): int(o) for p, o in found.items()} if isinstance(found, Mapping) else None
-
-
-def topic_end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    """The topic's end offset (the next record's offset) per partition, from the broker."""
-    from kafka import TopicPartition
-    from kafka.admin import OffsetSpec
-
-    from candlelake.platform.kafka import admin_client
-
-    with admin_client(settings.kafka_bootstrap, KAFKA_TIMEOUT_MS, "candlelake-supervisor") as admin:
-        described = admin.describe_topics([topic])
-        partitions = [int(p["partition_index"]) for p in (described[0] if described else {}).get("partitions") or []]
-        if not partitions:
-            raise StreamControlError(f"topic {topic!r} has no partitions (does it exist?)")
-        found = admin.list_partition_offsets(
-            {TopicPartition(topic, p): OffsetSpec.LATEST for p in partitions}, timeout_ms=KAFKA_TIMEOUT_MS
-        )
-    return {tp.partition: int(value.offset) for tp, value in found.items()}
 
 
 # --- act and record --------------------------------------------------------------------------------
@@ -414,7 +400,7 @@ def restart(
     except (runtime.ComponentError, StreamControlError) as exc:
         info["seconds"] = round(time.monotonic() - began, 1)
         info["reason"] = str(exc)
-        return RESTART_FAILED, f"{decision.detail}; restart failed: {_one_line(exc)}", info
+        return RESTART_FAILED, f"{decision.detail}; restart failed: {one_line(exc)}", info
     info["new_pid"] = pid
     failure = wait_healthy(component, pid, timeout)
     info["seconds"] = round(time.monotonic() - began, 1)
@@ -487,7 +473,3 @@ def supervise(
 def summarize(checks: Sequence[Check]) -> str:
     """One line for the task log: each part's state and what was done."""
     return "; ".join(f"{c.component} {c.state}" + ("" if c.action == NONE else f" ({c.action})") for c in checks)
-
-
-def _one_line(exc: BaseException) -> str:
-    return (" ".join(str(exc).split()) or type(exc).__name__)[:300]

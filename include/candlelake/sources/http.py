@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+from candlelake.util import now_us
+
 log = logging.getLogger(__name__)
 
 Params = Mapping[str, str | int]
@@ -175,7 +177,7 @@ class RestClient:
             response = self._http.get(path, params=params)
         except httpx.TransportError as error:
             raise _Retryable(f"could not be reached at {self.base_url} ({type(error).__name__}: {error})") from None
-        received_us = time.time_ns() // 1000
+        received_us = now_us()
         status = response.status_code
         if status in (RATE_LIMITED, BANNED):
             raise self._pushed_back(status, response, where)

@@ -25,6 +25,7 @@ from decimal import Decimal
 
 from candlelake.sources.events import Emit, PricePoint
 from candlelake.sources.http import ExchangeUnavailable, RestClient
+from candlelake.util import one_line
 
 log = logging.getLogger(__name__)
 
@@ -144,18 +145,15 @@ class PricePoller:
             return fetch.result()
         except Exception as error:  # any failure: log it and poll again at the next interval
             self.failures += 1
-            log.warning("%s poll failed, retrying in %g s: %s", self.name, self.interval_s, _one_line(error))
+            log.warning(
+                "%s poll failed, retrying in %g s: %s", self.name, self.interval_s, one_line(error, None, typed=True)
+            )
             return []
 
 
 def _discard(task: asyncio.Future[Sequence[PricePoint]]) -> None:
     if not task.cancelled():
         task.exception()  # mark a late failure as seen, so asyncio does not log it as unhandled
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _price(value: object) -> Decimal | None:

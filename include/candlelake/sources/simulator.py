@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
 from candlelake.sources.events import Emit, Reconnected
 from candlelake.trade import Trade
+from candlelake.util import now_us
 
 EXCHANGE = "simulator"
 _START_PRICES = {"BTCUSDT": "60000", "ETHUSDT": "3000", "SOLUSDT": "150", "XRPUSDT": "0.5", "DOGEUSDT": "0.15"}
@@ -112,10 +112,12 @@ class SimulatorFeed:
     """Simulated trades in real time (trade time = now), as a producer connector (`--source simulator`)."""
 
     def __init__(self, symbols: list[str], rate: float, seed: int, limit: int | None = None) -> None:
-        now_us = time.time_ns() // 1000
+        started_us = now_us()
         # Ids continue upward across restarts (the base grows 1,000 per millisecond of wall time), so a
         # restarted simulator never reuses an id that dedupe would then throw away.
-        self.sim = Simulator(symbols, rate, seed=seed, start_time_us=now_us, first_trade_id=now_us // 1000 * 1000)
+        self.sim = Simulator(
+            symbols, rate, seed=seed, start_time_us=started_us, first_trade_id=started_us // 1000 * 1000
+        )
         self.limit = limit
         self.sent = 0
 
@@ -133,7 +135,7 @@ class SimulatorFeed:
                     break
                 except TimeoutError:
                     pass
-            stamp = time.time_ns() // 1000
+            stamp = now_us()
             emit(self.sim.next_trade(stamp, stamp))
             self.sent += 1
         stop.set()  # a limited run ends the producer

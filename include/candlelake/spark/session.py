@@ -1,7 +1,7 @@
-"""The batch SparkSession: what correctness needs (exact decimals, UTC) and a small footprint.
+"""Every job's SparkSession: what correctness needs (exact decimals, UTC), and for a batch job a small footprint.
 
-The streaming job (jobs/stream_candles.py) builds its own session with streaming state settings on
-top of the same two correctness settings; batch jobs and benchmarks build theirs here.
+Batch jobs, tests and benchmarks take the batch footprint; the streaming job (jobs/stream_candles.py)
+takes only the correctness settings and adds its own (state store, checkpoints, UI port).
 """
 
 from __future__ import annotations
@@ -14,22 +14,34 @@ from pyspark.sql import SparkSession
 from candlelake.config import Settings
 from candlelake.spark import transforms
 
+EXACT_CONF: dict[str, str] = {
+    # Exact decimal products: see candlelake.spark.transforms for why `true` would round quote volumes.
+    transforms.PRECISION_LOSS_CONF: "false",
+    "spark.sql.session.timeZone": "UTC",
+}
+BATCH_CONF: dict[str, str] = {
+    # Two cores by default: more shuffle partitions than that only add task overhead.
+    "spark.sql.shuffle.partitions": "4",
+    "spark.ui.enabled": "false",
+    # A batch job's stdout/stderr go to logs: no console progress bars.
+    "spark.ui.showConsoleProgress": "false",
+}
+
 
 def build_session(
-    settings: Settings, app_name: str = "candlelake-batch", conf: Mapping[str, str] | None = None
+    settings: Settings,
+    app_name: str = "candlelake-batch",
+    conf: Mapping[str, str] | None = None,
+    *,
+    batch: bool = True,
 ) -> SparkSession:
-    """A SparkSession on `settings.spark_master` (unless spark-submit chose one) with exact decimals in UTC."""
-    builder = (
-        SparkSession.builder.appName(app_name)
-        # Exact decimal products: see candlelake.spark.transforms for why `true` would round quote volumes.
-        .config(transforms.PRECISION_LOSS_CONF, "false")
-        .config("spark.sql.session.timeZone", "UTC")
-        # Two cores by default: more shuffle partitions than that only add task overhead.
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.ui.enabled", "false")
-        # A batch job's stdout/stderr go to logs: no console progress bars.
-        .config("spark.ui.showConsoleProgress", "false")
-    )
+    """A SparkSession on `settings.spark_master` (unless spark-submit chose one) with exact decimals in UTC.
+
+    `batch` adds BATCH_CONF (a streaming job sizes itself); `conf` adds or overrides settings.
+    """
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in {**EXACT_CONF, **(BATCH_CONF if batch else {})}.items():
+        builder = builder.config(key, value)
     # spark-submit starts the JVM first and passes its gateway; its --master and memory then hold.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = builder.master(settings.spark_master).config("spark.driver.memory", settings.spark_driver_memory)

@@ -35,6 +35,7 @@ import psycopg2
 import psycopg2.extensions
 
 from candlelake.stream.postgres_candles import close_live_candles
+from candlelake.util import first_line
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +234,7 @@ class ProgressRecorder:
             if not self._warned:
                 log.warning(
                     "cannot record streaming progress in PostgreSQL (%s); keeping up to %d rows until it answers",
-                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    first_line(exc),
                     self._pending.maxlen or 0,
                 )
                 self._warned = True
