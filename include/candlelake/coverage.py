@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-# Epoch microseconds live in candlelake.util; runs/range_backfill.py and runs/replay.py still call
-# coverage.to_us, so the name stays importable from here until they import candlelake.util.
 from candlelake.util import to_us
 
 Span = tuple[int, int]  # [start_us, end_us)

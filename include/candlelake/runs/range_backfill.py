@@ -31,10 +31,11 @@ from candlelake.exchanges import EXCHANGE_NAMES, EXCHANGES
 from candlelake.ingest.counters import Counters
 from candlelake.ingest.dead_letter import DeadLetterSink
 from candlelake.ingest.kafka_sinks import KafkaTradeSink
+from candlelake.platform import kafka
 from candlelake.runs import backfill
 from candlelake.sources.fields import Rejection
 from candlelake.sources.recordings import SeenIds, open_recording, read
-from candlelake.util import from_us
+from candlelake.util import from_us, to_us
 
 SOURCES = ("rest", "files")
 # data.binance.vision file names: BTCUSDT-aggTrades-2026-11-30.zip, BTCUSDT-trades-2026-11.zip, ...
@@ -207,7 +208,7 @@ def _from_files(
 def _clipped(intervals: list[coverage.Interval], request: BackfillRequest) -> list[coverage.Interval]:
     """`intervals` inside the request's [start, end): only trades inside it were sent."""
     assert request.start is not None and request.end is not None  # parse_request makes sure for files
-    lo, hi = coverage.to_us(request.start), coverage.to_us(request.end)
+    lo, hi = to_us(request.start), to_us(request.end)
     return [
         dataclasses.replace(i, started_us=max(i.started_us, lo), ended_us=min(i.ended_us, hi))
         for i in intervals
@@ -216,13 +217,10 @@ def _clipped(intervals: list[coverage.Interval], request: BackfillRequest) -> li
 
 
 def topic_end_offsets(settings: Settings) -> dict[int, int]:
-    """The `trades` topic's end offset per partition, now."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, client_id="candlelake-backfill-offsets")
+    """The `trades` topic's end offset per partition, now; empty when the topic does not exist yet."""
     try:
-        partitions = consumer.partitions_for_topic(settings.trades_topic) or set()
-        ends = consumer.end_offsets([TopicPartition(settings.trades_topic, p) for p in partitions])
-        return {tp.partition: int(offset) for tp, offset in ends.items()}
-    finally:
-        consumer.close()
+        return kafka.topic_end_offsets(
+            settings.kafka_bootstrap, settings.trades_topic, timeout_ms=30_000, client_id="candlelake-backfill-offsets"
+        )
+    except kafka.TopicNotFound:
+        return {}

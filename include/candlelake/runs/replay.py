@@ -22,7 +22,7 @@ from candlelake.config import Settings
 from candlelake.sources.fields import Rejection
 from candlelake.sources.recordings import CSV_FORMATS, Recording, ReplayError, SeenIds, open_recording, read
 from candlelake.trade import Trade
-from candlelake.util import first_line
+from candlelake.util import first_line, to_us
 
 
 class TradeSink(Protocol):
@@ -166,7 +166,7 @@ def run(
     if not chain_timeout_s > 0:
         raise ReplayError(f"--chain-timeout {chain_timeout_s / 60:g}: give a positive number of minutes")
     recording = open_recording(path, exchange, symbol)
-    horizon = coverage.to_us(history_chain.stream_horizon(settings))
+    horizon = to_us(history_chain.stream_horizon(settings))
     counters = Counters()
     trades = KafkaTradeSink(settings, counters, client_id="candlelake-replay", per_trade=False)
     try:
