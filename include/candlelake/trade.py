@@ -37,6 +37,10 @@ WIRE_FIELDS: tuple[tuple[str, WireKind], ...] = (
 )
 """The Kafka `trades` value, field by field in the order the producer writes them."""
 
+CANDLE_INPUTS: tuple[str, ...] = ("exchange", "symbol", "trade_id", "price", "qty", "trade_time", "is_buyer_maker")
+"""The fields a trade cannot be counted into a candle without: the stream drops a trade missing one, and
+the nightly validation expects none missing in the lake. `ingest_time` and `source` are provenance."""
+
 TRADE_KEY: tuple[str, ...] = ("exchange", "symbol", "trade_id")
 """What makes a trade unique, end to end: every dedupe and every idempotent sink keys on it."""
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.dags
 
@@ -87,13 +88,6 @@ print(json.dumps({
 """
 
 
-def _closed_port() -> int:
-    # Bind, note the port, close: nothing listens there for the next moments.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def dag_files() -> list[Path]:
     """Every Python file Airflow would look at in dags/, helpers (`_name.py`) included."""
     return sorted(p for p in DAGS_DIR.rglob("*.py") if "__pycache__" not in p.parts)
@@ -102,7 +96,7 @@ def dag_files() -> list[Path]:
 @pytest.fixture(scope="module")
 def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     home = tmp_path_factory.mktemp("airflow-home")
-    closed = str(_closed_port())
+    closed = str(free_port())
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CANDLELAKE_"))},
         "AIRFLOW_HOME": str(home),

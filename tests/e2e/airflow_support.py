@@ -23,6 +23,7 @@ import psycopg2
 from candlelake.config import Settings
 from candlelake.platform.airflow import airflow_bin, airflow_env
 from candlelake.platform.airflow_client import AirflowClient, DagRunInfo
+from tests.support.waiting import wait_until
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -115,14 +116,18 @@ def next_run(
     """
     deadline = time.monotonic() + timeout
     with client(settings) as api:
-        while time.monotonic() < deadline:
+
+        def started() -> DagRunInfo | None:
             for run in api.dag_runs(dag_id):
                 if not run.start_date or datetime.fromisoformat(run.start_date) <= after:
                     continue
                 if exchange is None or exchange in _event_exchanges(api, run):
-                    return api.wait_for_run(dag_id, run.run_id, timeout=deadline - time.monotonic(), poll=3)
-            time.sleep(3)
-    raise TimeoutError(f"no run of {dag_id} for {exchange or 'any exchange'} started after {after.isoformat()}")
+                    return run
+            return None
+
+        what = f"a run of {dag_id} for {exchange or 'any exchange'} started after {after.isoformat()}"
+        run = wait_until(started, timeout=timeout, interval=3, what=what)
+        return api.wait_for_run(dag_id, run.run_id, timeout=max(1.0, deadline - time.monotonic()), poll=3)
 
 
 def _event_exchanges(api: AirflowClient, run: DagRunInfo) -> set[str]:

@@ -189,7 +189,9 @@ def producer_log(name: str) -> str:
     return (ARTIFACTS / f"producer-{name}.log").read_text(errors="replace")
 
 
-def wait_until(deadline: datetime) -> None:
+def sleep_until(deadline: datetime) -> None:
+    """Until the wall clock reaches `deadline`: a recording is played at its recorded pace, so its end is a
+    time, not a condition to poll for."""
     delay = (deadline - datetime.now(UTC)).total_seconds()
     if delay > 0:
         time.sleep(delay)

@@ -9,6 +9,7 @@ takes markets of its own, so their candles do not mix.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -30,15 +31,16 @@ from tests.e2e.ingest_support import (
     producer,
     producer_log,
     read_topic,
+    sleep_until,
     trades_in_kafka,
-    wait_until,
     window,
 )
-from tests.e2e.test_pipeline import differences, wait_for
+from tests.e2e.test_pipeline import differences
 from tests.fakes.binance_rest import FakeBinanceRest
 from tests.fakes.binance_ws import FakeBinanceWs
 from tests.fakes.recording import BINANCE_SPOT, BINANCE_USDM
 from tests.support.reference_candles import reference_candles
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -76,10 +78,11 @@ def check_exactly_once(platform: Settings, since: dict[int, int], exchange: str,
 
 def check_candles(platform: Settings, exchange: str, symbol: str, expected: list) -> None:
     truth = reference_candles(expected)
-    wait_for(
-        f"the live candles of {exchange}:{symbol} to equal the capture's",
+    wait_until(
         lambda: not differences(truth, market_candles(platform, exchange, symbol, expected)),
         timeout=120,
+        interval=2.0,
+        what=f"the live candles of {exchange}:{symbol} to equal the capture's",
     )
 
 
@@ -106,19 +109,19 @@ def run_capture(
     with FakeBinanceWs(replay, ping_interval_s=5.0) as ws, FakeBinanceRest(replay, exchange) as rest:
         arm(ws, rest)
         with producer(platform, exchange, [symbol], {**binance_env(ws, rest), **(extra_env or {})}, name) as proc:
-            wait_until(replay.end + timedelta(seconds=2))
+            sleep_until(replay.end + timedelta(seconds=2))
             first = ws.connections[0].opened_us if ws.connections else None
             assert first is not None and first < replay.start.timestamp() * 1e6, (
                 "the producer connected after the market started; raise the lead\n" + producer_log(name)
             )
             # The last gap (if any) is declared after the grace and backfilled: wait for the ledger.
-            wait_for(
-                "every gap to be filled",
+            wait_until(
                 lambda: all(r["status"] != "open" for r in ledger_rows(platform, exchange, [symbol], started)),
                 timeout=60,
-                every=1,
+                interval=1,
+                what="every gap to be filled",
             )
-            time.sleep(2)
+            time.sleep(2)  # deliberately: the producer must still be running a moment after its work is done
             assert proc.poll() is None, producer_log(name)
         assert proc.returncode == 0, producer_log(name)
     return expected, ws, rest, since, started
@@ -203,7 +206,9 @@ def test_rate_limits_during_backfill_are_honoured(platform: Settings) -> None:
         def limit_once_dropped() -> None:
             # Armed once the connection is gone (the producer's symbol check at start-up is over): the
             # backfill's first request is rate limited, its retry banned; each says when to come back.
-            wait_for("the drop", lambda: ws.connections and ws.connections[0].closed_us, timeout=120, every=0.05)
+            wait_until(
+                lambda: ws.connections and ws.connections[0].closed_us, timeout=120, interval=0.05, what="the drop"
+            )
             rest.rate_limit_next(1, retry_after_s=2)
             rest.ban_next(1, retry_after_s=3)
 
@@ -252,12 +257,12 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_valid_trades_all_arr
     def arm(ws: FakeBinanceWs, rest: FakeBinanceRest) -> None:
         def inject() -> None:
             # 1,000 bad messages over ~10 s, in the same connection as the valid trades.
-            wait_for("the producer to connect", lambda: ws.open_connections, timeout=30, every=0.1)
+            wait_until(lambda: ws.open_connections, timeout=30, interval=0.1, what="the producer to connect")
             for n in range(1000):
-                while not ws.inject(MALFORMED[n % len(MALFORMED)]):
-                    time.sleep(0.05)
+                sent = functools.partial(ws.inject, MALFORMED[n % len(MALFORMED)])
+                wait_until(sent, timeout=30, interval=0.05, what="a connection to inject into")
                 injected.append(n)
-                time.sleep(0.01)
+                time.sleep(0.01)  # deliberately paced: spread over the stream, not one burst
 
         threading.Thread(target=inject, daemon=True).start()
 

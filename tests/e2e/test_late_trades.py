@@ -20,8 +20,9 @@ from candlelake import coverage
 from candlelake.config import Settings
 from candlelake.sources.simulator import Simulator
 from tests.e2e.airflow_support import failed_task_logs, next_run, rows, trigger
-from tests.e2e.test_pipeline import differences, lake_rows, pg_candles, produce, wait_for
+from tests.e2e.test_pipeline import differences, lake_rows, pg_candles, produce
 from tests.support.reference_candles import reference_candles
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -59,7 +60,12 @@ def test_late_trades_are_counted_kept_out_of_live_candles_and_corrected_by_the_c
     )
     coverage.record_dsn(platform.pg_dsn(), [coverage.Interval(exchange, "LATEUSDT", "test", "live", *watched)])
     produce(platform, on_time)
-    wait_for("the on-time candles", lambda: not differences(reference_candles(on_time), pg_candles(platform, exchange)))
+    wait_until(
+        lambda: not differences(reference_candles(on_time), pg_candles(platform, exchange)),
+        timeout=180,
+        interval=2.0,
+        what="the on-time candles",
+    )
     since = datetime.now(UTC)
     produce(platform, late)
 
@@ -68,20 +74,27 @@ def test_late_trades_are_counted_kept_out_of_live_candles_and_corrected_by_the_c
     # closed candle and record it.
     first = on_time[0]
     first_minute = datetime.fromtimestamp(first.trade_time_us // 60_000_000 * 60, UTC)
-    wait_for(
-        "the on-time minutes closed by the watermark",
+    wait_until(
         lambda: {c["state"] for c in pg_candles(platform, exchange).values()} == {"closed"},
         timeout=300,
+        interval=2.0,
+        what="the on-time minutes closed by the watermark",
     )
     straggler = dataclasses.replace(first, trade_id=5_000, price=first.price * 2, trade_time_us=first.trade_time_us + 1)
     produce(platform, [straggler])
-    wait_for(
-        "the late trades and the straggler counted as dropped by the watermark",
+    wait_until(
         lambda: dropped_by_watermark_since(platform, since) >= len(late) + 1,
         timeout=120,
+        interval=2.0,
+        what="the late trades and the straggler counted as dropped by the watermark",
     )
     everything = [*on_time, *late, straggler]
-    wait_for("every trade in the lake", lambda: len(lake_rows(platform, exchange)) == len(everything))
+    wait_until(
+        lambda: len(lake_rows(platform, exchange)) == len(everything),
+        timeout=180,
+        interval=2.0,
+        what="every trade in the lake",
+    )
     live = pg_candles(platform, exchange)
     assert differences(reference_candles(on_time), live) == []  # neither the late trades nor the straggler
 

@@ -36,8 +36,9 @@ from candlelake.sources.simulator import Simulator
 from candlelake.trade import Trade
 from tests.e2e.airflow_support import ARTIFACTS, client, dags_test, rows
 from tests.e2e.conftest import run_cli
-from tests.e2e.test_pipeline import lake_rows, produce, wait_for
+from tests.e2e.test_pipeline import lake_rows, produce
 from tests.fakes.recording import BINANCE_USDM, LiveReplay, Recording
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
@@ -54,7 +55,12 @@ def _kill_and_supervise(platform: Settings) -> None:
     since = datetime.now(UTC)
     os.killpg(stream_pid, signal.SIGKILL)
     os.kill(producer_pid, signal.SIGKILL)
-    wait_for("both processes gone", lambda: not pid_alive(stream_pid) and not pid_alive(producer_pid), timeout=30)
+    wait_until(
+        lambda: not pid_alive(stream_pid) and not pid_alive(producer_pid),
+        timeout=30,
+        interval=2.0,
+        what="both processes gone",
+    )
 
     result = dags_test(platform, "stream_supervisor", {})
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
@@ -104,7 +110,12 @@ def test_compaction_killed_mid_run_and_rerun_ends_consistent(platform: Settings)
         ).take(400)
         produce(platform, batch)
         trades += batch
-        wait_for(f"wave {wave} in the lake", functools.partial(_landed, platform, exchange, len(trades)), timeout=120)
+        wait_until(
+            functools.partial(_landed, platform, exchange, len(trades)),
+            timeout=120,
+            interval=2.0,
+            what=f"wave {wave} in the lake",
+        )
     conf = {"trade_date": day.isoformat(), "exchanges": [exchange], "wait_for_lake": False}
 
     argv = [str(airflow_bin()), "dags", "test", "lake_compaction", "--conf", json.dumps(conf)]
@@ -120,7 +131,9 @@ def test_compaction_killed_mid_run_and_rerun_ends_consistent(platform: Settings)
             start_new_session=True,
         )
         try:
-            wait_for("the compaction to start", lambda: _compacting(platform, exchange), timeout=300)
+            wait_until(
+                lambda: _compacting(platform, exchange), timeout=300, interval=2.0, what="the compaction to start"
+            )
             time.sleep(random.uniform(0.0, 4.0))  # somewhere in reading, writing, checking or switching
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -175,7 +188,9 @@ def test_backfill_dag_fills_a_recorded_gap_and_brings_the_day_up_to_date(platfor
     def landed() -> set[int]:
         return {r["trade_id"] for r in lake_rows(platform, exchange) if r["symbol"] == symbol}
 
-    wait_for("the trades around the gap in the lake", lambda: landed() >= set(ids) - set(gap), timeout=120)
+    wait_until(
+        lambda: landed() >= set(ids) - set(gap), timeout=120, interval=2.0, what="the trades around the gap in the lake"
+    )
     assert not landed() & set(gap)
     rows(platform, "DELETE FROM trade_gaps WHERE exchange = %s AND symbol = %s RETURNING 1", (exchange, symbol))
     ledger = GapLedger(platform.pg_dsn())

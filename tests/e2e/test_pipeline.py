@@ -13,7 +13,6 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -30,22 +29,12 @@ from candlelake.sources.simulator import Simulator
 from candlelake.trade import Trade
 from tests.e2e.conftest import run_cli
 from tests.support.reference_candles import reference_candles
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 N = 600
 FIELDS = KLINE_VALUES
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 180, every: float = 2.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def produce(settings: Settings, trades: list[Trade]) -> Counters:
@@ -149,8 +138,11 @@ def test_candles_in_postgres_equal_candles_computed_from_the_trades(platform: Se
     exchange, trades = known_trades
     expected = reference_candles(trades)
     assert len(expected) >= 4  # two markets over two or more minutes
-    wait_for(
-        "the live candles to equal the reference", lambda: not differences(expected, pg_candles(platform, exchange))
+    wait_until(
+        lambda: not differences(expected, pg_candles(platform, exchange)),
+        timeout=180,
+        interval=2.0,
+        what="the live candles to equal the reference",
     )
     assert differences(expected, pg_candles(platform, exchange)) == []
     # Live until the stream's watermark passes the candle's end, closed from then on. The watermark is
@@ -169,7 +161,12 @@ def test_candles_in_postgres_equal_candles_computed_from_the_trades(platform: Se
 
 def test_lake_holds_each_trade_exactly_once(platform: Settings, known_trades) -> None:
     exchange, trades = known_trades
-    rows = wait_for(f"{N} trades in the lake", lambda: r if len(r := lake_rows(platform, exchange)) >= N else None)
+    rows = wait_until(
+        lambda: r if len(r := lake_rows(platform, exchange)) >= N else None,
+        timeout=180,
+        interval=2.0,
+        what=f"{N} trades in the lake",
+    )
     assert len(rows) == N, f"the lake holds {len(rows)} rows for {N} distinct trades (duplicates were sent)"
     assert {(r["symbol"], r["trade_id"]) for r in rows} == {(t.symbol, t.trade_id) for t in trades}
     by_id = {(t.symbol, t.trade_id): t for t in trades}
@@ -181,14 +178,17 @@ def test_lake_holds_each_trade_exactly_once(platform: Settings, known_trades) ->
 def test_duplicates_sent_again_change_nothing(platform: Settings, known_trades) -> None:
     exchange, trades = known_trades
     expected = reference_candles(trades)
-    wait_for(
-        "the live candles to equal the reference", lambda: not differences(expected, pg_candles(platform, exchange))
+    wait_until(
+        lambda: not differences(expected, pg_candles(platform, exchange)),
+        timeout=180,
+        interval=2.0,
+        what="the live candles to equal the reference",
     )
     before = pg_candles(platform, exchange)
     batch = last_batch_id(platform)
     produce(platform, trades[::3])
     # Several micro-batches must pass (the duplicates are in one of them) before we look again.
-    wait_for("three more micro-batches", lambda: last_batch_id(platform) >= batch + 3, timeout=120)
+    wait_until(lambda: last_batch_id(platform) >= batch + 3, timeout=120, interval=2.0, what="three more micro-batches")
     after = pg_candles(platform, exchange)
     assert differences(expected, after) == []
     assert {k: {f: v[f] for f in FIELDS} for k, v in after.items()} == {
@@ -200,7 +200,12 @@ def test_duplicates_sent_again_change_nothing(platform: Settings, known_trades) 
 def test_candles_command_prints_exact_decimals_as_csv_and_json(platform: Settings, known_trades) -> None:
     exchange, trades = known_trades
     expected = reference_candles(trades)
-    wait_for("the live candles", lambda: not differences(expected, pg_candles(platform, exchange)))
+    wait_until(
+        lambda: not differences(expected, pg_candles(platform, exchange)),
+        timeout=180,
+        interval=2.0,
+        what="the live candles",
+    )
     first = min(t.trade_time_us for t in trades) // 60_000_000 * 60
     args = [
         "candles",

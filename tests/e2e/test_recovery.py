@@ -17,8 +17,9 @@ from candlelake.ingest.kafka_sinks import KafkaTradeSink
 from candlelake.platform import runtime
 from candlelake.sources.simulator import Simulator
 from tests.e2e.conftest import run_cli
-from tests.e2e.test_pipeline import differences, lake_rows, pg_candles, wait_for
+from tests.e2e.test_pipeline import differences, lake_rows, pg_candles
 from tests.support.reference_candles import reference_candles
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -44,11 +45,12 @@ def test_streaming_driver_killed_mid_run_recovers_exactly(platform: Settings) ->
 
     sender = threading.Thread(target=send_all)
     sender.start()
-    time.sleep(5)  # some batches in, more on their way
+    # Killed once some batches are in (their candles written), with more on their way.
+    wait_until(lambda: pg_candles(platform, exchange), timeout=60, interval=0.2, what="the run's first candles")
     pid = runtime.running_pid(platform, "stream")
     assert pid, "the stream must be running before the kill"
     os.killpg(pid, signal.SIGKILL)
-    wait_for("the killed driver to be gone", lambda: not runtime.pid_alive(pid), timeout=30, every=0.2)
+    wait_until(lambda: not runtime.pid_alive(pid), timeout=30, interval=0.2, what="the killed driver to be gone")
     restarted = run_cli("up", "--only", "stream")
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
     sender.join()
@@ -56,14 +58,18 @@ def test_streaming_driver_killed_mid_run_recovers_exactly(platform: Settings) ->
     assert counters.produced == N and counters.delivery_failures == 0
 
     expected = reference_candles(trades)
-    wait_for(
-        "the candles to equal the truth after the restart",
+    wait_until(
         lambda: not differences(expected, pg_candles(platform, exchange)),
         timeout=240,
+        interval=2.0,
+        what="the candles to equal the truth after the restart",
     )
     assert differences(expected, pg_candles(platform, exchange)) == []
-    rows = wait_for(
-        f"{N} trades in the lake", lambda: r if len(r := lake_rows(platform, exchange)) >= N else None, timeout=120
+    rows = wait_until(
+        lambda: r if len(r := lake_rows(platform, exchange)) >= N else None,
+        timeout=120,
+        interval=2.0,
+        what=f"{N} trades in the lake",
     )
     assert len(rows) == N
     assert {(r["symbol"], r["trade_id"]) for r in rows} == {(t.symbol, t.trade_id) for t in trades}
@@ -81,8 +87,8 @@ def test_kafka_broker_killed_during_production_loses_and_doubles_nothing(platfor
         market_candles,
         producer,
         producer_log,
+        sleep_until,
         trades_in_kafka,
-        wait_until,
         window,
     )
     from tests.fakes.coinbase_rest import FakeCoinbaseRest
@@ -97,15 +103,18 @@ def test_kafka_broker_killed_during_production_loses_and_doubles_nothing(platfor
     with FakeCoinbaseWs(replay) as ws, FakeCoinbaseRest(replay) as rest:
         env = {"CANDLELAKE_COINBASE_WS_URL": ws.url, "CANDLELAKE_COINBASE_REST_URL": rest.url}
         with producer(platform, "coinbase", products, env, "kafka-restart") as proc:
-            wait_until(replay.start + timedelta(seconds=12))
+            sleep_until(replay.start + timedelta(seconds=12))
             pid = runtime.running_pid(platform, "kafka")
             assert pid, "Kafka must be running before the kill"
             os.killpg(pid, signal.SIGKILL)
-            wait_for("the killed broker to be gone", lambda: not runtime.pid_alive(pid), timeout=30, every=0.2)
-            time.sleep(5)  # the producer keeps receiving matches with nowhere to send them
+            wait_until(
+                lambda: not runtime.pid_alive(pid), timeout=30, interval=0.2, what="the killed broker to be gone"
+            )
+            # Deliberately 5 s of matches received with nowhere to send them: the producer must keep them.
+            time.sleep(5)
             restarted = run_cli("up", "--only", "kafka,stream")
             assert restarted.returncode == 0, restarted.stdout + restarted.stderr
-            wait_until(replay.end + timedelta(seconds=3))
+            sleep_until(replay.end + timedelta(seconds=3))
             assert proc.poll() is None, producer_log("kafka-restart")
         assert proc.returncode == 0, producer_log("kafka-restart")
     health = health_row(platform, "coinbase")
@@ -124,12 +133,13 @@ def test_kafka_broker_killed_during_production_loses_and_doubles_nothing(platfor
         first = min(t.trade_time_us for t in mine) // 60_000_000 * 60
         last = max(t.trade_time_us for t in mine) // 60_000_000 * 60
         wanted = {k: v for k, v in truth.items() if first <= k[2].timestamp() <= last}
-        wait_for(
-            f"the candles of coinbase:{product} to count each trade once",
+        wait_until(
             lambda mine=mine, wanted=wanted, product=product: (
                 not differences(wanted, market_candles(platform, "coinbase", product, mine))
             ),
             timeout=180,
+            interval=2.0,
+            what=f"the candles of coinbase:{product} to count each trade once",
         )
     # Leave the platform as the other tests expect it.
     assert run_cli("up").returncode == 0

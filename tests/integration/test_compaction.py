@@ -4,7 +4,8 @@ Bronze is written through the stream sink's own publish (candlelake.stream.parqu
 stream's columns, into a lake folder of each test's own; the "checkpoint" is a folder with Spark's
 `commits/` log layout. Every row is checked against a plain-Python truth: each distinct
 (exchange, symbol, trade_id) once, the copy ingested first. Exchanges carry a random suffix and their
-rows are deleted afterwards. PostgreSQL is the tier's (tests/integration/conftest.py).
+rows are deleted afterwards. PostgreSQL, the Spark session and the exchange names are the tier's
+(tests/integration/conftest.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
 from pathlib import Path
@@ -35,7 +35,8 @@ from candlelake.nightly import compaction
 from candlelake.nightly import recompute as batch
 from candlelake.spark import transforms
 from candlelake.stream import parquet_lake
-from tests.support.spark import FAST_JVM, local_session
+from tests.support.spark import FAST_JVM
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -58,12 +59,6 @@ def base_settings(services: Settings) -> Settings:
     return services  # PostgreSQL up, schema applied (tests/integration/conftest.py)
 
 
-@pytest.fixture(scope="module")
-def spark() -> Iterator[Any]:
-    with local_session("candlelake-compaction-tests", cores=2) as session:
-        yield session
-
-
 @pytest.fixture
 def settings(base_settings: Settings, tmp_path: Path) -> Settings:
     return dataclasses.replace(
@@ -72,15 +67,6 @@ def settings(base_settings: Settings, tmp_path: Path) -> Settings:
         curated_dir=tmp_path / "curated",
         checkpoint_dir=tmp_path / "checkpoints",
     )
-
-
-@pytest.fixture
-def exchange(base_settings: Settings) -> Iterator[str]:
-    name = f"compact{uuid.uuid4().hex[:8]}"
-    yield name
-    with psycopg2.connect(base_settings.pg_dsn()) as conn, conn.cursor() as cur:
-        cur.execute("DELETE FROM lake_compactions WHERE exchange = %s", (name,))
-    conn.close()
 
 
 @pytest.fixture
@@ -466,18 +452,24 @@ def run_and_kill(settings: Settings, exchange: str, log: Path, wait_for: str | N
             args, env=job_env(settings), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
         )
     try:
-        deadline = time.monotonic() + 240
-        while wait_for is not None and wait_for not in log.read_text() and proc.poll() is None:
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+        if wait_for is not None:
+            wait_until(
+                lambda: wait_for in log.read_text() or proc.poll() is not None,
+                timeout=240,
+                interval=0.05,
+                what=lambda: f"{wait_for!r} in the job's log:\n{log.read_text()[-3000:]}",
+            )
+        # Deliberate: the kill lands a random moment later, wherever the job then is.
         time.sleep(delay_s)
         below = descendants(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         # The JVM notices its driver is gone (its stdin closes) and exits; a rerun must not race it.
-        deadline = time.monotonic() + 60
-        while any(Path(f"/proc/{pid}").exists() for pid in below) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(
+            lambda: not any(Path(f"/proc/{pid}").exists() for pid in below),
+            timeout=60,
+            what=f"the killed job's processes {below} to exit",
+        )
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

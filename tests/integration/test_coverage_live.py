@@ -14,8 +14,6 @@ disconnect take no three minutes of test.
 from __future__ import annotations
 
 import dataclasses
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -34,7 +32,6 @@ from candlelake.spark import transforms as T
 from candlelake.stream import parquet_lake
 from candlelake.trade import Trade
 from candlelake.util import from_us, to_us
-from tests.support.spark import local_session
 
 pytestmark = pytest.mark.integration
 
@@ -58,15 +55,6 @@ class Sink:
 def settings(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     root = tmp_path_factory.mktemp("coverage-live")
     return dataclasses.replace(services, lake_dir=root / "lake", curated_dir=root / "curated")
-
-
-@pytest.fixture(scope="module")
-def exchange(settings: Settings) -> Iterator[str]:
-    name = f"covtest{uuid.uuid4().hex[:8]}"
-    yield name
-    with psycopg2.connect(settings.pg_dsn()) as conn, conn.cursor() as cur:
-        cur.execute("DELETE FROM coverage WHERE exchange = %s", (name,))
-    conn.close()
 
 
 def live_session(settings: Settings, exchange: str) -> list[Trade]:
@@ -99,7 +87,7 @@ def live_session(settings: Settings, exchange: str) -> list[Trade]:
     return trades.items
 
 
-def test_three_disconnected_minutes_are_no_quiet_candles(settings: Settings, exchange: str) -> None:
+def test_three_disconnected_minutes_are_no_quiet_candles(settings: Settings, exchange: str, spark: Any) -> None:
     from pyspark.sql import functions as F
 
     trades = live_session(settings, exchange)
@@ -118,19 +106,15 @@ def test_three_disconnected_minutes_are_no_quiet_candles(settings: Settings, exc
         for t in trades
     ]  # fmt: skip
     end = T0 + timedelta(minutes=10)
-    with local_session("candlelake-coverage-live") as spark:
-        df = T.with_trade_date(spark.createDataFrame(rows, T.TRADE_SCHEMA))
-        parquet_lake.write_batch(df.coalesce(1), 0, settings.lake_dir / "trades", ["exchange", "trade_date"])
-        covered = batch.load_coverage(settings.pg_dsn(), exchange, T0, end)
-        lake = {"curated": settings.curated_dir, "checkpoint": catalog.lake_checkpoint(settings)}
-        candles = batch.recompute(
-            spark, settings.lake_dir, exchange, None, T0, end, "1 minute", covered=covered, **lake
-        )
-        minute = ((F.unix_micros("open_time") - T0_US) / MINUTE).cast("int")
-        got = {
-            r["m"]: (r["trades"], r["coverage"])
-            for r in candles.select(minute.alias("m"), "trades", "coverage").collect()
-        }
+    df = T.with_trade_date(spark.createDataFrame(rows, T.TRADE_SCHEMA))
+    parquet_lake.write_batch(df.coalesce(1), 0, settings.lake_dir / "trades", ["exchange", "trade_date"])
+    covered = batch.load_coverage(settings.pg_dsn(), exchange, T0, end)
+    lake = {"curated": settings.curated_dir, "checkpoint": catalog.lake_checkpoint(settings)}
+    candles = batch.recompute(spark, settings.lake_dir, exchange, None, T0, end, "1 minute", covered=covered, **lake)
+    minute = ((F.unix_micros("open_time") - T0_US) / MINUTE).cast("int")
+    got = {
+        r["m"]: (r["trades"], r["coverage"]) for r in candles.select(minute.alias("m"), "trades", "coverage").collect()
+    }
 
     assert set(got) == {0, 1, 2, 3, 6, 7, 8, 9}, "minutes 4 and 5 were not watched: no candle at all"
     assert got[3] == (got[3][0], "partial") and got[3][0] > 0  # traded until 12:03:10, then lost

@@ -2,13 +2,13 @@
 
 Candles are the first minutes of real XRP/ETH 2019-10-11 (tests/fixtures/klines), staged with
 candlelake.nightly.staging.write_stage into a lake of the test's own; validations are rows in `quality_runs`
-as the data_quality DAG writes them. Every test uses an exchange name of its own and deletes its rows.
+as the data_quality DAG writes them. Every test uses an exchange name of its own and deletes its rows
+(the tier's `exchange`, tests/integration/conftest.py, as is the Spark session).
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -25,7 +25,6 @@ from candlelake.nightly.staging import STAGE_INFO, StageInfo, stage_dir, write_s
 from candlelake.sources.klines import read_kline_file
 from candlelake.spark.transforms import CURATED_SCHEMA
 from candlelake.stream.postgres_candles import COLUMNS, upsert_candles
-from tests.support.spark import local_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -37,22 +36,6 @@ MINUTES = 20
 @pytest.fixture(scope="module")
 def settings(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return replace(services, lake_dir=tmp_path_factory.mktemp("lake"))
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[Any]:
-    with local_session("candlelake-curated-load-tests") as session:
-        yield session
-
-
-@pytest.fixture
-def exchange(settings: Settings) -> Iterator[str]:
-    name = f"loadtest{uuid.uuid4().hex[:8]}"
-    yield name
-    with psycopg2.connect(settings.pg_dsn()) as conn, conn.cursor() as cur:
-        for table in ("candles", "quality_runs", "curated_loads"):  # corrections go with their load
-            cur.execute(f"DELETE FROM {table} WHERE exchange = %s", (name,))
-    conn.close()
 
 
 @pytest.fixture

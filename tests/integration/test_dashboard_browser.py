@@ -17,7 +17,6 @@ import dataclasses
 import itertools
 import re
 import shutil
-import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -52,6 +51,8 @@ from tests.support.dashboard_seed import (
     klines,
     seed,
 )
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +77,13 @@ BUSY_JS = """
 const app = document.querySelector('[data-testid="stApp"]');
 return !app || app.dataset.testScriptState !== "notRunning" || app.dataset.testConnectionState !== "CONNECTED"
     || Boolean(document.querySelector('[data-stale="true"], [data-testid="stSkeleton"]'));
+"""
+# Every chart laid out for its box's current width (Plotly relayouts when the window is resized).
+RELAID_OUT_JS = """
+return Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]')).every((box) => {
+    const plot = box.querySelector('.js-plotly-plot');
+    return !plot || !plot._fullLayout || Math.abs(plot._fullLayout.width - box.clientWidth) <= 1;
+});
 """
 
 T = TypeVar("T")
@@ -134,12 +142,6 @@ def test_expected_counts_follow_the_epoch_alignment() -> None:
 # The running dashboard and the browser.
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module", autouse=True)
 def services() -> Iterator[Settings]:
     """The platform's PostgreSQL with its schema, started here (and stopped again) only when it is down."""
@@ -160,9 +162,7 @@ def dashboard(services: Settings) -> Iterator[DashboardComponent]:
     """
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
-    settings = dataclasses.replace(
-        services, dashboard_port=_free_port(services.host), runtime_dir=ARTIFACTS / "runtime"
-    )
+    settings = dataclasses.replace(services, dashboard_port=free_port(services.host), runtime_dir=ARTIFACTS / "runtime")
     part = DashboardComponent(settings)
     try:
         part.start()
@@ -220,15 +220,8 @@ class Page:
         self.wait_idle(timeout)
 
     def wait_until(self, what: str, check: Callable[[], T | None], timeout: float = TIMEOUT_S) -> T:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(WebDriverException):  # an element replaced while we read it
-                value = check()
-                if value:
-                    return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-            time.sleep(0.25)
+        # An element replaced while we read it (WebDriverException) is "not yet".
+        return wait_until(check, timeout, interval=0.25, what=what, ignoring=(WebDriverException,))
 
     def wait_idle(self, timeout: float = TIMEOUT_S) -> None:
         """Until the script has run and no element is stale: twice in a row, 0.3 s apart."""
@@ -236,7 +229,7 @@ class Page:
         def idle() -> bool:
             if self.driver.execute_script(BUSY_JS):
                 return False
-            time.sleep(0.3)
+            time.sleep(0.3)  # the second look, 0.3 s after the first, is the check itself
             return not self.driver.execute_script(BUSY_JS)
 
         self.wait_until("the page to finish running", idle, timeout)
@@ -304,7 +297,7 @@ class Page:
             figure = self.driver.execute_script(FIGURE_JS)
             if not figure or figure["revision"].split("|")[: len(view)] != list(view):
                 return None
-            # Read twice: Plotly may still be applying the last update.
+            # Read twice, 0.3 s apart (part of the check): Plotly may still be applying the last update.
             time.sleep(0.3)
             again = self.driver.execute_script(FIGURE_JS)
             return dict(figure["counts"]) if again == figure else None
@@ -322,7 +315,8 @@ class Page:
         )
         self.driver.set_window_size(width, max(height, int(content) + 160))
         try:
-            time.sleep(0.5)  # Plotly relayouts on resize
+            # Plotly relayouts on resize: shoot once every chart fills its new box.
+            self.wait_until("the charts to fit the resized window", lambda: self.driver.execute_script(RELAID_OUT_JS))
             self.driver.save_screenshot(str(path))
         finally:
             self.driver.set_window_size(width, height)
@@ -476,7 +470,8 @@ def test_live_refresh_keeps_the_zoom_and_the_switch_freezes_the_view(
     with step(page, dashboard, "11-markets-frozen"):
         page.switch_off("live")
         _add_minute(services, seeded, newest)
-        time.sleep(8)  # more than one refresh interval (5 s)
+        # Deliberately a plain sleep: nothing must happen, for more than one refresh interval (5 s).
+        time.sleep(8)
         assert page.driver.execute_script(FIGURE_JS)["counts"]["volume"] == 11
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg2
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from psycopg2 import sql
+from psycopg2 import errors, sql
 
 from candlelake.config import Settings
 from candlelake.ingest.dead_letter import EXAMPLE_CHARS
@@ -159,9 +159,30 @@ def test_counts_per_code_equal_the_dead_letter_topic_and_a_second_replay_adds_to
             assert first_at == rows[key][3] and last_at > rows[key][4]
 
 
-def test_the_dashboard_role_can_read_the_counts(services: Settings) -> None:
-    """The platform's database has the table and the read-only role may select from it (the grants of `up`)."""
-    with psycopg2.connect(services.pg_reader_dsn) as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM dead_letter_counts")
-        assert cur.fetchone() is not None
-    conn.close()
+def test_the_dashboard_role_can_read_the_counts_but_not_write_them(services: Settings) -> None:
+    """In the platform's database (the grants of `up`), the read-only role sees the row the producer's role
+    wrote, and may not change it."""
+    source = f"dltest-{uuid.uuid4().hex[:8]}"
+    row = (date(2026, 12, 7), source, "bad_json", 3, "not JSON: Expecting value", "{oops")
+    with psycopg2.connect(services.pg_dsn()) as writer, writer.cursor() as cur:
+        cur.execute(
+            "INSERT INTO dead_letter_counts (day, source, code, count, last_reason, last_raw)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            row,
+        )
+    writer.close()
+    try:
+        with psycopg2.connect(services.pg_reader_dsn) as reader, reader.cursor() as cur:
+            cur.execute(
+                "SELECT day, source, code, count, last_reason, last_raw FROM dead_letter_counts WHERE source = %s",
+                (source,),
+            )
+            assert cur.fetchall() == [row]
+            # Refused twice over: the role's transactions are read-only, and it holds no DELETE grant.
+            with pytest.raises((errors.ReadOnlySqlTransaction, errors.InsufficientPrivilege)):
+                cur.execute("DELETE FROM dead_letter_counts WHERE source = %s", (source,))
+        reader.close()
+    finally:
+        with psycopg2.connect(services.pg_dsn()) as writer, writer.cursor() as cur:
+            cur.execute("DELETE FROM dead_letter_counts WHERE source = %s", (source,))
+        writer.close()

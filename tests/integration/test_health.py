@@ -8,7 +8,6 @@ health history is not disturbed.
 from __future__ import annotations
 
 import dataclasses
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from candlelake.config import Settings, load_settings
 from candlelake.platform import health
 from candlelake.platform.orchestrator import up
 from candlelake.platform.postgres import PostgresComponent
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -36,12 +36,6 @@ def settings() -> Iterator[Settings]:
         postgres.stop()
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_check_postgres_is_healthy_when_the_database_answers(settings: Settings) -> None:
     result = health.check_postgres(settings)
     assert result.healthy, result.detail
@@ -49,7 +43,7 @@ def test_check_postgres_is_healthy_when_the_database_answers(settings: Settings)
 
 
 def test_check_postgres_names_the_address_it_cannot_reach(settings: Settings) -> None:
-    closed = dataclasses.replace(settings, pg_port=_closed_port())
+    closed = dataclasses.replace(settings, pg_port=free_port())
     started = time.monotonic()
     result = health.check_postgres(closed)
     assert not result.healthy
@@ -58,7 +52,7 @@ def test_check_postgres_names_the_address_it_cannot_reach(settings: Settings) ->
 
 
 def test_check_kafka_reports_a_down_broker_quickly(settings: Settings) -> None:
-    port = _closed_port()
+    port = free_port()
     closed = dataclasses.replace(settings, kafka_bootstrap=f"127.0.0.1:{port}")
     started = time.monotonic()
     result = health.check_kafka(closed)
@@ -68,7 +62,7 @@ def test_check_kafka_reports_a_down_broker_quickly(settings: Settings) -> None:
 
 
 def test_producer_and_stream_checks_fail_cleanly_without_a_database(settings: Settings) -> None:
-    closed = dataclasses.replace(settings, pg_port=_closed_port())
+    closed = dataclasses.replace(settings, pg_port=free_port())
     for result in (health.check_producer(closed, 60), health.check_stream(closed, 60)):
         assert not result.healthy
         assert "cannot read" in result.detail

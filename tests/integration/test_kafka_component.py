@@ -23,14 +23,10 @@ from candlelake.config import Settings, load_settings
 from candlelake.platform import runtime
 from candlelake.platform.kafka import DEAD_LETTER_RETENTION_MS, KafkaComponent, admin_client
 from candlelake.platform.runtime import ComponentError
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _settings(runtime_dir: Path, kafka_port: int, controller_port: int) -> Settings:
@@ -56,7 +52,7 @@ def _ensure_running(component: KafkaComponent) -> None:
 
 @pytest.fixture(scope="module")
 def kafka_component(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaComponent]:
-    settings = _settings(tmp_path_factory.mktemp("kafka-runtime"), _free_port(), _free_port())
+    settings = _settings(tmp_path_factory.mktemp("kafka-runtime"), free_port(), free_port())
     component = KafkaComponent(settings)
     component.install()
     try:
@@ -110,21 +106,22 @@ def test_topics_have_the_configured_partitions_and_retention(broker: KafkaCompon
     assert configs[s.dead_letter_topic]["retention.ms"]["value"] == str(DEAD_LETTER_RETENTION_MS)
 
 
-def _topic_configs_settled(broker: KafkaComponent, topic: str, wanted: dict[str, str]) -> dict[str, str | None]:
-    """The topic's values of `wanted`'s names, polled until they equal `wanted` or 15 s pass.
+def _wait_for_topic_configs(broker: KafkaComponent, topic: str, wanted: dict[str, str]) -> None:
+    """Until the topic's values of `wanted`'s names equal `wanted` (15 s at most).
 
     A config change is committed to the KRaft metadata log and reaches the broker's cache a moment
     later, so a describe right after an alter can still show the old value.
     """
-    deadline = time.monotonic() + 15
-    while True:
+    seen: dict[str, str | None] = {}
+
+    def settled() -> bool:
         with admin_client(broker.bootstrap, 10_000) as admin:
             configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, None)])["topic"][topic]
         # Only overridden configs may be listed: a name still at its default can be absent.
-        seen = {name: (configs.get(name) or {}).get("value") for name in wanted}
-        if seen == wanted or time.monotonic() > deadline:
-            return seen
-        time.sleep(0.2)
+        seen.update({name: (configs.get(name) or {}).get("value") for name in wanted})
+        return seen == wanted
+
+    wait_until(settled, timeout=15, interval=0.2, what=lambda: f"{topic}'s configs {wanted} (seen last: {seen})")
 
 
 def test_after_healthy_restores_retention_and_keeps_other_overrides(broker: KafkaComponent) -> None:
@@ -132,13 +129,13 @@ def test_after_healthy_restores_retention_and_keeps_other_overrides(broker: Kafk
     overrides = {"retention.ms": "60000", "segment.ms": "3600000"}
     with admin_client(broker.bootstrap, 10_000) as admin:
         admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, overrides)], incremental=True)
-    assert _topic_configs_settled(broker, topic, overrides) == overrides
+    _wait_for_topic_configs(broker, topic, overrides)
 
     broker.after_healthy()
     broker.after_healthy()  # a second run changes nothing and does not fail on existing topics
 
     wanted = {"retention.ms": str(broker.settings.topic_retention_ms), "segment.ms": "3600000"}
-    assert _topic_configs_settled(broker, topic, wanted) == wanted
+    _wait_for_topic_configs(broker, topic, wanted)
 
 
 def test_idempotent_producer_round_trip_keeps_per_key_order(broker: KafkaComponent) -> None:
@@ -227,7 +224,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen(1)
-        component = KafkaComponent(_settings(tmp_path, _free_port(), squatter.getsockname()[1]))
+        component = KafkaComponent(_settings(tmp_path, free_port(), squatter.getsockname()[1]))
 
         with pytest.raises(ComponentError, match="CANDLELAKE_KAFKA_CONTROLLER_PORT") as caught:
             for port in component.ports():
@@ -242,7 +239,7 @@ def test_java_older_than_17_is_refused(tmp_path: Path, monkeypatch: pytest.Monke
     java.write_text("#!/bin/sh\necho 'java version \"1.8.0_392\"' >&2\n")
     java.chmod(java.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk8"))
-    component = KafkaComponent(_settings(tmp_path / "runtime", _free_port(), _free_port()))
+    component = KafkaComponent(_settings(tmp_path / "runtime", free_port(), free_port()))
 
     with pytest.raises(ComponentError, match=r"Kafka 4 needs Java 17\+.*Java 8"):
         component.install()

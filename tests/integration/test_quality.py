@@ -7,7 +7,7 @@ candles injected into the stage (close above high, a duplicate key, a missing mi
 differs from the trades) make jobs/validate_day.py exit 1 naming each failed expectation and candle, in
 plain words, in `quality_runs` and in Data Docs.
 
-Uses the platform database of the current settings (started for the tier by
+Uses the platform database of the current settings and the tier's Spark session (both from
 tests/integration/conftest.py). Exchange names are unique per module and their rows are deleted
 afterwards; the lake and the reports live in a temporary folder.
 """
@@ -20,7 +20,6 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
 from pathlib import Path
@@ -40,7 +39,7 @@ from candlelake.nightly.quality.validate import validate_day
 from candlelake.spark import transforms as T
 from candlelake.stream import parquet_lake
 from candlelake.util import to_us
-from tests.support.spark import local_session
+from tests.support.spark import lent
 
 pytestmark = pytest.mark.integration
 
@@ -64,23 +63,15 @@ def settings(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Se
 
 
 @pytest.fixture(scope="module")
-def spark(settings: Settings) -> Iterator[Any]:
-    with local_session("candlelake-quality-tests") as session:
-        yield session
+def exchange(settings: Settings, module_exchange: str) -> str:
+    """A market pair seen the whole day (a live feed connected throughout): every minute is covered.
 
-
-@pytest.fixture(scope="module")
-def exchange(settings: Settings) -> Iterator[str]:
-    """A market pair seen the whole day (a live feed connected throughout): every minute is covered."""
-    name = f"qtest{uuid.uuid4().hex[:8]}"
+    The module's own name (tests/integration/conftest.py deletes its rows at the end): the module-scoped
+    lake_day builds on it."""
     day = (to_us(START), to_us(START + timedelta(days=1)))
-    seen = [coverage.Interval(name, s, "test", "live", *day) for s in ("BTCUSDT", "ETHUSDT")]
+    seen = [coverage.Interval(module_exchange, s, "test", "live", *day) for s in ("BTCUSDT", "ETHUSDT")]
     coverage.record_dsn(settings.pg_dsn(), seen)
-    yield name
-    with psycopg2.connect(settings.pg_dsn()) as conn, conn.cursor() as cur:
-        cur.execute("DELETE FROM quality_runs WHERE exchange = %s", (name,))
-        cur.execute("DELETE FROM coverage WHERE exchange = %s", (name,))
-    conn.close()
+    return module_exchange
 
 
 def trade_row(exchange: str, symbol: str, tid: int, price: str | None, qty: str, at: datetime) -> tuple:
@@ -269,8 +260,8 @@ def test_bad_candles_fail_the_job_naming_each_candle_in_plain_words_the_table_an
 ) -> None:
     """jobs/validate_day.py's main() on a stage with four bad candles.
 
-    In this process, to save a second JVM and Great Expectations import: main() takes the module's
-    session (getOrCreate) and stops it at the end, so this test comes last in the module.
+    In this process, to save a second JVM and Great Expectations import: main() takes the tier's
+    session (getOrCreate) and stops it at its end, which `lent` turns into nothing for the modules after.
     """
     good = recompute(settings, spark, exchange)
     info = staging.write_stage(bad_stage(spark, good, exchange), settings.lake_dir, exchange, DAY, "stage-bad")
@@ -286,7 +277,8 @@ def test_bad_candles_fail_the_job_naming_each_candle_in_plain_words_the_table_an
     monkeypatch.syspath_prepend(str(REPO / "jobs"))
     import validate_day
 
-    code = validate_day.main(["--exchange", exchange, "--date", DAY.isoformat(), "--run-id", run_id])
+    with lent(spark):
+        code = validate_day.main(["--exchange", exchange, "--date", DAY.isoformat(), "--run-id", run_id])
     out, err = capsys.readouterr()
 
     # The exit code and the words: a failed expectation, each one on a line of its own.

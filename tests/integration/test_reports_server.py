@@ -7,7 +7,6 @@ and a reports folder of its own (so a live platform's server and reports are nev
 from __future__ import annotations
 
 import http.client
-import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from candlelake.config import Settings, load_settings
 from candlelake.platform import runtime
 from candlelake.platform.orchestrator import up
 from candlelake.platform.reports import ReportsComponent
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -26,18 +26,12 @@ _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 PAGE = "<html><body><h1>candles 2026-11-30: 14 of 14 expectations met</h1></body></html>\n"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _settings(tmp_path: Path) -> Settings:
     return load_settings(
         {
             "CANDLELAKE_RUNTIME_DIR": str(tmp_path / "runtime"),
             "CANDLELAKE_REPORTS_DIR": str(tmp_path / "site" / "reports"),
-            "CANDLELAKE_REPORTS_PORT": str(_free_port()),
+            "CANDLELAKE_REPORTS_PORT": str(free_port()),
         }
     )
 

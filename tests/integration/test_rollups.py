@@ -2,9 +2,10 @@
 directly from the trades (tests/support/reference_rollup.py) and against Binance's own klines.
 
 Uses the platform database of the current settings (started for the tier by tests/integration/conftest.py).
-Base candles are written through the stream's own upsert under exchange names of the test's own,
-deleted afterwards (which also checks that the rollup triggers follow a DELETE), with the coverage that
-says where they were observed (`candlelake.coverage.record`): quiet buckets exist only inside it.
+Base candles are written through the stream's own upsert under exchange names of the test's own (the
+tier's `exchange`), deleted afterwards (which also checks that the rollup triggers follow a DELETE),
+with the coverage that says where they were observed (`candlelake.coverage.record`): quiet buckets
+exist only inside it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import gzip
 import io
 import json
 import random
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -55,16 +55,6 @@ def conn(settings: Settings) -> Iterator[psycopg2.extensions.connection]:
     c = psycopg2.connect(settings.pg_dsn())
     c.autocommit = True
     yield c
-    c.close()
-
-
-@pytest.fixture
-def exchange(settings: Settings) -> Iterator[str]:
-    name = f"rolltest{uuid.uuid4().hex[:8]}"
-    yield name
-    with psycopg2.connect(settings.pg_dsn()) as c, c.cursor() as cur:
-        for table in ("candles", "coverage", "trade_gaps"):
-            cur.execute(f"DELETE FROM {table} WHERE exchange = %s", (name,))
     c.close()
 
 
@@ -400,8 +390,9 @@ def test_a_quiet_covered_bucket_is_a_filled_complete_candle(conn, exchange) -> N
     assert len(minutes) == 151 and {r["coverage"] for r in minutes.values()} == {"complete"}  # 10:00 to 12:30
 
 
-def test_an_unwatched_quiet_bucket_is_absent(conn, exchange) -> None:
-    """No row where nobody watched, nor after it until the next trade: the close to repeat is unknown."""
+def two_trades_around_a_lost_watch(conn: psycopg2.extensions.connection, exchange: str) -> datetime:
+    """Closed one-trade minutes at 10:00 and 12:30 of 2024-05-06, the market watched from 09:00 to 13:00
+    but for 11:10-11:20 (the watch lost and found); returns that day."""
     day = datetime(2024, 5, 6, tzinfo=UTC)
     upsert_candles(
         conn,
@@ -417,6 +408,12 @@ def test_an_unwatched_quiet_bucket_is_absent(conn, exchange) -> None:
         (day + timedelta(hours=9), day + timedelta(hours=11, minutes=10)),
         (day + timedelta(hours=11, minutes=20), day + timedelta(hours=13)),
     )
+    return day
+
+
+def test_an_unwatched_quiet_bucket_is_absent(conn, exchange) -> None:
+    """No row where nobody watched, nor after it until the next trade: the close to repeat is unknown."""
+    day = two_trades_around_a_lost_watch(conn, exchange)
     hours, minutes = hours_and_minutes(conn, exchange, day)
     assert list(hours) == ["10:00", "12:00"]
     assert hours["12:00"]["coverage"] == "complete"
@@ -475,21 +472,7 @@ def test_the_candles_command_prints_each_buckets_coverage(conn, exchange, capsys
     """`candlelake candles` on the read-only role: the coverage column, and no row for unknown buckets."""
     from candlelake.cli import main
 
-    day = datetime(2024, 5, 6, tzinfo=UTC)
-    upsert_candles(
-        conn,
-        [
-            minute_row(exchange, day + timedelta(hours=10), "10"),
-            minute_row(exchange, day + timedelta(hours=12, minutes=30), "12"),
-        ],
-        "closed",
-    )
-    cover(
-        conn,
-        exchange,
-        (day + timedelta(hours=9), day + timedelta(hours=11, minutes=10)),
-        (day + timedelta(hours=11, minutes=20), day + timedelta(hours=13)),
-    )
+    two_trades_around_a_lost_watch(conn, exchange)
     args = ["candles", "--exchange", exchange, "--symbol", SYMBOL, "--interval", "30m"]
     args += ["--start", "2024-05-06T00:00:00Z", "--end", "2024-05-07T00:00:00Z"]
     assert main([*args, "--format", "csv"]) == 0

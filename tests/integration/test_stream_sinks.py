@@ -2,13 +2,12 @@
 
 Uses the platform database of the current settings (`candlelake up`, or CANDLELAKE_PG_* pointing at
 another cluster with the schema applied); tests/integration/conftest.py starts it for the tier. Every test writes under
-names of its own and deletes them afterwards, so it can run next to live traffic.
+names of its own (the tier's `exchange`) and deletes them afterwards, so it can run next to live traffic.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from pathlib import Path
@@ -20,7 +19,6 @@ from candlelake.config import Settings
 from candlelake.stream import parquet_lake
 from candlelake.stream.postgres_candles import COLUMNS, upsert_candles, upsert_candles_df
 from candlelake.stream.progress import IDLE_BATCH_ID, ProgressRecorder, ProgressRow, fresh_queries
-from tests.support.spark import local_session
 
 pytestmark = pytest.mark.integration
 
@@ -30,21 +28,6 @@ T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def settings(services: Settings) -> Settings:
     return services  # PostgreSQL up, schema applied (tests/integration/conftest.py)
-
-
-@pytest.fixture
-def exchange(settings: Settings) -> Iterator[str]:
-    name = f"sinktest{uuid.uuid4().hex[:8]}"
-    yield name
-    with psycopg2.connect(settings.pg_dsn()) as conn, conn.cursor() as cur:
-        cur.execute("DELETE FROM candles WHERE exchange = %s", (name,))
-    conn.close()
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[object]:
-    with local_session("candlelake-sink-tests") as session:
-        yield session
 
 
 def row(exchange: str, minute: int, close: str, volume: str, trades: int) -> tuple[object, ...]:
@@ -227,6 +210,7 @@ def test_a_replayed_lake_batch_replaces_its_files(tmp_path: Path, spark) -> None
         ("binance", "BTCUSDT", i, D("1.5"), D("2"), T0 + timedelta(hours=12 * i), True, T0, "t") for i in range(3)
     ]
     df = transforms.with_trade_date(spark.createDataFrame(trades, transforms.TRADE_SCHEMA))  # type: ignore[attr-defined]
+    df = df.coalesce(1)  # one task, so one file per date whatever the cores of the tier's session
     lake = tmp_path / "lake" / "trades"
     partitions = ["exchange", "trade_date"]
     assert parquet_lake.write_batch(df, 7, lake, partitions) == 2  # two dates

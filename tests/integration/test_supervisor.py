@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,26 +48,12 @@ from candlelake.platform.stream_control import (
 )
 from candlelake.platform.supervisor import Check, observe_stream, supervise
 from candlelake.stream.progress import STREAM_QUERIES
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 FIRST, SECOND = "AAAUSDT", "BBBUSDT"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +80,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         "CANDLELAKE_TRADES_TOPIC": f"svtest-{tag}-trades",
         "CANDLELAKE_DEAD_LETTER_TOPIC": f"svtest-{tag}-dead-letter",
         "CANDLELAKE_PRICES_TOPIC": f"svtest-{tag}-prices",
-        "CANDLELAKE_SPARK_UI_PORT": str(_free_port()),
+        "CANDLELAKE_SPARK_UI_PORT": str(free_port()),
         "CANDLELAKE_PRODUCER_SOURCE": "simulator",
         "CANDLELAKE_SIMULATOR_RATE": "20",
         "CANDLELAKE_HEALTH_INTERVAL_S": "1",
@@ -157,7 +142,7 @@ def by_component(checks: list[Check]) -> dict[str, Check]:
 
 def kill_group(pid: int) -> None:
     os.killpg(pid, signal.SIGKILL)
-    wait_for(f"pid {pid} to be gone", lambda: not runtime.pid_alive(pid), timeout=30, every=0.1)
+    wait_until(lambda: not runtime.pid_alive(pid), timeout=30, interval=0.1, what=f"pid {pid} to be gone")
 
 
 def test_a_missing_spark_connection_is_named_instead_of_the_hook_falling_back_to_yarn(
@@ -236,7 +221,12 @@ def test_a_killed_streaming_job_is_restarted_through_the_hook_built_spark_submit
     first = stream.pid()
     assert first and "hook-built spark-submit" in result.actions["stream"]
     # Killed once its Python driver runs (a real job, not just a launcher), with kill -9 on the group.
-    wait_for("the streaming job's Python driver", lambda: any(_is_driver(_cmdline(p)) for p in _group(first)), 120)
+    wait_until(
+        lambda: any(_is_driver(_cmdline(p)) for p in _group(first)),
+        timeout=120,
+        interval=0.5,
+        what="the streaming job's Python driver",
+    )
     # The producer set to stopped (left alone below) and stopped: the topic holds a fixed backlog that
     # the restarted job must read to its end.
     with control_lock(settings) as conn:
@@ -260,7 +250,9 @@ def test_a_killed_streaming_job_is_restarted_through_the_hook_built_spark_submit
     assert recorded(settings, run)["stream"][:2] == ("dead", "restarted")
 
     # A healthy check reports each query's batches and rates, and its lag: 0 once it read the backlog ...
-    caught_up = wait_for("both queries to read the backlog", stream_check(settings, caught_up_query), 120, every=2)
+    caught_up = wait_until(
+        stream_check(settings, caught_up_query), timeout=120, interval=2, what="both queries to read the backlog"
+    )
     assert (caught_up.state, caught_up.action) == ("healthy", "none"), caught_up.detail
     assert all(q["report_age_s"] < 30 and q["processing_rate"] > 0 for q in caught_up.metrics["queries"].values())
     # ... against the topic's real end (read independently), and a known distance is measured exactly.

@@ -30,6 +30,7 @@ from tests.fakes.binance_ws import FakeBinanceWs
 from tests.fakes.coinbase_ws import FakeCoinbaseWs
 from tests.fakes.recording import BINANCE_SPOT, BINANCE_USDM, COINBASE, LiveReplay, Recording, dumps
 from tests.fakes.ws_server import FakeExchangeWs, ServedConnection
+from tests.support.waiting import wait_until, wait_until_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -96,15 +97,9 @@ def run_feed(feed: BinanceTradeFeed | CoinbaseMatchesFeed, scenario: Scenario) -
     return asyncio.run(main())
 
 
-async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def replay_over(replay: LiveReplay) -> None:
+    """Until the recording has played out: it is sent at its recorded pace, so this is the wall clock's
+    time (and 0.3 s for the last frames to be read), not a condition to poll."""
     await asyncio.sleep(max(0.0, (replay.end - datetime.now(UTC)).total_seconds()) + 0.3)
 
 
@@ -168,9 +163,9 @@ def frames_on(fake: FakeExchangeWs, number: int) -> int:
 
 def settled(fake: FakeExchangeWs) -> list[ServedConnection]:
     """The server's connection log once it has seen every connection close."""
-    deadline = time.monotonic() + 3
-    while fake.open_connections and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(
+        lambda: not fake.open_connections, timeout=3, interval=0.02, what="the server to see every connection close"
+    )
     return fake.connections
 
 
@@ -256,7 +251,7 @@ def test_silent_stall_trips_the_watchdog() -> None:
         feed = BinanceTradeFeed("binance", SPOT_SYMBOLS, fake.url, settings=settings)
 
         async def scenario(_events: Collector) -> None:
-            await until(lambda: frames_on(fake, 2) >= 100, 8, "100 frames on the second connection")
+            await wait_until_async(lambda: frames_on(fake, 2) >= 100, 8, what="100 frames on the second connection")
 
         events, _ = run_feed(feed, scenario)
         first, second = fake.connections[:2]
@@ -280,7 +275,9 @@ def test_client_keepalive_detects_a_stall_before_the_watchdog() -> None:
     with FakeBinanceWs(replay, ping_interval_s=None) as fake:
         fake.stall_next_connection_after(200, seconds=10)
         feed = BinanceTradeFeed("binance", SPOT_SYMBOLS, fake.url, settings=settings)
-        events, _ = run_feed(feed, lambda _events: until(lambda: frames_on(fake, 2) >= 50, 5, "a second connection"))
+        events, _ = run_feed(
+            feed, lambda _events: wait_until_async(lambda: frames_on(fake, 2) >= 50, 5, what="a second connection")
+        )
 
     (gap,) = events.of(Disconnect)
     assert gap.cause == "no pong to our keepalive ping (code 1011 keepalive ping timeout)"
@@ -293,7 +290,7 @@ def test_server_lifetime_cut_is_reported_and_reconnected() -> None:
         feed = BinanceTradeFeed("binance", SPOT_SYMBOLS, fake.url, settings=FAST)
 
         async def scenario(_events: Collector) -> None:
-            await until(lambda: len(fake.frames_sent) >= 2, 5, "a second connection")
+            await wait_until_async(lambda: len(fake.frames_sent) >= 2, 5, what="a second connection")
             fake.lifetime_s = None
 
         events, _ = run_feed(feed, scenario)
@@ -352,7 +349,7 @@ def test_server_shutdown_notice_rotates_before_the_old_connection_closes(notice:
         feed = BinanceTradeFeed("binance", SPOT_SYMBOLS, fake.url, settings=settings)
 
         async def scenario(_events: Collector) -> None:
-            await until(lambda: frames_on(fake, 2) >= 300, 8, "300 frames on the second connection")
+            await wait_until_async(lambda: frames_on(fake, 2) >= 300, 8, what="300 frames on the second connection")
 
         events, _ = run_feed(feed, scenario)
         first, second = settled(fake)[:2]
@@ -374,6 +371,7 @@ def test_server_pings_are_answered() -> None:
     replay = live(BINANCE_SPOT, 20.0)
     with FakeBinanceWs(replay, ping_interval_s=0.2, ping_timeout_s=0.5) as fake:
         feed = BinanceTradeFeed("binance", SPOT_SYMBOLS, fake.url, settings=FAST)
+        # Deliberately 2.2 s of connection, whatever happens in it: the pings the server sends meanwhile.
         events, _ = run_feed(feed, lambda _events: asyncio.sleep(2.2))
         connections = settled(fake)
 
@@ -408,7 +406,7 @@ def test_malformed_frames_become_rejections_while_trades_flow() -> None:
         feed = BinanceTradeFeed("binance", SPOT_SYMBOLS, fake.url, settings=FAST)
 
         async def scenario(events: Collector) -> None:
-            await until(lambda: len(events.trades) >= 100, 5, "100 trades")
+            await wait_until_async(lambda: len(events.trades) >= 100, 5, what="100 trades")
             for text, _code in frames:
                 assert fake.inject(text) == 1
             await replay_over(replay)
@@ -484,7 +482,7 @@ def test_coinbase_errors_and_bad_matches_become_rejections() -> None:
         feed = CoinbaseMatchesFeed([*COINBASE_PRODUCTS, "NOPE-USD"], fake.url, settings=FAST)
 
         async def scenario(events: Collector) -> None:
-            await until(lambda: len(events.trades) >= 5, 5, "5 trades")
+            await wait_until_async(lambda: len(events.trades) >= 5, 5, what="5 trades")
             fake.inject(bad_side)
             fake.inject(unknown)
             await replay_over(replay)
@@ -497,7 +495,7 @@ def test_coinbase_errors_and_bad_matches_become_rejections() -> None:
 
 
 @pytest.mark.parametrize("state", ["streaming", "rotating", "reconnecting"])
-def test_stop_returns_within_a_second_and_closes_connections(state: str) -> None:
+def test_stop_returns_within_a_second_and_closes_connections(state: str, caplog: pytest.LogCaptureFixture) -> None:
     replay = live(BINANCE_SPOT, 20.0)
     settings = {
         "streaming": FAST,
@@ -511,11 +509,18 @@ def test_stop_returns_within_a_second_and_closes_connections(state: str) -> None
 
         async def scenario(events: Collector) -> None:
             if state == "reconnecting":
-                await until(lambda: [c.closed_by for c in fake.connections[:1]] == ["abort"], 5, "the drop")
-                await asyncio.sleep(0.2)
+                await wait_until_async(
+                    lambda: [c.closed_by for c in fake.connections[:1]] == ["abort"], 5, what="the drop"
+                )
+                # Stopped while it waits out its 30 s backoff: once it has said so.
+                await wait_until_async(
+                    lambda: "reconnecting in" in caplog.text, 5, what="the feed to wait before reconnecting"
+                )
             else:
                 wanted = 1 if state == "streaming" else 2
-                await until(lambda: len(events.of(Reconnected)) >= wanted and len(events.trades) >= 60, 5, state)
+                await wait_until_async(
+                    lambda: len(events.of(Reconnected)) >= wanted and len(events.trades) >= 60, 5, what=state
+                )
 
         events, stopping_s = run_feed(feed, scenario)
         connections = settled(fake)

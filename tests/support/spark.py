@@ -42,3 +42,23 @@ def local_session(app: str, *, cores: int = 1, conf: Mapping[str, str] | None = 
         yield session
     finally:
         session.stop()
+
+
+@contextmanager
+def lent(session: Any) -> Iterator[None]:
+    """Lend a shared `session` to code that builds its own (getOrCreate returns `session` then) and stops it
+    at its end, as a job's main() does: stop() does nothing meanwhile, and the runtime settings the
+    builder changed (a job's batch settings) and the log level are put back afterwards."""
+    before = dict(session.conf.getAll)
+    session.stop = lambda: None  # an instance attribute: shadows the method until deleted below
+    try:
+        yield
+    finally:
+        del session.stop
+        after = dict(session.conf.getAll)
+        for key in after.keys() - before.keys():
+            session.conf.unset(key)
+        for key, value in before.items():
+            if after.get(key) != value:
+                session.conf.set(key, value)
+        session.sparkContext.setLogLevel("ERROR")

@@ -39,7 +39,7 @@ from pyspark.sql.types import (
 )
 
 from candlelake import candle, coverage
-from candlelake.trade import TRADE_KEY, WIRE_FIELDS, WireKind
+from candlelake.trade import CANDLE_INPUTS, TRADE_KEY, WIRE_FIELDS, WireKind
 from candlelake.util import interval_micros, to_us
 
 PRICE_TYPE = DecimalType(28, 10)
@@ -159,10 +159,9 @@ def _from_wire(kind: WireKind, value: Column) -> Column:
 
 
 def valid_trades(trades: DataFrame) -> DataFrame:
-    """Only the trades whose every field a candle needs is present."""
-    required = ["exchange", "symbol", "trade_id", "price", "qty", "trade_time", "is_buyer_maker"]
+    """Only the trades whose every field a candle needs (trade.CANDLE_INPUTS) is present."""
     condition = F.lit(True)
-    for name in required:
+    for name in CANDLE_INPUTS:
         condition = condition & F.col(name).isNotNull()
     return trades.where(condition)
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from candlelake import coverage
 from candlelake.nightly.quality import suites
+from candlelake.trade import CANDLE_INPUTS
 from candlelake.util import interval_micros
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 def distinct_trades(trades: DataFrame) -> DataFrame:
     """The fields that make a trade, identical copies collapsed (copies differ only in ingest metadata)."""
-    return trades.select(*suites.TRADE_REQUIRED).distinct()
+    return trades.select(*CANDLE_INPUTS).distinct()
 
 
 def checked_candles(

@@ -24,7 +24,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from candlelake import candle
-from candlelake.trade import TRADE_KEY
+from candlelake.trade import CANDLE_INPUTS, TRADE_KEY
 from candlelake.util import day_bounds
 
 if TYPE_CHECKING:
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 TRADES_SUITE = "trades"
 CANDLES_SUITE = "candles"
 
-# Every field a candle needs (candlelake.spark.transforms.valid_trades keeps the same list).
-TRADE_REQUIRED: tuple[str, ...] = ("exchange", "symbol", "trade_id", "price", "qty", "trade_time", "is_buyer_maker")
 CANDLE_KEY: tuple[str, ...] = candle.KEY
 # Columns that name the row of an unexpected value in a result (its "index").
 TRADES_INDEX: tuple[str, ...] = ("symbol", "trade_id")
@@ -80,7 +78,7 @@ def trades_suite() -> ExpectationSuite:
     import great_expectations.expectations as gxe
 
     expectations: list[Expectation] = [
-        gxe.ExpectColumnValuesToNotBeNull(column=name, meta=_check(f"{name} is never null")) for name in TRADE_REQUIRED
+        gxe.ExpectColumnValuesToNotBeNull(column=name, meta=_check(f"{name} is never null")) for name in CANDLE_INPUTS
     ]
     expectations += [
         gxe.ExpectColumnValuesToBeBetween(column=name, min_value=0, strict_min=True, meta=_check(f"{name} > 0"))
