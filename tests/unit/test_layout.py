@@ -21,6 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "include" / "candlelake"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("util", "trade", "candle", "exchanges", "config", "coverage"),
     ("sources",),
+    ("analytics",),
     ("ingest",),
     ("spark",),
     ("lake",),

@@ -1,0 +1,1 @@
+"""Market analytics over closed candles: features, anomaly detectors and the models trained on them."""

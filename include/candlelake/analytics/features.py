@@ -1,0 +1,182 @@
+"""Market features of closed 1m bars: moving averages, returns, realised volatility, z-scores.
+
+One module for the live scorer, training and the dashboard, so a model is scored on exactly the
+features it was trained on. A bar is a closed 1m candle, or for a market seen only through price points
+(CoinGecko, a REST ticker) the minute's last price, with no volume behind it (`bars_from_prices`).
+
+Windows are spans of time, not counts of rows: the 5-minute average at 12:04 is the mean close of the
+bars opening 12:00 to 12:04, and it exists only when all five are known. A quiet minute (a candle with
+no trades, its close carried) is known; a minute nobody watched has no bar, and every feature whose
+window touches it is None rather than a figure computed from fewer bars than its name says. That is
+what pandas computes with a time-based `rolling("5min", min_periods=5)`, which the tests hold this to.
+
+Moving averages are Decimal, the closes' exact sum divided by the window (exact to `DECIMAL_DIGITS`
+significant digits: a mean over 15 minutes does not terminate in decimal). Returns, volatility and
+z-scores are floats: logarithms and square roots are not exact in any decimal type.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Context, Decimal
+
+from candlelake.util import interval_micros
+
+MINUTE_US = interval_micros("1 minute")
+MA_MINUTES: tuple[int, ...] = (1, 5, 15)
+VOLATILITY_MINUTES = 15
+"""Realised volatility: the standard deviation of this many 1-minute log returns."""
+BASELINE_MINUTES = 60
+"""A z-score compares a bar with the mean and spread of this many minutes before it (itself excluded)."""
+DECIMAL_DIGITS = 34
+_CONTEXT = Context(prec=DECIMAL_DIGITS)
+_HISTORY = BASELINE_MINUTES + 1  # the most bars any feature looks at: the baseline of a return's z-score
+
+ValueOf = Callable[["Bar"], float | None]
+"""A bar's value for a z-score (its volume, trade count, log return), or None where it has none."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """What features need of one closed minute. `volume` and `trades` are None for price points."""
+
+    open_time_us: int
+    close: Decimal
+    volume: Decimal | None = None
+    trades: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """A bar's features; a field is None when its window is not wholly known (or its spread is zero)."""
+
+    open_time_us: int
+    close: Decimal
+    ma_1m: Decimal | None
+    ma_5m: Decimal | None
+    ma_15m: Decimal | None
+    return_1m: float | None
+    """close / the previous minute's close - 1."""
+    log_return_1m: float | None
+    volatility_15m: float | None
+    """Sample standard deviation (n - 1) of the last 15 one-minute log returns, not annualised."""
+    return_z: float | None
+    volume_z: float | None
+    trades_z: float | None
+
+    def ma(self, minutes: int) -> Decimal | None:
+        return {1: self.ma_1m, 5: self.ma_5m, 15: self.ma_15m}[minutes]
+
+
+class FeatureBook:
+    """One market's recent bars; `push` a closed bar, in time order, and get its features.
+
+    The book keeps the last hour and a minute of bars, all any feature looks at, so the live scorer holds
+    about 61 bars per market; `features()` folds a whole history through one book, so training computes
+    exactly what the scorer does.
+    """
+
+    def __init__(self) -> None:
+        self._bars: deque[Bar] = deque()
+        self._log_returns: dict[int, float | None] = {}
+
+    def __len__(self) -> int:
+        """The bars held: never more than the last hour and a minute."""
+        return len(self._bars)
+
+    def push(self, bar: Bar) -> Features:
+        if self._bars and bar.open_time_us <= self._bars[-1].open_time_us:
+            raise ValueError(
+                f"bars must arrive in time order: a bar of {bar.open_time_us} after one of "
+                f"{self._bars[-1].open_time_us} (epoch microseconds)"
+            )
+        if bar.open_time_us % MINUTE_US:
+            raise ValueError(f"a bar opens on a whole minute, not at {bar.open_time_us} (epoch microseconds)")
+        previous = self._bars[-1] if self._bars else None
+        self._bars.append(bar)
+        while self._bars[0].open_time_us <= bar.open_time_us - _HISTORY * MINUTE_US:
+            dropped = self._bars.popleft()
+            self._log_returns.pop(dropped.open_time_us, None)
+
+        simple, logarithmic = _returns(previous, bar)
+        self._log_returns[bar.open_time_us] = logarithmic
+        mas = {minutes: self._mean_close(bar, minutes) for minutes in MA_MINUTES}
+        return Features(
+            open_time_us=bar.open_time_us,
+            close=bar.close,
+            ma_1m=mas[1],
+            ma_5m=mas[5],
+            ma_15m=mas[15],
+            return_1m=simple,
+            log_return_1m=logarithmic,
+            volatility_15m=self._volatility(bar),
+            return_z=self._z_score(bar, lambda b: self._log_returns.get(b.open_time_us)),
+            volume_z=self._z_score(bar, lambda b: None if b.volume is None else float(b.volume)),
+            trades_z=self._z_score(bar, lambda b: None if b.trades is None else float(b.trades)),
+        )
+
+    def _window(self, last: Bar, minutes: int, *, before: bool = False) -> list[Bar] | None:
+        """The bars of the `minutes` minutes ending with `last` (or ending just before it), or None when
+        one of those minutes has no bar."""
+        end = last.open_time_us - (MINUTE_US if before else 0)
+        start = end - (minutes - 1) * MINUTE_US
+        window = [b for b in self._bars if start <= b.open_time_us <= end]
+        return window if len(window) == minutes else None
+
+    def _mean_close(self, last: Bar, minutes: int) -> Decimal | None:
+        window = self._window(last, minutes)
+        if window is None:
+            return None
+        total = sum((b.close for b in window), Decimal(0))  # exact: a sum of decimals
+        return _CONTEXT.divide(total, Decimal(minutes))
+
+    def _volatility(self, last: Bar) -> float | None:
+        window = self._window(last, VOLATILITY_MINUTES)
+        if window is None:
+            return None
+        returns = [self._log_returns.get(b.open_time_us) for b in window]
+        if any(r is None for r in returns):
+            return None
+        return statistics.stdev(r for r in returns if r is not None)
+
+    def _z_score(self, last: Bar, value_of: ValueOf) -> float | None:
+        value = value_of(last)
+        baseline = self._window(last, BASELINE_MINUTES, before=True)
+        if value is None or baseline is None:
+            return None
+        values = [value_of(b) for b in baseline]
+        known = [v for v in values if v is not None]
+        if len(known) < BASELINE_MINUTES:
+            return None
+        spread = statistics.stdev(known)
+        if spread == 0:
+            return None  # a flat hour: any change is "infinitely" unusual, which says nothing
+        return (value - statistics.fmean(known)) / spread
+
+
+def _returns(previous: Bar | None, bar: Bar) -> tuple[float | None, float | None]:
+    """The simple and log return from the previous minute's close, when that minute is known."""
+    if previous is None or previous.open_time_us != bar.open_time_us - MINUTE_US or previous.close <= 0:
+        return None, None
+    ratio = _CONTEXT.divide(bar.close, previous.close)
+    return float(ratio - 1), math.log(float(ratio))
+
+
+def features(bars: Iterable[Bar]) -> Iterator[Features]:
+    """The features of every bar of one market's history, in time order: the live book's, bar by bar."""
+    book = FeatureBook()
+    for bar in bars:
+        yield book.push(bar)
+
+
+def bars_from_prices(points: Sequence[tuple[int, Decimal]]) -> list[Bar]:
+    """Minute bars from one market's price points (epoch microseconds, price), in time order: each
+    minute's last price is its close. A minute without a point has no bar (nothing says what it was)."""
+    last: dict[int, Decimal] = {}
+    for time_us, price in sorted(points, key=lambda p: p[0]):
+        last[time_us - time_us % MINUTE_US] = price
+    return [Bar(open_time_us=minute, close=close) for minute, close in sorted(last.items())]
