@@ -167,6 +167,8 @@ class Settings:
     coinbase_ws_url: str
     coinbase_rest_url: str
     coingecko_url: str
+    coingecko_api_key: str  # a demo key, sent as x-cg-demo-api-key; empty: the keyless public API
+    coingecko_interval_s: float
     ws_watchdog_s: float
     ws_lifetime_s: float
     ws_overlap_s: float
@@ -329,6 +331,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         coinbase_ws_url=e.text("CANDLELAKE_COINBASE_WS_URL", "wss://ws-feed.exchange.coinbase.com"),
         coinbase_rest_url=e.text("CANDLELAKE_COINBASE_REST_URL", "https://api.exchange.coinbase.com"),
         coingecko_url=e.text("CANDLELAKE_COINGECKO_URL", "https://api.coingecko.com/api/v3"),
+        coingecko_api_key=e.text("CANDLELAKE_COINGECKO_API_KEY", ""),
+        coingecko_interval_s=e.number("CANDLELAKE_COINGECKO_INTERVAL_S", 30.0, 0.1),
         ws_watchdog_s=e.number("CANDLELAKE_WS_WATCHDOG_S", 30.0, 0.1),
         # Binance cuts every connection at 24 hours; rotate before, with the two overlapping.
         ws_lifetime_s=e.number("CANDLELAKE_WS_LIFETIME_S", 23.5 * 3600, 1.0),

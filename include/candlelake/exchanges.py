@@ -38,6 +38,31 @@ def coingecko_id(symbol: str) -> str:
     return symbol.strip().lower()
 
 
+COINGECKO_TICKERS: dict[str, str] = {
+    "bitcoin": "BTC",
+    "ethereum": "ETH",
+    "binancecoin": "BNB",
+    "solana": "SOL",
+    "ripple": "XRP",
+    "cardano": "ADA",
+    "dogecoin": "DOGE",
+    "tron": "TRX",
+    "avalanche-2": "AVAX",
+    "chainlink": "LINK",
+    "polkadot": "DOT",
+    "litecoin": "LTC",
+}
+"""The `coingecko` source's default coins: CoinGecko's coin id and the ticker its price points are
+named by (`bitcoin` -> `BTC-USD`, as Coinbase names its products). CoinGecko's ids are not tickers
+(`avalanche-2` is AVAX, `binancecoin` BNB), so the map is written out, not derived."""
+
+
+def coingecko_symbol(coin_id: str, currency: str = "usd") -> str:
+    """A CoinGecko price point's symbol: `<TICKER>-<CURRENCY>` for a mapped coin, else `<id>-<currency>`."""
+    ticker = COINGECKO_TICKERS.get(coin_id)
+    return f"{ticker}-{currency.upper()}" if ticker else f"{coin_id}-{currency.lower()}"
+
+
 @dataclass(frozen=True)
 class Exchange:
     """A market whose trades candlelake keys, checks, fills and reconciles.
@@ -112,7 +137,7 @@ SOURCES: dict[str, Source] = {
         Source("binance-usdm", "binance-usdm", "trades", ("BTCUSDT", "ETHUSDT"), binance_symbol),
         Source("coinbase", "coinbase", "trades", ("BTC-USD", "ETH-USD"), coinbase_product),
         Source("binance-rest", "binance", "prices", ("BTCUSDT", "ETHUSDT"), binance_symbol),
-        Source("coingecko", "coingecko", "prices", ("bitcoin", "ethereum"), coingecko_id),
+        Source("coingecko", "coingecko", "prices", tuple(COINGECKO_TICKERS), coingecko_id),
     )
 }
 SOURCE_NAMES: tuple[str, ...] = tuple(SOURCES)

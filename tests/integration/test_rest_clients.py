@@ -360,6 +360,20 @@ def test_coingecko_poller_holds_back_until_retry_after_when_rate_limited() -> No
     assert poller.failures == 1 and len(events) == 2
 
 
+def test_coingecko_poller_backs_off_after_refusals_without_retry_after() -> None:
+    """Two 429s without Retry-After: the poller waits two, then four intervals, then polls at its rate."""
+    with FakeCoinGecko({"bitcoin": {"usd": LONG_PRICE}}) as fake:
+        fake.rate_limit_next(2, retry_after_s=None)
+        gecko = CoinGeckoPrices(fake.url)
+        poller = PricePoller(lambda: gecko.prices(["bitcoin"]), 0.2, name="coingecko")
+        events = run_poller(poller, until=2)
+        log = fake.requests
+    assert [r.status for r in log] == [429, 429, 200, 200]
+    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(log)]
+    assert gaps[0] >= 0.4 and gaps[1] >= 0.8 and gaps[2] < 0.8  # 2 and 4 intervals, then 1 again
+    assert poller.failures == 2 and poller.failures_in_a_row == 0 and len(events) == 2
+
+
 def test_binance_poller_emits_price_points_only(spot: FakeBinanceRest) -> None:
     rest = BinanceRest(client=fast_client(spot.url))
     events = run_poller(PricePoller(lambda: rest.prices(["BTCUSDT", "ETHUSDT", "DOTUSDT"]), 0.05), until=6)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from candlelake.config import ConfigError, Settings
 from candlelake.coverage import CoverageStore
-from candlelake.exchanges import EXCHANGES, SOURCES, Source
+from candlelake.exchanges import EXCHANGES, SOURCES, Source, coingecko_symbol
 from candlelake.ingest.counters import Counters, DeliveryReports
 from candlelake.ingest.dead_letter import DeadLetterSink
 from candlelake.ingest.gaps import GapLedger
@@ -135,8 +135,14 @@ def _binance_prices(settings: Settings, source: Source, symbols: list[str], opti
 def _coingecko_prices(settings: Settings, source: Source, symbols: list[str], options: SimulatorOptions) -> Connector:
     from candlelake.sources.pollers import CoinGeckoPrices, PricePoller
 
-    gecko = CoinGeckoPrices(settings.coingecko_url)
-    return PricePoller(lambda: gecko.prices(symbols), settings.poll_interval_s, name=source.name)
+    gecko = CoinGeckoPrices(
+        settings.coingecko_url,
+        symbols={coin: coingecko_symbol(coin) for coin in symbols},
+        api_key=settings.coingecko_api_key or None,
+    )
+    # One request for every coin, every CANDLELAKE_COINGECKO_INTERVAL_S: the keyless API allows a few
+    # calls a minute, shared by everyone behind the same address.
+    return PricePoller(lambda: gecko.prices(symbols), settings.coingecko_interval_s, name=source.name)
 
 
 CONNECTORS: dict[str, Callable[[Settings, Source, list[str], SimulatorOptions], Connector]] = {

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 COINGECKO_URL = "https://api.coingecko.com/api/v3"
 COINGECKO = "coingecko"
 COINGECKO_SOURCE = "coingecko-simple-price"
+MAX_BACKOFF = 8
+"""After failed polls in a row, a poller waits at most this many intervals before asking again."""
 
 
 class CoinGeckoPrices:
@@ -103,8 +105,11 @@ class PricePoller:
 
     `fetch` is a blocking call such as `lambda: rest.prices(["BTCUSDT"])` (`BinanceRest.prices`) or
     `lambda: gecko.prices(["bitcoin"])` (`CoinGeckoPrices.prices`); `name` labels its log lines. Polls
-    keep a fixed rate (a slow poll shortens the wait after it, never stacks polls). `stop` ends the loop
-    at once; a poll still in flight finishes in its thread and is discarded.
+    keep a fixed rate (a slow poll shortens the wait after it, never stacks polls). After a failed poll
+    (a refusal such as a 429 without Retry-After among them) the wait doubles, up to `MAX_BACKOFF` times
+    the interval, and returns to the interval after a poll succeeds: a poller asking again at full rate
+    is what keeps a rate limit closed. `stop` ends the loop at once; a poll still in flight finishes in
+    its thread and is discarded.
     """
 
     def __init__(
@@ -117,6 +122,11 @@ class PricePoller:
         self.name = name
         self.polls = 0
         self.failures = 0
+        self.failures_in_a_row = 0
+
+    def wait_s(self) -> float:
+        """The wait from one poll's start to the next: the interval, doubled per failure in a row."""
+        return self.interval_s * min(2**self.failures_in_a_row, MAX_BACKOFF)
 
     async def run(self, emit: Emit, stop: asyncio.Event) -> None:
         next_poll = time.monotonic()
@@ -127,7 +137,7 @@ class PricePoller:
             for point in points:
                 if isinstance(point, PricePoint):  # a poller never emits trades, whatever fetch returns
                     emit(point)
-            next_poll = max(next_poll + self.interval_s, time.monotonic())
+            next_poll = max(next_poll + self.wait_s(), time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=next_poll - time.monotonic())
 
@@ -142,13 +152,16 @@ class PricePoller:
         stopping.cancel()
         self.polls += 1
         try:
-            return fetch.result()
-        except Exception as error:  # any failure: log it and poll again at the next interval
+            points = fetch.result()
+        except Exception as error:  # any failure: log it and poll again after the backed-off wait
             self.failures += 1
+            self.failures_in_a_row += 1
             log.warning(
-                "%s poll failed, retrying in %g s: %s", self.name, self.interval_s, one_line(error, None, typed=True)
+                "%s poll failed, retrying in %g s: %s", self.name, self.wait_s(), one_line(error, None, typed=True)
             )
             return []
+        self.failures_in_a_row = 0
+        return points
 
 
 def _discard(task: asyncio.Future[Sequence[PricePoint]]) -> None:
