@@ -4,7 +4,8 @@ Run with spark-submit (the platform's `stream` part does, with the Kafka connect
 
     spark-submit --jars <spark-kafka jars> jobs/stream_candles.py
 
-Two queries read the topic, each with its own checkpoint under CANDLELAKE_CHECKPOINT_DIR:
+Two queries read the `trades` topic and one the `prices` topic, each with its own checkpoint under
+CANDLELAKE_CHECKPOINT_DIR:
 
 `lake_trades` appends every valid trade to `<lake>/trades/exchange=.../trade_date=...` (Parquet, one
     file per partition per micro-batch, named by batch id: see candlelake.stream.parquet_lake, which
@@ -25,7 +26,12 @@ Two queries read the topic, each with its own checkpoint under CANDLELAKE_CHECKP
     Once the watermark passes a candle's end, no trade can change it any more: recording that batch's
     progress marks it 'closed' (candlelake.stream.progress).
 
-Every micro-batch of both queries is recorded in `stream_progress` by polling (see
+`lake_prices` reads the price points (REST tickers, CoinGecko: prices without trades), drops a point
+    seen again within PRICES_DEDUPE_WINDOW, appends them to `<lake>/prices/exchange=.../price_date=...`,
+    inserts them into `price_points` and recomputes the sliding-window KPIs of every window they touch
+    into `price_kpis` and onto CANDLELAKE_PRICE_KPIS_TOPIC (candlelake.stream.price_kpis).
+
+Every micro-batch of the queries is recorded in `stream_progress` by polling (see
 candlelake.stream.progress.ProgressPoller, and there why not with a query listener).
 SIGTERM or SIGINT stops both queries and exits 0; a failed query exits 1 so the platform notices.
 
@@ -46,14 +52,16 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from candlelake.config import Settings, load_settings
-from candlelake.spark import transforms
+from candlelake.price import PRICE_KEY
+from candlelake.spark import prices, transforms
 from candlelake.spark.session import build_session
 from candlelake.stream import guard as stream_guard
-from candlelake.stream import parquet_lake
+from candlelake.stream import parquet_lake, price_kpis
 from candlelake.stream.postgres_candles import upsert_candles_df
 from candlelake.stream.progress import (
     CANDLES_QUERY,
     LAKE_QUERY,
+    PRICES_QUERY,
     ProgressPoller,
     ProgressRecorder,
 )
@@ -71,6 +79,11 @@ LAKE_DEDUPE_WINDOW = "30 seconds"
 CANDLES_MAX_OFFSETS_PER_TRIGGER = 400_000
 LAKE_MAX_OFFSETS_PER_TRIGGER = 600_000
 LAKE_TRIGGER = "10 seconds"
+# Price points come a few a minute per market; a poller asking again before its source updated sends the
+# same point, so copies within ten minutes of the first are dropped (processing time: never a late one).
+PRICES_TRIGGER = "10 seconds"
+PRICES_DEDUPE_WINDOW = "10 minutes"
+PRICES_PARTITIONS = ["exchange", "price_date"]
 # How often the main loop copies finished micro-batches into stream_progress and checks the queries. An
 # idle query is reported every 5 s (ProgressPoller's default), well inside the health check's 30 s.
 PROGRESS_POLL_S = 0.5
@@ -201,6 +214,49 @@ def start_candles_query(trades: DataFrame, settings: Settings) -> StreamingQuery
     )
 
 
+def read_prices(spark: SparkSession, settings: Settings) -> DataFrame:
+    """The `prices` topic as typed, complete price points."""
+    kafka = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .option("subscribe", settings.prices_topic)
+        .option("startingOffsets", "earliest")
+        .option("failOnDataLoss", "true")  # as for the trades: points that vanished unread are named
+        .load()
+    )
+    return prices.parse_prices(kafka)
+
+
+def start_prices_query(points: DataFrame, settings: Settings) -> StreamingQuery:
+    """Land price points in the lake and PostgreSQL, recompute the KPI windows they touch, publish those."""
+    deduped = (
+        points.withColumn("_seen_at", F.current_timestamp())
+        .withWatermark("_seen_at", PRICES_DEDUPE_WINDOW)
+        .dropDuplicatesWithinWatermark(list(PRICE_KEY))
+        .drop("_seen_at")
+    )
+    table = settings.lake_dir / "prices"
+    dsn = settings.pg_dsn()
+    publisher = price_kpis.KpiPublisher(settings.kafka_bootstrap, settings.price_kpis_topic)
+
+    def land(batch: DataFrame, batch_id: int) -> None:
+        # The lake first, then PostgreSQL, then the topic: each idempotent, so a batch cut short anywhere
+        # is re-run whole by Spark with the same id.
+        dated = prices.with_price_date(batch).coalesce(1)
+        parquet_lake.write_batch(dated, batch_id, table, PRICES_PARTITIONS)
+        kpis = price_kpis.land_points_dsn(dsn, price_kpis.point_rows(batch))
+        log.debug("batch %d: %d price KPI rows published", batch_id, publisher.publish(kpis))
+
+    return (
+        deduped.writeStream.queryName(PRICES_QUERY)
+        .foreachBatch(land)
+        .option("checkpointLocation", str(settings.checkpoint_dir / "prices"))
+        .outputMode("append")
+        .trigger(processingTime=PRICES_TRIGGER)
+        .start()
+    )
+
+
 def check_checkpoints(settings: Settings) -> None:
     """Both queries' checkpoints must match the output they already wrote (see candlelake.stream.guard)."""
     import psycopg2
@@ -241,6 +297,7 @@ def main() -> int:
     queries = [
         start_lake_query(read_trades(spark, settings, LAKE_MAX_OFFSETS_PER_TRIGGER), settings),
         start_candles_query(read_trades(candles_spark, settings, CANDLES_MAX_OFFSETS_PER_TRIGGER), settings),
+        start_prices_query(read_prices(spark, settings), settings),
     ]
     log.info(
         "streaming from %s topic %s; lake %s; UI port %d",

@@ -16,13 +16,14 @@ from decimal import Decimal
 
 import pytest
 
+from candlelake.price import PricePoint
 from candlelake.sources.binance import parse_trade
 from candlelake.sources.binance_rest import BACKFILL_SOURCE as BINANCE_BACKFILL
 from candlelake.sources.binance_rest import BinanceRest
 from candlelake.sources.coinbase import parse_match
 from candlelake.sources.coinbase_rest import BACKFILL_SOURCE as COINBASE_BACKFILL
 from candlelake.sources.coinbase_rest import CoinbaseRest
-from candlelake.sources.events import Event, PricePoint
+from candlelake.sources.events import Event
 from candlelake.sources.http import ExchangeRequestError, ExchangeUnavailable, RestClient
 from candlelake.sources.pollers import CoinGeckoPrices, PricePoller
 from candlelake.trade import Trade

@@ -14,7 +14,8 @@ from candlelake.coverage import Interval
 from candlelake.ingest.counters import Counters, DeliveryReports
 from candlelake.ingest.gaps import GapTracker
 from candlelake.ingest.pipeline import Pipeline
-from candlelake.sources.events import Disconnect, PricePoint, Reconnected, TradeIdMark
+from candlelake.price import PricePoint
+from candlelake.sources.events import Disconnect, Reconnected, TradeIdMark
 from candlelake.sources.fields import Rejection
 from candlelake.trade import Trade
 

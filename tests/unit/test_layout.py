@@ -19,7 +19,7 @@ pytestmark = pytest.mark.unit
 PACKAGE = Path(__file__).resolve().parents[2] / "include" / "candlelake"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("util", "trade", "candle", "exchanges", "config", "coverage"),
+    ("util", "trade", "price", "candle", "exchanges", "config", "coverage"),
     ("sources",),
     ("analytics",),
     ("ingest",),

@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 from candlelake.config import Settings
 from candlelake.ingest.counters import Counters, DeliveryReports
-from candlelake.sources.events import PricePoint
-from candlelake.trade import Trade, decimal_text
+from candlelake.price import PricePoint
+from candlelake.trade import Trade
 
 log = logging.getLogger(__name__)
 
@@ -244,20 +244,6 @@ class KafkaTradeSink:
                 self.counters.produced = self._sink.sent - self.counters.delivery_failures
 
 
-def price_point_json(point: PricePoint) -> bytes:
-    """Wire format of the `prices` topic (key `exchange:symbol`): no volume, ever."""
-    return json.dumps(
-        {
-            "exchange": point.exchange,
-            "symbol": point.symbol,
-            "price": decimal_text(point.price),
-            "time": point.time_us,
-            "source": point.source,
-        },
-        separators=(",", ":"),
-    ).encode()
-
-
 class KafkaPriceSink:
     """Price points to the `prices` topic with kafka-python (a few per second at most)."""
 
@@ -275,7 +261,7 @@ class KafkaPriceSink:
         )
 
     def send(self, point: PricePoint) -> None:
-        future = self._producer.send(self.topic, key=point.key.encode(), value=price_point_json(point))
+        future = self._producer.send(self.topic, key=point.key.encode(), value=point.to_json_bytes())
         future.add_errback(self._failed)
 
     def _failed(self, error: BaseException) -> None:

@@ -31,7 +31,8 @@ from candlelake.ingest.counters import Counters, DeliveryReports
 from candlelake.ingest.gap_fill import GapFill, TradeHistory
 from candlelake.ingest.gaps import DELIVERY, Gap, GapLedger, GapTracker
 from candlelake.ingest.kafka_sinks import TradeSink
-from candlelake.sources.events import Disconnect, Event, PricePoint, Reconnected, TradeIdMark
+from candlelake.price import PricePoint
+from candlelake.sources.events import Disconnect, Event, Reconnected, TradeIdMark
 from candlelake.sources.fields import Rejection
 from candlelake.trade import Trade, decimal_text
 from candlelake.util import first_line, now_us

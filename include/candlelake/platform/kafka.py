@@ -363,6 +363,12 @@ class KafkaComponent(Component):
                 "replication_factor": 1,
                 "configs": {"retention.ms": str(s.topic_retention_ms)},
             },
+            # The stream's sliding-window KPIs of the price points (candlelake.stream.price_kpis).
+            s.price_kpis_topic: {
+                "num_partitions": 1,
+                "replication_factor": 1,
+                "configs": {"retention.ms": str(s.topic_retention_ms)},
+            },
         }
 
     def is_formatted(self) -> bool:

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
+from candlelake.price import PricePoint
 from candlelake.sources.binance import normalize_symbol, parse_trade
-from candlelake.sources.events import PricePoint
 from candlelake.sources.fields import InvalidTrade, Rejection, decimal_field, epoch_us
 from candlelake.sources.http import ExchangeRequestError, ExchangeUnavailable, RestClient, json_array_items
 from candlelake.sources.klines import Kline, KlineFormatError, check_interval, parse_kline

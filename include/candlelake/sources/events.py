@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 
+from candlelake.price import PricePoint
 from candlelake.sources.fields import Rejection
 from candlelake.trade import Trade
 
@@ -42,21 +42,6 @@ class TradeIdMark:
     exchange: str
     symbol: str
     last_trade_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class PricePoint:
-    """A price observed at `time_us` without a trade behind it (REST ticker, CoinGecko): no volume."""
-
-    exchange: str
-    symbol: str
-    price: Decimal
-    time_us: int
-    source: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.exchange}:{self.symbol}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 
-from candlelake.sources.events import Emit, PricePoint
+from candlelake.price import PricePoint
+from candlelake.sources.events import Emit
 from candlelake.sources.http import ExchangeUnavailable, RestClient
 from candlelake.util import one_line
 

@@ -60,7 +60,14 @@ _WIRE_TYPES = {
     "boolean": BooleanType(),
     "epoch_us": LongType(),
 }
-KAFKA_VALUE_SCHEMA = StructType([StructField(name, _WIRE_TYPES[kind]) for name, kind in WIRE_FIELDS])
+
+
+def wire_schema(fields: Sequence[tuple[str, WireKind]]) -> StructType:
+    """The Spark schema that reads a Kafka message defined field by field (trade.WIRE_FIELDS and the like)."""
+    return StructType([StructField(name, _WIRE_TYPES[kind]) for name, kind in fields])
+
+
+KAFKA_VALUE_SCHEMA = wire_schema(WIRE_FIELDS)
 assert PRICE_TYPE == QTY_TYPE, "parse_trades reads every wire decimal as one type"
 
 # A canonical trade, as `parse_trades` returns it and the lake stores it.
@@ -113,9 +120,6 @@ _GRID_SCHEMA = StructType(
     ]
 )
 
-# A decimal string that fits DECIMAL(28,10) without rounding: at most 18 integer digits and 10
-# significant fractional digits (trailing zeros beyond those are harmless, e.g. "0.001200000000").
-_DECIMAL_28_10 = r"^[0-9]{1,18}(\.[0-9]{0,10}0*)?$"
 
 _MICROS_PER_DAY = 86_400_000_000
 
@@ -128,9 +132,12 @@ KAFKA_METADATA_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _exact_decimal(text: Column, dtype: DecimalType) -> Column:
-    """The decimal a string spells, or NULL when it is not a plain decimal that fits without rounding."""
-    return F.when(text.rlike(_DECIMAL_28_10), text.try_cast(dtype))
+def exact_decimal(text: Column, dtype: DecimalType) -> Column:
+    """The decimal a string spells, or NULL when it is not a plain decimal that fits `dtype` without
+    rounding: at most precision - scale integer digits and scale significant fractional digits (trailing
+    zeros beyond those are harmless, e.g. "0.001200000000" for DECIMAL(28,10))."""
+    fits = rf"^[0-9]{{1,{dtype.precision - dtype.scale}}}(\.[0-9]{{0,{dtype.scale}}}0*)?$"
+    return F.when(text.rlike(fits), text.try_cast(dtype))
 
 
 def parse_trades(kafka_df: DataFrame) -> DataFrame:
@@ -144,15 +151,16 @@ def parse_trades(kafka_df: DataFrame) -> DataFrame:
     record = F.from_json(F.col("value").cast("string"), KAFKA_VALUE_SCHEMA).alias("r")
     metadata = [F.col(source).alias(name) for source, name in KAFKA_METADATA_COLUMNS if source in kafka_df.columns]
     return kafka_df.select(record, *metadata).select(
-        *[_from_wire(kind, F.col(f"r.{name}")).alias(name) for name, kind in WIRE_FIELDS],
+        *[from_wire(kind, F.col(f"r.{name}"), PRICE_TYPE).alias(name) for name, kind in WIRE_FIELDS],
         *[F.col(name) for source, name in KAFKA_METADATA_COLUMNS if source in kafka_df.columns],
     )
 
 
-def _from_wire(kind: WireKind, value: Column) -> Column:
-    """One wire field as TRADE_SCHEMA types it: decimals checked and exact, epoch microseconds as timestamps."""
+def from_wire(kind: WireKind, value: Column, decimal_type: DecimalType) -> Column:
+    """One wire field typed: decimals checked and exact in `decimal_type` (a trade's price and qty share
+    DECIMAL(28,10)), epoch microseconds as timestamps."""
     if kind == "decimal":
-        return _exact_decimal(value, PRICE_TYPE)  # price and qty share DECIMAL(28,10)
+        return exact_decimal(value, decimal_type)
     if kind == "epoch_us":
         return F.timestamp_micros(value)
     return value
@@ -171,10 +179,15 @@ def with_trade_date(trades: DataFrame) -> DataFrame:
 
     Computed from epoch microseconds so it does not depend on the session time zone.
     """
-    day = (F.unix_micros("trade_time") - F.pmod(F.unix_micros("trade_time"), F.lit(_MICROS_PER_DAY))) / F.lit(
-        _MICROS_PER_DAY
-    )
-    return trades.withColumn("trade_date", F.date_from_unix_date(day.cast("int")))
+    return trades.withColumn("trade_date", utc_date("trade_time"))
+
+
+def utc_date(timestamp: str) -> Column:
+    """The UTC calendar date of a timestamp column, from its epoch microseconds: whatever the session's
+    time zone."""
+    micros = F.unix_micros(timestamp)
+    day = (micros - F.pmod(micros, F.lit(_MICROS_PER_DAY))) / F.lit(_MICROS_PER_DAY)
+    return F.date_from_unix_date(day.cast("int"))
 
 
 def require_exact_decimals(df: DataFrame) -> None:

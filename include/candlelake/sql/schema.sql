@@ -489,3 +489,36 @@ CREATE TABLE IF NOT EXISTS dead_letter_counts (
     last_at      timestamptz,
     PRIMARY KEY (day, source, code)
 );
+
+-- Price points from the `prices` topic (Binance REST tickers, CoinGecko): prices without trades, so never
+-- candles. NUMERIC without a scale keeps every digit CoinGecko sends (`precision=full`: up to 18
+-- fractional digits for the smallest coins). A poll that repeats an unchanged point writes nothing.
+CREATE TABLE IF NOT EXISTS price_points (
+    exchange     text        NOT NULL,
+    symbol       text        NOT NULL,
+    source       text        NOT NULL,
+    time         timestamptz NOT NULL,  -- when the source says the price held
+    price        numeric     NOT NULL CHECK (price > 0),
+    landed_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (exchange, symbol, source, time)
+);
+
+-- Sliding-window KPIs of the price points, per market: windows of 1 minute every 10 seconds and of
+-- 5 minutes every minute (candlelake.spark.prices.KPI_WINDOWS). The stream rewrites a window's row
+-- whenever a point lands in it, so the row holds every point the stream has seen for it.
+CREATE TABLE IF NOT EXISTS price_kpis (
+    exchange        text        NOT NULL,
+    symbol          text        NOT NULL,
+    window_minutes  smallint    NOT NULL,
+    window_start    timestamptz NOT NULL,
+    window_end      timestamptz NOT NULL,
+    avg_price       numeric     NOT NULL,
+    min_price       numeric     NOT NULL,
+    max_price       numeric     NOT NULL,
+    spread          numeric     NOT NULL,  -- max - min
+    points          integer     NOT NULL CHECK (points > 0),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (exchange, symbol, window_minutes, window_start),
+    CHECK (min_price <= avg_price AND avg_price <= max_price AND spread = max_price - min_price)
+);
+CREATE INDEX IF NOT EXISTS price_kpis_recent ON price_kpis (exchange, symbol, window_minutes, window_end DESC);

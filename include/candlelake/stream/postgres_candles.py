@@ -16,7 +16,6 @@ import this module cheaply.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,8 @@ import psycopg2.extensions
 from psycopg2.extras import execute_values
 
 from candlelake import candle
-from candlelake.util import first_line, from_us
+from candlelake.stream.pg_retry import RETRY_DELAYS_S, in_transaction
+from candlelake.util import from_us
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -58,10 +58,6 @@ TEMPLATE = "(" + ", ".join(["%s"] * (len(COLUMNS) + 1)) + ", now())"
 # drops every later trade of it as late (the nightly batch takes those). It is then 'closed', and a
 # replayed live upsert cannot reopen it: the upsert above never moves a row down the ladder.
 CLOSE_LIVE_SQL = "UPDATE candles SET state = 'closed', updated_at = now() WHERE state = 'live' AND close_time < %s"
-
-# A stream keeps running through a short PostgreSQL restart; a longer outage fails the batch so that
-# Spark re-runs it on restart (the upsert is idempotent, so nothing is counted twice).
-RETRY_DELAYS_S: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0)
 
 
 def upsert_candles(
@@ -101,25 +97,6 @@ def spark_candle_rows(df: DataFrame) -> Iterator[CandleRow]:
         yield tuple(from_us(v) if name in times else v for name, v in zip(COLUMNS, row, strict=True))
 
 
-def _with_retries(dsn: str, rows: Sequence[CandleRow], state: str, delays: Sequence[float]) -> int:
-    attempt = 0
-    while True:
-        try:
-            conn = psycopg2.connect(dsn, connect_timeout=5, application_name="candlelake-candles")
-            try:
-                return upsert_candles(conn, rows, state)
-            finally:
-                conn.close()
-        except psycopg2.OperationalError as exc:  # connection refused/lost; not a bad statement
-            if attempt >= len(delays):
-                raise
-            log.warning(
-                "PostgreSQL unavailable (%s); retrying the candle upsert in %.0fs", first_line(exc), delays[attempt]
-            )
-            time.sleep(delays[attempt])
-            attempt += 1
-
-
 def upsert_candles_df(df: DataFrame, dsn: str, state: str, delays: Sequence[float] = RETRY_DELAYS_S) -> int:
     """Upsert a candles DataFrame into PostgreSQL in one transaction; return the number of rows.
 
@@ -127,4 +104,8 @@ def upsert_candles_df(df: DataFrame, dsn: str, state: str, delays: Sequence[floa
     market and bucket touched), so they are collected on the driver first.
     """
     rows = list(spark_candle_rows(df))
-    return _with_retries(dsn, rows, state, delays)
+    # A stream keeps running through a short PostgreSQL restart; a longer outage fails the batch so that
+    # Spark re-runs it on restart (the upsert is idempotent, so nothing is counted twice).
+    return in_transaction(
+        dsn, lambda conn: upsert_candles(conn, rows, state), "the candle upsert", delays, "candlelake-candles"
+    )

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 LAKE_QUERY = "lake_trades"
 CANDLES_QUERY = "live_candles"
 STREAM_QUERIES: tuple[str, ...] = (LAKE_QUERY, CANDLES_QUERY)
+# The price points' query is recorded too, but is not one the health check waits for: a platform without
+# a price source has nothing on that topic, and a failed query ends the whole job anyway.
+PRICES_QUERY = "lake_prices"
 IDLE_BATCH_ID = -1  # "this run has reported, but has not run a batch yet"
 
 # Spark reports "no watermark yet" as the epoch; stored as NULL.

@@ -1,0 +1,119 @@
+"""Price points into PostgreSQL and their sliding-window KPIs (candlelake.stream.price_kpis), on real prices.
+
+The points are the real XRP/ETH prices of tests/fixtures/binance-spot-xrpeth-2019-10 (each aggTrade's
+price and time taken as a price point, about 7 hours of 2019-10-11), landed in shuffled batches with
+repeats, as a stream's micro-batches would bring them; every KPI row is checked against the windows
+computed here by brute force with exact fractions. The platform database is the tier's; the exchange
+name is the test's own (`exchange`), its rows deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from collections import defaultdict
+from collections.abc import Iterator
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+
+from candlelake.config import Settings
+from candlelake.stream.price_kpis import KPI_COLUMNS, KPI_WINDOWS, PointRow, kpi_json, land_points
+from candlelake.util import from_us, to_us
+
+pytestmark = pytest.mark.integration
+
+AGGTRADES = Path(__file__).resolve().parents[1] / "fixtures" / "binance-spot-xrpeth-2019-10" / "aggtrades.json.gz"
+MICROS = 1_000_000
+
+
+@pytest.fixture
+def conn(services: Settings, exchange: str) -> Iterator[psycopg2.extensions.connection]:
+    c = psycopg2.connect(services.pg_dsn())
+    c.autocommit = True
+    yield c
+    with c.cursor() as cur:
+        cur.execute("DELETE FROM price_points WHERE exchange = %s", (exchange,))
+        cur.execute("DELETE FROM price_kpis WHERE exchange = %s", (exchange,))
+    c.close()
+
+
+def real_points(exchange: str, limit: int) -> list[PointRow]:
+    trades = [t["info"] for t in json.loads(gzip.decompress(AGGTRADES.read_bytes()))][:limit]
+    return [(exchange, "XRPETH", "test", from_us(t["T"] * 1000), Decimal(t["p"])) for t in trades]
+
+
+def truth(points: list[PointRow]) -> dict[tuple[int, int], tuple[Fraction, Decimal, Decimal, int]]:
+    """(window minutes, window start in epoch us) -> (exact mean, min, max, count) of the distinct points."""
+    members: dict[tuple[int, int], list[Decimal]] = defaultdict(list)
+    for _exchange, _symbol, _source, time, price in set(points):
+        t = to_us(time)
+        for minutes, slide_s in KPI_WINDOWS:
+            slide, length = slide_s * MICROS, minutes * 60 * MICROS
+            start = t - t % slide
+            while start > t - length:  # every grid start whose window [start, start + length) holds t
+                members[(minutes, start)].append(price)
+                start -= slide
+    return {
+        key: (sum(map(Fraction, prices), Fraction(0)) / len(prices), min(prices), max(prices), len(prices))
+        for key, prices in members.items()
+    }
+
+
+def table(conn: psycopg2.extensions.connection, exchange: str) -> dict[tuple[int, int], dict]:
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT {', '.join(KPI_COLUMNS)} FROM price_kpis WHERE exchange = %s", (exchange,))
+        rows = [dict(zip(KPI_COLUMNS, r, strict=True)) for r in cur.fetchall()]
+    return {(r["window_minutes"], to_us(r["window_start"])): r for r in rows}
+
+
+def test_kpis_equal_the_windows_computed_by_hand_whatever_the_batches(conn, exchange: str) -> None:
+    points = real_points(exchange, 3000)
+    arriving = points + random.Random(7).sample(points, 300)  # polled twice
+    random.Random(8).shuffle(arriving)  # and out of order
+    published: dict[tuple[int, int], dict] = {}
+    with conn.cursor() as cur:
+        for i in range(0, len(arriving), 250):
+            for row in land_points(cur, arriving[i : i + 250]):
+                published[(row[2], to_us(row[3]))] = dict(zip(KPI_COLUMNS, row, strict=True))
+
+    expected = truth(points)
+    got = table(conn, exchange)
+    assert set(got) == set(expected) and len(got) > 3000
+    assert {m for m, _ in got} == {m for m, _ in KPI_WINDOWS}
+    for key, (mean, low, high, count) in expected.items():
+        row = got[key]
+        minutes, start = key
+        assert to_us(row["window_end"]) == start + minutes * 60 * MICROS
+        assert (row["min_price"], row["max_price"], row["points"]) == (low, high, count), key
+        assert row["spread"] == high - low
+        # The mean to the digits PostgreSQL gives it (at least 16 significant), within half the last one.
+        scale = -row["avg_price"].as_tuple().exponent
+        assert abs(Fraction(row["avg_price"]) - mean) <= Fraction(1, 2 * 10**scale) and scale >= 16, key
+    # What the batches returned, the last word per window, is the table.
+    assert published == got
+
+
+def test_landing_the_same_points_again_changes_nothing(conn, exchange: str) -> None:
+    points = real_points(exchange, 400)
+    with conn.cursor() as cur:
+        first = land_points(cur, points)
+        again = land_points(cur, points)
+        cur.execute("SELECT count(*) FROM price_points WHERE exchange = %s", (exchange,))
+        (stored,) = cur.fetchone()
+    assert again == first and stored == len(set(points))
+    assert land_points(conn.cursor(), []) == []
+
+
+def test_a_kpi_message_carries_exact_decimals_and_epoch_microseconds(conn, exchange: str) -> None:
+    with conn.cursor() as cur:
+        rows = land_points(cur, real_points(exchange, 50))
+    message = json.loads(kpi_json(rows[0]))
+    assert list(message) == list(KPI_COLUMNS)
+    assert Decimal(message["avg_price"]) == rows[0][5] and isinstance(message["avg_price"], str)
+    assert message["window_start"] == to_us(rows[0][3]) and message["points"] == rows[0][9]
