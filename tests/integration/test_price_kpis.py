@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import json
 import random
-from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
 from fractions import Fraction
@@ -25,6 +24,7 @@ import pytest
 from candlelake.config import Settings
 from candlelake.stream.price_kpis import KPI_COLUMNS, KPI_WINDOWS, PointRow, kpi_json, land_points
 from candlelake.util import from_us, to_us
+from tests.support.reference_price_kpis import reference_kpis
 
 pytestmark = pytest.mark.integration
 
@@ -48,28 +48,11 @@ def real_points(exchange: str, limit: int) -> list[PointRow]:
     return [(exchange, "XRPETH", "test", from_us(t["T"] * 1000), Decimal(t["p"])) for t in trades]
 
 
-def truth(points: list[PointRow]) -> dict[tuple[int, int], tuple[Fraction, Decimal, Decimal, int]]:
-    """(window minutes, window start in epoch us) -> (exact mean, min, max, count) of the distinct points."""
-    members: dict[tuple[int, int], list[Decimal]] = defaultdict(list)
-    for _exchange, _symbol, _source, time, price in set(points):
-        t = to_us(time)
-        for minutes, slide_s in KPI_WINDOWS:
-            slide, length = slide_s * MICROS, minutes * 60 * MICROS
-            start = t - t % slide
-            while start > t - length:  # every grid start whose window [start, start + length) holds t
-                members[(minutes, start)].append(price)
-                start -= slide
-    return {
-        key: (sum(map(Fraction, prices), Fraction(0)) / len(prices), min(prices), max(prices), len(prices))
-        for key, prices in members.items()
-    }
-
-
-def table(conn: psycopg2.extensions.connection, exchange: str) -> dict[tuple[int, int], dict]:
+def table(conn: psycopg2.extensions.connection, exchange: str) -> dict[tuple[str, str, int, int], dict]:
     with conn.cursor() as cur:
         cur.execute(f"SELECT {', '.join(KPI_COLUMNS)} FROM price_kpis WHERE exchange = %s", (exchange,))
         rows = [dict(zip(KPI_COLUMNS, r, strict=True)) for r in cur.fetchall()]
-    return {(r["window_minutes"], to_us(r["window_start"])): r for r in rows}
+    return {(exchange, "XRPETH", r["window_minutes"], to_us(r["window_start"])): r for r in rows}
 
 
 def test_kpis_equal_the_windows_computed_by_hand_whatever_the_batches(conn, exchange: str) -> None:
@@ -80,15 +63,15 @@ def test_kpis_equal_the_windows_computed_by_hand_whatever_the_batches(conn, exch
     with conn.cursor() as cur:
         for i in range(0, len(arriving), 250):
             for row in land_points(cur, arriving[i : i + 250]):
-                published[(row[2], to_us(row[3]))] = dict(zip(KPI_COLUMNS, row, strict=True))
+                published[(row[0], row[1], row[2], to_us(row[3]))] = dict(zip(KPI_COLUMNS, row, strict=True))
 
-    expected = truth(points)
+    expected = reference_kpis([(e, s, to_us(t), p) for e, s, _source, t, p in points], KPI_WINDOWS)
     got = table(conn, exchange)
     assert set(got) == set(expected) and len(got) > 3000
-    assert {m for m, _ in got} == {m for m, _ in KPI_WINDOWS}
+    assert {key[2] for key in got} == {m for m, _ in KPI_WINDOWS}
     for key, (mean, low, high, count) in expected.items():
         row = got[key]
-        minutes, start = key
+        _, _, minutes, start = key
         assert to_us(row["window_end"]) == start + minutes * 60 * MICROS
         assert (row["min_price"], row["max_price"], row["points"]) == (low, high, count), key
         assert row["spread"] == high - low
