@@ -117,6 +117,8 @@ class Settings:
     dead_letter_topic: str
     prices_topic: str
     price_kpis_topic: str
+    # Rule thresholds of the anomaly detection (candlelake.analytics.rules.parse_rules reads them).
+    anomaly_thresholds: str
     topic_partitions: int
     topic_retention_ms: int
 
@@ -291,6 +293,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         dead_letter_topic=e.text("CANDLELAKE_DEAD_LETTER_TOPIC", "trades.dead-letter"),
         prices_topic=e.text("CANDLELAKE_PRICES_TOPIC", "prices"),
         price_kpis_topic=e.text("CANDLELAKE_PRICE_KPIS_TOPIC", "prices.kpis"),
+        anomaly_thresholds=e.text("CANDLELAKE_ANOMALY_THRESHOLDS", "return_z=4,volume_z=4"),
         topic_partitions=e.integer("CANDLELAKE_TOPIC_PARTITIONS", 3, 1),
         topic_retention_ms=e.integer("CANDLELAKE_TOPIC_RETENTION_MS", 7 * 24 * 3600 * 1000, 60_000),
         pg_port=e.integer("CANDLELAKE_PG_PORT", 55432, 1),
