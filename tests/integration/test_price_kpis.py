@@ -44,8 +44,11 @@ def conn(services: Settings, exchange: str) -> Iterator[psycopg2.extensions.conn
 
 
 def real_points(exchange: str, limit: int) -> list[PointRow]:
+    """The first `limit` aggTrades as price points, one per millisecond (a price source quotes one price
+    at a time; several aggTrades can share a millisecond, and the last of them is the price after it)."""
     trades = [t["info"] for t in json.loads(gzip.decompress(AGGTRADES.read_bytes()))][:limit]
-    return [(exchange, "XRPETH", "test", from_us(t["T"] * 1000), Decimal(t["p"])) for t in trades]
+    last = {t["T"]: Decimal(t["p"]) for t in trades}
+    return [(exchange, "XRPETH", "test", from_us(ms * 1000), price) for ms, price in last.items()]
 
 
 def table(conn: psycopg2.extensions.connection, exchange: str) -> dict[tuple[str, str, int, int], dict]:
