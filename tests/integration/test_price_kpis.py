@@ -22,7 +22,7 @@ import psycopg2.extensions
 import pytest
 
 from candlelake.config import Settings
-from candlelake.stream.price_kpis import KPI_COLUMNS, KPI_WINDOWS, PointRow, kpi_json, land_points
+from candlelake.stream.price_kpis import KPI_COLUMNS, KPI_WINDOWS, PointRow, kpi_json, land_points, land_points_dsn
 from candlelake.util import from_us, to_us
 from tests.support.reference_price_kpis import reference_kpis
 
@@ -103,3 +103,11 @@ def test_a_kpi_message_carries_exact_decimals_and_epoch_microseconds(conn, excha
     assert list(message) == list(KPI_COLUMNS)
     assert Decimal(message["avg_price"]) == rows[0][5] and isinstance(message["avg_price"], str)
     assert message["window_start"] == to_us(rows[0][3]) and message["points"] == rows[0][9]
+
+
+def test_the_streams_landing_commits_in_a_transaction_of_its_own(services: Settings, conn, exchange: str) -> None:
+    """`land_points_dsn`, as the streaming job calls it: on a connection of its own, committed, so another
+    connection sees the points and the KPI rows it returned."""
+    points = real_points(exchange, 100)
+    rows = land_points_dsn(services.pg_dsn(), points)
+    assert rows and set(table(conn, exchange)) == {(r[0], r[1], r[2], to_us(r[3])) for r in rows}

@@ -2,7 +2,8 @@
 
 A micro-batch's writes must not fail the query because PostgreSQL restarts: a query that fails stops
 the job. A connection refused or lost is retried with growing waits (about half a minute in all), then
-raised; a bad statement is raised at once. The work runs in one transaction, committed when it returns.
+raised; a bad statement is raised at once. The work runs in one transaction, committed when it returns
+(rolled back when it raises).
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ def in_transaction(
         try:
             conn = psycopg2.connect(dsn, connect_timeout=5, application_name=application_name)
             try:
-                with conn:
-                    return work(conn)
+                result = work(conn)
+                conn.commit()  # a no-op when `work` committed itself (`with conn:` inside it)
+                return result
             finally:
-                conn.close()
+                conn.close()  # without the commit above: rolled back
         except psycopg2.OperationalError as exc:  # connection refused/lost; not a bad statement
             if attempt >= len(delays):
                 raise
