@@ -45,6 +45,7 @@ def settings(services: Settings) -> Iterator[Settings]:
         trades_topic=f"dltest-{tag}-trades",
         dead_letter_topic=f"dltest-{tag}-dead-letter",
         prices_topic=f"dltest-{tag}-prices",
+        price_kpis_topic=f"dltest-{tag}-prices.kpis",
     )
     topics = KafkaComponent(ours).topic_specs()
     admin_pg = PostgresComponent(services)._superuser_conn()
