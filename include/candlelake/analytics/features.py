@@ -17,8 +17,8 @@ z-scores are floats: logarithms and square roots are not exact in any decimal ty
 
 from __future__ import annotations
 
+import itertools
 import math
-import statistics
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -121,11 +121,18 @@ class FeatureBook:
 
     def _window(self, last: Bar, minutes: int, *, before: bool = False) -> list[Bar] | None:
         """The bars of the `minutes` minutes ending with `last` (or ending just before it), or None when
-        one of those minutes has no bar."""
-        end = last.open_time_us - (MINUTE_US if before else 0)
-        start = end - (minutes - 1) * MINUTE_US
-        window = [b for b in self._bars if start <= b.open_time_us <= end]
-        return window if len(window) == minutes else None
+        one of those minutes has no bar. `last` is the newest bar held."""
+        skip = 1 if before else 0
+        end = len(self._bars) - skip
+        if end < minutes:
+            return None
+        # Open times are whole minutes, strictly increasing: the window is whole exactly when its first
+        # and last bars are `minutes - 1` minutes apart and its last is the minute it must end on.
+        newest = last.open_time_us - skip * MINUTE_US
+        first, final = self._bars[end - minutes], self._bars[end - 1]
+        if final.open_time_us != newest or first.open_time_us != newest - (minutes - 1) * MINUTE_US:
+            return None
+        return list(itertools.islice(self._bars, end - minutes, end))
 
     def _mean_close(self, last: Bar, minutes: int) -> Decimal | None:
         window = self._window(last, minutes)
@@ -141,7 +148,7 @@ class FeatureBook:
         returns = [self._log_returns.get(b.open_time_us) for b in window]
         if any(r is None for r in returns):
             return None
-        return statistics.stdev(r for r in returns if r is not None)
+        return _stdev([r for r in returns if r is not None])
 
     def _z_score(self, last: Bar, value_of: ValueOf) -> float | None:
         value = value_of(last)
@@ -152,10 +159,19 @@ class FeatureBook:
         known = [v for v in values if v is not None]
         if len(known) < BASELINE_MINUTES:
             return None
-        spread = statistics.stdev(known)
+        mean = math.fsum(known) / len(known)
+        spread = _stdev(known, mean)
         if spread == 0:
             return None  # a flat hour: any change is "infinitely" unusual, which says nothing
-        return (value - statistics.fmean(known)) / spread
+        return (value - mean) / spread
+
+
+def _stdev(values: Sequence[float], mean: float | None = None) -> float:
+    """The sample standard deviation (n - 1), two-pass with exact sums: within 1e-12 of `statistics.stdev`
+    and 12 times faster on an hour of values (statistics sums in fractions): the bar-by-bar cost of a
+    market went from 700 to 120 us (docs/analytics.md)."""
+    centre = math.fsum(values) / len(values) if mean is None else mean
+    return math.sqrt(math.fsum((v - centre) ** 2 for v in values) / (len(values) - 1))
 
 
 def _returns(previous: Bar | None, bar: Bar) -> tuple[float | None, float | None]:

@@ -78,9 +78,17 @@ class Rules:
             kind = "volume_spike"
         else:
             return None
-        # The score: the larger excess over its own threshold, in thresholds (1.0 = just at it).
-        ratios = [abs(bar.return_z or 0.0) / limits.return_z, (bar.volume_z or 0.0) / limits.volume_z]
-        return Anomaly(exchange, symbol, bar.open_time_us, kind, max(ratios), "rules", evidence(bar))
+        return Anomaly(
+            exchange, symbol, bar.open_time_us, kind, self.score(exchange, symbol, bar) or 0.0, "rules", evidence(bar)
+        )
+
+    def score(self, exchange: str, symbol: str, bar: Features) -> float | None:
+        """How far past the market's thresholds a bar is: the larger of its |return_z| and volume_z, each in
+        its threshold (1.0 = just at it, where `check` starts to fire); None when both are unknown."""
+        if bar.return_z is None and bar.volume_z is None:
+            return None
+        limits = self.thresholds(exchange, symbol)
+        return max(abs(bar.return_z or 0.0) / limits.return_z, (bar.volume_z or 0.0) / limits.volume_z)
 
 
 def evidence(bar: Features) -> dict[str, float | str | None]:
