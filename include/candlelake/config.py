@@ -196,6 +196,15 @@ class Settings:
     reconcile_max_mismatch_rate: float
     kline_files: str  # data.binance.vision kline files for reconcile_klines: a folder, glob or file; "" none
 
+    # Market analytics: models trained nightly from curated candles, tracked in MLflow (its own database in
+    # the platform's PostgreSQL, artifacts in a local folder) and served to the live scorer from there.
+    mlflow_db: str
+    mlflow_tracking_uri: str  # SQLAlchemy URL of the tracking and registry store; default: the mlflow_db
+    mlflow_port: int
+    mlflow_artifacts_dir: Path
+    training_at: str | None  # "HH:MM" UTC of the nightly training run, None: by hand only
+    training_days: int  # the curated history a training run learns from
+
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -236,6 +245,10 @@ class Settings:
     def dashboard_url(self) -> str:
         return f"http://{self.host}:{self.dashboard_port}"
 
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{self.host}:{self.mlflow_port}"
+
 
 def _default_pg_bin_dir() -> str:
     # Debian keeps the server binaries off PATH, one folder per major version; take the newest.
@@ -245,27 +258,36 @@ def _default_pg_bin_dir() -> str:
     return str(candidates[-1]) if candidates else ""
 
 
-def _nightly_at(text: str) -> str | None:
-    """CANDLELAKE_NIGHTLY_AT: "HH:MM" (UTC, zero-padded) or "off"."""
+def _daily_at(name: str, text: str) -> str | None:
+    """A daily UTC time setting: "HH:MM" (zero-padded) or "off"."""
     value = text.strip().lower()
     if value == "off":
         return None
     match = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", value)
     if not match:
-        raise ConfigError(
-            f"CANDLELAKE_NIGHTLY_AT={text!r}: the UTC time of the nightly run as HH:MM (e.g. 00:00 or 02:30), or off"
-        )
+        raise ConfigError(f"{name}={text!r}: the UTC time of the daily run as HH:MM (e.g. 00:00 or 02:30), or off")
     return value
 
 
-def read_nightly_at(env: dict[str, str] | None = None) -> str | None:
-    """CANDLELAKE_NIGHTLY_AT alone, read as `load_settings` reads it (`.env` overlaid by the environment).
+def read_daily_at(name: str, default: str, env: dict[str, str] | None = None) -> str | None:
+    """One daily-time variable alone (CANDLELAKE_NIGHTLY_AT, CANDLELAKE_TRAINING_AT), read as `load_settings`
+    reads it (`.env` overlaid by the environment).
 
-    For the nightly DAG's schedule, which Airflow fixes when it parses the file: one variable, so that
-    parsing neither reads nor validates any other setting (and fails only on this one)."""
+    For a DAG's schedule, which Airflow fixes when it parses the file: one variable, so that parsing
+    neither reads nor validates any other setting (and fails only on this one)."""
     if env is None:
         env = {**_read_dotenv(PROJECT_ROOT / ".env"), **os.environ}
-    return _nightly_at(_Env(env).text("CANDLELAKE_NIGHTLY_AT", "00:00"))
+    return _daily_at(name, _Env(env).text(name, default))
+
+
+def read_nightly_at(env: dict[str, str] | None = None) -> str | None:
+    """CANDLELAKE_NIGHTLY_AT: when the nightly chain starts (default 00:00 UTC)."""
+    return read_daily_at("CANDLELAKE_NIGHTLY_AT", "00:00", env)
+
+
+def read_training_at(env: dict[str, str] | None = None) -> str | None:
+    """CANDLELAKE_TRAINING_AT: when the models are trained (default 03:00 UTC, after the nightly chain)."""
+    return read_daily_at("CANDLELAKE_TRAINING_AT", "03:00", env)
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -280,6 +302,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     interval = e.text("CANDLELAKE_CANDLE_INTERVAL", "1 minute")
     if interval not in ("1 second", "1 minute"):
         raise ConfigError(f"CANDLELAKE_CANDLE_INTERVAL={interval!r}: the base interval is '1 second' or '1 minute'")
+    pg_port = e.integer("CANDLELAKE_PG_PORT", 55432, 1)
+    pg_user = e.text("CANDLELAKE_PG_USER", "candlelake")
+    pg_password = e.text("CANDLELAKE_PG_PASSWORD", "candlelake")
+    mlflow_db = e.text("CANDLELAKE_MLFLOW_DB", "mlflow")
     return Settings(
         project_root=PROJECT_ROOT,
         runtime_dir=runtime_dir,
@@ -296,12 +322,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         anomaly_thresholds=e.text("CANDLELAKE_ANOMALY_THRESHOLDS", "return_z=4,volume_z=4"),
         topic_partitions=e.integer("CANDLELAKE_TOPIC_PARTITIONS", 3, 1),
         topic_retention_ms=e.integer("CANDLELAKE_TOPIC_RETENTION_MS", 7 * 24 * 3600 * 1000, 60_000),
-        pg_port=e.integer("CANDLELAKE_PG_PORT", 55432, 1),
+        pg_port=pg_port,
         pg_bin_dir=e.text("CANDLELAKE_PG_BIN_DIR", _default_pg_bin_dir()),
         pg_superuser=e.text("CANDLELAKE_PG_SUPERUSER", "postgres"),
         pg_database=e.text("CANDLELAKE_PG_DATABASE", "candlelake"),
-        pg_user=e.text("CANDLELAKE_PG_USER", "candlelake"),
-        pg_password=e.text("CANDLELAKE_PG_PASSWORD", "candlelake"),
+        pg_user=pg_user,
+        pg_password=pg_password,
         pg_reader_user=e.text("CANDLELAKE_PG_READER_USER", "candlelake_reader"),
         pg_reader_password=e.text("CANDLELAKE_PG_READER_PASSWORD", "candlelake_reader"),
         airflow_db=e.text("CANDLELAKE_AIRFLOW_DB", "airflow"),
@@ -358,4 +384,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         supervisor_batch_max_age_s=e.number("CANDLELAKE_SUPERVISOR_BATCH_MAX_AGE_S", 180.0, 1.0),
         reconcile_max_mismatch_rate=e.number("CANDLELAKE_RECONCILE_MAX_MISMATCH_RATE", 0.0, 0.0),
         kline_files=e.text("CANDLELAKE_KLINE_FILES", ""),
+        mlflow_db=mlflow_db,
+        mlflow_tracking_uri=e.text(
+            "CANDLELAKE_MLFLOW_TRACKING_URI",
+            f"postgresql+psycopg2://{pg_user}:{pg_password}@{host}:{pg_port}/{mlflow_db}",
+        ),
+        mlflow_port=e.integer("CANDLELAKE_MLFLOW_PORT", 5000, 1),
+        mlflow_artifacts_dir=e.path("CANDLELAKE_MLFLOW_ARTIFACTS_DIR", runtime_dir / "mlflow-artifacts"),
+        training_at=read_training_at(env),
+        training_days=e.integer("CANDLELAKE_TRAINING_DAYS", 30, 1),
     )

@@ -34,6 +34,7 @@ SERVICES = {
     "stream",
     "producer",
     "reports",
+    "mlflow",
     "dashboard",
 }
 LONG_RUNNING = SERVICES - {"airflow-init"}
@@ -44,6 +45,7 @@ PUBLISHED_PORTS = {
     "airflow-api-server": "airflow_port",
     "stream": "spark_ui_port",
     "reports": "reports_port",
+    "mlflow": "mlflow_port",
     "dashboard": "dashboard_port",
 }
 
@@ -303,3 +305,21 @@ def test_data_docs_links_in_containers_point_at_the_published_reports_port(compo
     assert interpolate(value, {"CANDLELAKE_REPORTS_PORT": "9502"}) == "http://127.0.0.1:9502"
     mine = "https://reports.example.org/candlelake"
     assert interpolate(value, {"CANDLELAKE_DATA_DOCS_URL": mine, "CANDLELAKE_REPORTS_PORT": "9502"}) == mine
+
+
+def test_mlflow_runs_with_the_component_flags(compose: dict[str, Any], tmp_path: Path) -> None:
+    # The same server in both: same store (the mlflow database), one worker; only addresses and paths differ.
+    from candlelake.platform.mlflow_ui import MlflowComponent
+
+    local = MlflowComponent(load_settings({"CANDLELAKE_RUNTIME_DIR": str(tmp_path)})).argv()[1:]
+    docker = [interpolate(str(a)) for a in compose["services"]["mlflow"]["command"]][1:]
+    assert docker[-2:] == ["--allowed-hosts", "*"]  # requests arrive under the host's name
+    docker = docker[:-2]
+    for flag in ("--host", "--default-artifact-root"):
+        local[local.index(flag) + 1] = docker[docker.index(flag) + 1] = "<differs>"
+    uri = docker.index("--backend-store-uri") + 1
+    assert docker[uri] == load_settings({}).mlflow_tracking_uri.replace("@127.0.0.1:", "@postgres:")
+    local[uri] = docker[uri] = "<store>"
+    assert local == docker
+    volumes = compose["services"]["airflow-scheduler"]["volumes"]
+    assert "mlflow-artifacts:/opt/candlelake/.runtime/mlflow-artifacts" in volumes  # the training tasks write it

@@ -17,6 +17,7 @@ def components(settings: Settings) -> list[Component]:
     from candlelake.platform.airflow import airflow_components
     from candlelake.platform.dashboard import DashboardComponent
     from candlelake.platform.kafka import KafkaComponent
+    from candlelake.platform.mlflow_ui import MlflowComponent
     from candlelake.platform.postgres import PostgresComponent
     from candlelake.platform.producer import ProducerComponent
     from candlelake.platform.reports import ReportsComponent
@@ -26,6 +27,7 @@ def components(settings: Settings) -> list[Component]:
         PostgresComponent(settings),
         KafkaComponent(settings),
         *airflow_components(settings),
+        MlflowComponent(settings),
         StreamComponent(settings),
         ProducerComponent(settings),
         ReportsComponent(settings),

@@ -199,7 +199,13 @@ class PostgresComponent(Component):
                     cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
                     verb = "ALTER" if cur.fetchone() else "CREATE"
                     cur.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(role)), (password,))
-                for db, owner in ((s.pg_database, s.pg_user), (s.airflow_db, s.airflow_db_user)):
+                # MLflow's tracking and registry store is a database of its own (its tables are its own,
+                # migrated by MLflow), owned by the platform role that trains and serves the models.
+                for db, owner in (
+                    (s.pg_database, s.pg_user),
+                    (s.airflow_db, s.airflow_db_user),
+                    (s.mlflow_db, s.pg_user),
+                ):
                     cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
                     if not cur.fetchone():
                         cur.execute(
