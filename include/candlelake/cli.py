@@ -1,4 +1,5 @@
-"""`candlelake`: the command-line front door (up, down, status, install, produce, replay, backfill, gaps, candles).
+"""`candlelake`: the command-line front door (up, down, status, install, produce, replay, backfill, gaps, candles,
+alerts, score).
 
 Every failure a person can fix is reported in one or two lines naming the part and what to do; a
 traceback is shown only with --debug.
@@ -162,6 +163,61 @@ def cmd_candles(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
+    import psycopg2
+
+    from candlelake.alerts import store
+
+    conn = psycopg2.connect(settings.pg_dsn(), connect_timeout=5, application_name="candlelake-cli")
+    try:
+        with conn, conn.cursor() as cur:
+            if args.action == "add":
+                rule = store.add_rule(cur, args.market, args.direction, args.level, args.note or "")
+                _say(f"alert rule {rule.id}: {rule.describe()} (the scorer picks it up within seconds)")
+            elif args.action == "remove":
+                rule = store.remove_rule(cur, args.id)
+                _say(f"removed alert rule {rule.id}: {rule.describe()}")
+            elif args.action == "list":
+                rules = store.list_rules(cur, args.market)
+                if not rules:
+                    _say("no alert rules; add one with `candlelake alerts add binance:BTCUSDT above 100000`")
+                for rule in rules:
+                    _say(f"{rule.id:>6}  {rule.describe()}" + (f"  ({rule.note})" if rule.note else ""))
+            else:  # recent
+                cur.execute(
+                    "SELECT id, raised_at, type, exchange || ':' || symbol, kind, detector, score, price, "
+                    "webhook_status FROM alerts ORDER BY raised_at DESC, id DESC LIMIT %s",
+                    (args.limit,),
+                )
+                rows = cur.fetchall()
+                if not rows:
+                    _say("no alerts raised yet")
+                for i, at, kind_of, market, kind, detector, score, price, hook in rows:
+                    figure = f"score {score:.2f}" if score is not None else f"price {price}"
+                    _say(
+                        f"{i:>6}  {at:%Y-%m-%d %H:%M:%S}  {kind_of:<8}{market:<24}{kind:<13}{detector:<18}{figure}"
+                        + (f"  webhook {hook}" if hook else "")
+                    )
+    finally:
+        conn.close()
+    return 0
+
+
+def cmd_score(settings: Settings, args: argparse.Namespace) -> int:
+    import signal
+
+    from candlelake.alerts.service import ScorerService
+
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    service = ScorerService(settings)
+    try:
+        service.run(lambda: stop["now"])
+    finally:
+        service.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="candlelake", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -239,6 +295,24 @@ def build_parser() -> argparse.ArgumentParser:
     candles.add_argument("--end", required=True, help="ISO 8601, exclusive")
     candles.add_argument("--format", default="csv", choices=["csv", "json"])
     candles.set_defaults(func=cmd_candles)
+
+    alerts = sub.add_parser("alerts", help="price alert rules the platform evaluates, and the alerts it raised")
+    actions = alerts.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="alert when a market's price crosses a level")
+    add.add_argument("market", help="exchange:SYMBOL, e.g. binance:BTCUSDT")
+    add.add_argument("direction", choices=["above", "below"])
+    add.add_argument("level", help="the price, exact (e.g. 100000 or 0.0000123)")
+    add.add_argument("--note", help="a few words sent with the alert")
+    listed = actions.add_parser("list", help="the alert rules")
+    listed.add_argument("--market", help="only this exchange:SYMBOL")
+    remove = actions.add_parser("remove", help="delete an alert rule by its id")
+    remove.add_argument("id", type=int)
+    recent = actions.add_parser("recent", help="the alerts raised last: anomalies and crossed rules")
+    recent.add_argument("--limit", type=int, default=20)
+    alerts.set_defaults(func=cmd_alerts)
+
+    score = sub.add_parser("score", help="score closed candles and prices into alerts until stopped (the scorer part)")
+    score.set_defaults(func=cmd_score)
     return parser
 
 

@@ -119,6 +119,7 @@ class Settings:
     price_kpis_topic: str
     # Rule thresholds of the anomaly detection (candlelake.analytics.rules.parse_rules reads them).
     anomaly_thresholds: str
+    alerts_topic: str
     topic_partitions: int
     topic_retention_ms: int
 
@@ -204,6 +205,10 @@ class Settings:
     mlflow_artifacts_dir: Path
     training_at: str | None  # "HH:MM" UTC of the nightly training run, None: by hand only
     training_days: int  # the curated history a training run learns from
+    # The scorer: closed candles -> anomalies, prices -> crossed rules -> alerts (candlelake.alerts.service).
+    alert_webhook_url: str  # "" : no webhook
+    scorer_poll_s: float
+    scorer_model_refresh_s: float
 
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -320,6 +325,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         prices_topic=e.text("CANDLELAKE_PRICES_TOPIC", "prices"),
         price_kpis_topic=e.text("CANDLELAKE_PRICE_KPIS_TOPIC", "prices.kpis"),
         anomaly_thresholds=e.text("CANDLELAKE_ANOMALY_THRESHOLDS", "return_z=4,volume_z=4"),
+        alerts_topic=e.text("CANDLELAKE_ALERTS_TOPIC", "alerts"),
         topic_partitions=e.integer("CANDLELAKE_TOPIC_PARTITIONS", 3, 1),
         topic_retention_ms=e.integer("CANDLELAKE_TOPIC_RETENTION_MS", 7 * 24 * 3600 * 1000, 60_000),
         pg_port=pg_port,
@@ -393,4 +399,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         mlflow_artifacts_dir=e.path("CANDLELAKE_MLFLOW_ARTIFACTS_DIR", runtime_dir / "mlflow-artifacts"),
         training_at=read_training_at(env),
         training_days=e.integer("CANDLELAKE_TRAINING_DAYS", 30, 1),
+        alert_webhook_url=e.text("CANDLELAKE_ALERT_WEBHOOK_URL", ""),
+        scorer_poll_s=e.number("CANDLELAKE_SCORER_POLL_S", 1.0, 0.05),
+        scorer_model_refresh_s=e.number("CANDLELAKE_SCORER_MODEL_REFRESH_S", 300.0, 1.0),
     )

@@ -46,6 +46,7 @@ def settings(services: Settings) -> Iterator[Settings]:
         dead_letter_topic=f"dltest-{tag}-dead-letter",
         prices_topic=f"dltest-{tag}-prices",
         price_kpis_topic=f"dltest-{tag}-prices.kpis",
+        alerts_topic=f"dltest-{tag}-alerts",
     )
     topics = KafkaComponent(ours).topic_specs()
     admin_pg = PostgresComponent(services)._superuser_conn()

@@ -81,6 +81,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         "CANDLELAKE_DEAD_LETTER_TOPIC": f"svtest-{tag}-dead-letter",
         "CANDLELAKE_PRICES_TOPIC": f"svtest-{tag}-prices",
         "CANDLELAKE_PRICE_KPIS_TOPIC": f"svtest-{tag}-prices.kpis",
+        "CANDLELAKE_ALERTS_TOPIC": f"svtest-{tag}-alerts",
         "CANDLELAKE_SPARK_UI_PORT": str(free_port()),
         "CANDLELAKE_PRODUCER_SOURCE": "simulator",
         "CANDLELAKE_SIMULATOR_RATE": "20",

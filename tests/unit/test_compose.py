@@ -35,6 +35,7 @@ SERVICES = {
     "producer",
     "reports",
     "mlflow",
+    "scorer",
     "dashboard",
 }
 LONG_RUNNING = SERVICES - {"airflow-init"}
@@ -323,3 +324,11 @@ def test_mlflow_runs_with_the_component_flags(compose: dict[str, Any], tmp_path:
     assert local == docker
     volumes = compose["services"]["airflow-scheduler"]["volumes"]
     assert "mlflow-artifacts:/opt/candlelake/.runtime/mlflow-artifacts" in volumes  # the training tasks write it
+
+
+def test_kafka_init_creates_every_topic_the_platform_creates(compose: dict[str, Any]) -> None:
+    from candlelake.platform.kafka import KafkaComponent
+
+    script = interpolate(compose["services"]["kafka-init"]["command"][0])
+    created = set(re.findall(r'^\s*topic "([^"]+)"', script, re.MULTILINE))
+    assert created == set(KafkaComponent(load_settings({})).topic_specs())

@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("spark",),
     ("lake",),
     ("stream",),
+    ("alerts",),
     ("nightly",),
     ("serve",),
     ("platform",),

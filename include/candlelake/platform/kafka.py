@@ -369,6 +369,13 @@ class KafkaComponent(Component):
                 "replication_factor": 1,
                 "configs": {"retention.ms": str(s.topic_retention_ms)},
             },
+            # Every alert the scorer raised (candlelake.alerts): few, and read by people's tools, so kept
+            # as long as the dead letters.
+            s.alerts_topic: {
+                "num_partitions": 1,
+                "replication_factor": 1,
+                "configs": {"retention.ms": str(DEAD_LETTER_RETENTION_MS)},
+            },
         }
 
     def is_formatted(self) -> bool:

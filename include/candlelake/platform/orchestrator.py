@@ -21,6 +21,7 @@ def components(settings: Settings) -> list[Component]:
     from candlelake.platform.postgres import PostgresComponent
     from candlelake.platform.producer import ProducerComponent
     from candlelake.platform.reports import ReportsComponent
+    from candlelake.platform.scorer import ScorerComponent
     from candlelake.platform.stream import StreamComponent
 
     return [
@@ -30,6 +31,7 @@ def components(settings: Settings) -> list[Component]:
         MlflowComponent(settings),
         StreamComponent(settings),
         ProducerComponent(settings),
+        ScorerComponent(settings),
         ReportsComponent(settings),
         DashboardComponent(settings),
     ]

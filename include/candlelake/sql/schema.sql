@@ -522,3 +522,43 @@ CREATE TABLE IF NOT EXISTS price_kpis (
     CHECK (min_price <= avg_price AND avg_price <= max_price AND spread = max_price - min_price)
 );
 CREATE INDEX IF NOT EXISTS price_kpis_recent ON price_kpis (exchange, symbol, window_minutes, window_end DESC);
+
+-- Price-threshold alert rules, evaluated by the platform's scorer (candlelake.alerts): "tell me when
+-- binance:BTCUSDT crosses above 100000". Created with `candlelake alerts add` or in the dashboard (through
+-- the alert editor role, which may change this table and nothing else).
+CREATE TABLE IF NOT EXISTS alert_rules (
+    id          bigserial   PRIMARY KEY,
+    exchange    text        NOT NULL,
+    symbol      text        NOT NULL,
+    direction   text        NOT NULL CHECK (direction IN ('above', 'below')),
+    level       numeric     NOT NULL CHECK (level > 0),
+    note        text        NOT NULL DEFAULT '',
+    created_by  text        NOT NULL DEFAULT 'cli',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (exchange, symbol, direction, level)
+);
+
+-- Every alert the platform raised: anomalies of closed 1m candles (`type` 'anomaly': the z-score rules or
+-- the learned detector) and crossed price rules (`type` 'price'). Each is also a record on the `alerts`
+-- topic and, when CANDLELAKE_ALERT_WEBHOOK_URL is set, a POST to it. One row per market, time, type and
+-- detector (or rule): a restarted scorer that scores a candle again raises nothing twice.
+CREATE TABLE IF NOT EXISTS alerts (
+    id              bigserial   PRIMARY KEY,
+    type            text        NOT NULL CHECK (type IN ('anomaly', 'price')),
+    exchange        text        NOT NULL,
+    symbol          text        NOT NULL,
+    at              timestamptz NOT NULL,  -- the candle's open time, or the minute the price crossed
+    kind            text        NOT NULL,  -- pump, dump, price_move, volume_spike, unusual; above, below
+    detector        text        NOT NULL,  -- rules, isolation_forest, or rule:<alert_rules.id>
+    score           double precision,
+    price           numeric,
+    rule_id         bigint      REFERENCES alert_rules (id) ON DELETE SET NULL,
+    model_version   text,
+    features        jsonb       NOT NULL DEFAULT '{}',
+    candle_closed_at timestamptz,          -- when the candle became closed: the start of the alert's delay
+    raised_at       timestamptz NOT NULL DEFAULT now(),
+    webhook_status  text,                  -- 'delivered', 'failed: <why>', NULL: no webhook configured
+    UNIQUE (type, exchange, symbol, at, detector)
+);
+CREATE INDEX IF NOT EXISTS alerts_recent ON alerts (raised_at DESC);
+CREATE INDEX IF NOT EXISTS alerts_market ON alerts (exchange, symbol, at DESC);
