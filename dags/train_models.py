@@ -21,7 +21,7 @@ history is too short to train and judge a model (a new platform). Runs daily at 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pendulum
@@ -40,8 +40,11 @@ def _train(which: str) -> dict[str, Any]:
     from candlelake.config import load_settings
 
     params = get_current_context()["params"]
+    end = datetime.fromisoformat(params["end"]).replace(tzinfo=UTC) if params["end"] else None
     try:
-        logged = train(load_settings(), which, days=int(params["days"]) or None, exchanges=params["exchanges"] or None)
+        logged = train(
+            load_settings(), which, days=int(params["days"]) or None, end=end, exchanges=params["exchanges"] or None
+        )
     except NotEnoughHistory as exc:
         raise AirflowSkipException(f"skipped: {exc}") from None
     print(logged.summary())
@@ -66,6 +69,11 @@ def _train(which: str) -> dict[str, Any]:
     doc_md=__doc__,
     params={
         "exchanges": Param([], type="array", description="Exchanges whose curated candles to learn from; empty: all."),
+        "end": Param(
+            "",
+            type="string",
+            description="Learn from the days before this UTC day (YYYY-MM-DD); empty: until now.",
+        ),
         "days": Param(
             0,
             type="integer",

@@ -236,5 +236,5 @@ def test_train_models_trains_both_models_nightly(parsed: dict[str, Any]) -> None
     info = parsed["dags"]["train_models"]
     assert info["timetable"] == "CronDataIntervalTimetable"  # CANDLELAKE_TRAINING_AT, 03:00 UTC by default
     assert set(info["operators"]) == {"train_anomaly_detector", "train_trend_classifier"}
-    assert info["params"] == {"exchanges": [], "days": 0} and info["max_active_runs"] == 1
+    assert info["params"] == {"exchanges": [], "end": "", "days": 0} and info["max_active_runs"] == 1
     assert {"candlelake", "analytics"} <= set(info["tags"])

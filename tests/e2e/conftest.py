@@ -21,16 +21,21 @@ CLI = str(Path(sys.executable).parent / "candlelake")
 # The platform's Binance REST base during the e2e tier: a fake exchange the tests serve there when
 # they need it (reconcile_klines and the backfill DAG run inside Airflow, which takes its URL from `up`).
 FAKE_BINANCE_REST_PORT = 18931
+# Where the platform's scorer POSTs alerts during the e2e tier: a receiver the alert test serves there.
+FAKE_WEBHOOK_PORT = 18932
 # The platform's own simulator, slowed from its 20 trades/s: the tests send their own trades, and at
 # 20/s the live candles query runs a micro-batch every second, about one of the machine's two cores
 # (measured: 100-130 % CPU; 3 % with no input), which every Spark job of the tests then waits for.
 PLATFORM_ENV = {
     "CANDLELAKE_BINANCE_REST_URL": f"http://127.0.0.1:{FAKE_BINANCE_REST_PORT}",
+    "CANDLELAKE_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{FAKE_WEBHOOK_PORT}/hooks/candlelake",
     "CANDLELAKE_SIMULATOR_RATE": "0.2",
     # No scheduled nightly run: one that starts when the tier runs across midnight UTC compacts, checks
     # and loads every exchange of the day before (seen: a test's chain queued behind it until it timed
     # out, and curated candles replacing the live ones others compare). The tests trigger their own.
     "CANDLELAKE_NIGHTLY_AT": "off",
+    # Nor a scheduled training: the tier triggers its own run on the replayed history.
+    "CANDLELAKE_TRAINING_AT": "off",
 }
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

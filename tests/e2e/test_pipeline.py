@@ -14,6 +14,7 @@ import re
 import time
 import uuid
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -119,10 +120,15 @@ def test_up_reports_every_part_healthy(platform: Settings) -> None:
         "stream",
         "producer",
         "reports",
+        "mlflow",
+        "scorer",
         "dashboard",
     ):
         assert parts[name]["healthy"], f"{name} is not healthy: {parts[name]}"
         assert parts[name]["pid"] and parts[name]["rss_kib"] > 0
+    # `up` printed where MLflow's UI is, as it prints Airflow's and the dashboard's.
+    up = (Path(__file__).resolve().parents[2] / "test-artifacts" / "candlelake-up.txt").read_text()
+    assert platform.mlflow_url in up and platform.mlflow_url in parts["mlflow"]["urls"]
 
 
 def test_up_again_starts_nothing_twice(platform: Settings) -> None:

@@ -47,7 +47,16 @@ def spark() -> Iterator[Any]:
 
 # Every table a test writes under an exchange name of its own. Deleting the candles also runs the rollups'
 # DELETE trigger (test_rollups relies on that); corrections go with their curated load (ON DELETE CASCADE).
-EXCHANGE_TABLES = ("candles", "coverage", "trade_gaps", "quality_runs", "curated_loads", "lake_compactions")
+EXCHANGE_TABLES = (
+    "candles",
+    "coverage",
+    "trade_gaps",
+    "quality_runs",
+    "curated_loads",
+    "lake_compactions",
+    "alerts",
+    "alert_rules",
+)
 
 
 def _own_exchange(settings: Settings, request: pytest.FixtureRequest) -> Iterator[str]:

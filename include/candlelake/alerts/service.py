@@ -14,8 +14,9 @@ Each poll:
 The detector is MLflow's `models:/candlelake-anomaly-detector@champion`, looked up again every
 CANDLELAKE_SCORER_MODEL_REFRESH_S; without a champion (or without MLflow) the rules score alone. On start
 the books are filled with the last two hours of closed candles (the features need an hour behind a
-candle), and only candles closed in the last `CATCH_UP` are scored: a scorer that was down raises what it
-missed of the last minutes, not hours of stale alerts.
+candle). Only candles that opened in the last `CATCH_UP` are scored: a scorer that was down raises what it
+missed of the last minutes, not hours of stale alerts, and the nightly batch's curated day (rewritten
+rows, so read again) fills the books without alerting on yesterday.
 """
 
 from __future__ import annotations
@@ -88,7 +89,6 @@ class ScorerService:
         now = datetime.now(UTC)
         self._candles_since = now - WARM_UP
         self._prices_since = now - OVERLAP
-        self._score_from = now - CATCH_UP
 
     # --- the detector ---------------------------------------------------------------------------
 
@@ -136,8 +136,11 @@ class ScorerService:
                 self._rules_checked = now
             candles = store.closed_since(cur, self._candles_since)
         alerts: list[AlertRecord] = []
+        # Only the last minutes are scored: older candles (the warm-up, a day the nightly batch curated
+        # again) fill the books but raise nothing, so yesterday's curated day is not alerted on today.
+        score_from_us = time.time_ns() // 1000 - int(CATCH_UP.total_seconds() * 1_000_000)
         for candle in candles:
-            scored = self.scorer.push(candle, score=from_us(candle.closed_at_us) >= self._score_from)
+            scored = self.scorer.push(candle, score=candle.open_time_us >= score_from_us)
             if scored is None:
                 continue
             report.candles += 1
