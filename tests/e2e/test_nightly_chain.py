@@ -301,3 +301,36 @@ def test_a_corrupted_candle_fails_validation_and_is_not_loaded(platform: Setting
     )
     assert after == before
     assert stage_dir(platform.lake_dir, "binance", day).is_dir()
+
+
+def test_the_training_dag_registers_models_from_the_curated_history_and_refuses_one_no_better(
+    platform: Settings, chain
+) -> None:
+    """train_models, run by Airflow's scheduler on the curated XRP/ETH days, twice: each run registers a
+    version of both models in the platform's MLflow store; the second, trained alike, does not beat the
+    first and must not take the champion alias from it."""
+    from candlelake.analytics import registry
+    from tests.e2e.airflow_support import trigger
+
+    conf = {"exchanges": ["binance"], "end": "2019-10-14", "days": 4}
+    client = registry.use(platform).MlflowClient()
+
+    def versions(model: str) -> list[int]:
+        return sorted(int(v.version) for v in client.search_model_versions(f"name = '{model}'"))
+
+    before = versions(registry.DETECTOR_MODEL)
+    first = trigger(platform, "train_models", conf, timeout=1200)
+    assert first.state == "success", failed_task_logs(platform, first)
+    champion = client.get_model_version_by_alias(registry.DETECTOR_MODEL, "champion").version
+    if not before:  # a new store: the first detector beats the rules and becomes champion
+        assert champion == "1"
+    second = trigger(platform, "train_models", conf, timeout=1200)
+    assert second.state == "success", failed_task_logs(platform, second)
+    after = versions(registry.DETECTOR_MODEL)
+    assert after[-2:] == [after[-1] - 1, after[-1]] and len(after) == len(before) + 2
+    assert client.get_model_version_by_alias(registry.DETECTOR_MODEL, "champion").version == champion
+    refused = client.get_model_version(registry.DETECTOR_MODEL, str(after[-1]))
+    assert refused.tags["candlelake.verdict"] == "does not beat the champion"
+    assert client.get_model_version_by_alias(registry.DETECTOR_MODEL, "challenger").version == str(after[-1])
+    trend = client.get_model_version_by_alias(registry.TREND_MODEL, "challenger")
+    assert trend.tags["candlelake.verdict"]  # registered, with the rule's verdict, whichever it was
