@@ -132,6 +132,9 @@ class Settings:
     pg_password: str
     pg_reader_user: str
     pg_reader_password: str
+    # The dashboard's second role: it may add and remove price alert rules, and change nothing else.
+    pg_alerts_user: str
+    pg_alerts_password: str
     airflow_db: str
     airflow_db_user: str
     airflow_db_password: str
@@ -236,6 +239,10 @@ class Settings:
         return self.pg_dsn(self.pg_reader_user, self.pg_reader_password)
 
     @property
+    def pg_alerts_dsn(self) -> str:
+        return self.pg_dsn(self.pg_alerts_user, self.pg_alerts_password)
+
+    @property
     def airflow_sqlalchemy_url(self) -> str:
         return (
             f"postgresql+psycopg2://{self.airflow_db_user}:{self.airflow_db_password}"
@@ -336,6 +343,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         pg_password=pg_password,
         pg_reader_user=e.text("CANDLELAKE_PG_READER_USER", "candlelake_reader"),
         pg_reader_password=e.text("CANDLELAKE_PG_READER_PASSWORD", "candlelake_reader"),
+        pg_alerts_user=e.text("CANDLELAKE_PG_ALERTS_USER", "candlelake_alerts"),
+        pg_alerts_password=e.text("CANDLELAKE_PG_ALERTS_PASSWORD", "candlelake_alerts"),
         airflow_db=e.text("CANDLELAKE_AIRFLOW_DB", "airflow"),
         airflow_db_user=e.text("CANDLELAKE_AIRFLOW_DB_USER", "airflow"),
         airflow_db_password=e.text("CANDLELAKE_AIRFLOW_DB_PASSWORD", "airflow"),

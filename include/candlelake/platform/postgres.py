@@ -195,6 +195,7 @@ class PostgresComponent(Component):
                     (s.pg_user, s.pg_password),
                     (s.airflow_db_user, s.airflow_db_password),
                     (s.pg_reader_user, s.pg_reader_password),
+                    (s.pg_alerts_user, s.pg_alerts_password),
                 ):
                     cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
                     verb = "ALTER" if cur.fetchone() else "CREATE"
@@ -229,4 +230,10 @@ class PostgresComponent(Component):
             cur.execute(
                 sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {}").format(reader)
             )
+            # The alert editor: the dashboard's one writer, to the price alert rules and nothing else.
+            editor = sql.Identifier(s.pg_alerts_user)
+            cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(s.pg_database), editor))
+            cur.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(editor))
+            cur.execute(sql.SQL("GRANT SELECT, INSERT, DELETE ON alert_rules TO {}").format(editor))
+            cur.execute(sql.SQL("GRANT USAGE ON SEQUENCE alert_rules_id_seq TO {}").format(editor))
         conn.close()
