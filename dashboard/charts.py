@@ -49,6 +49,8 @@ OVERLAYS = (*MOVING_AVERAGES, BOLLINGER)
 PRICE_TRACE = "price"
 PARTIAL_TRACE = "partial"
 QUIET_TRACE = "no trades"
+ANOMALY_TRACE = "anomalies"
+ANOMALY = "#ff9800"  # the platform's anomalies: not up, not down, look here
 PARTIAL = "partial"  # rollups' coverage value of a candle whose interval was not seen throughout
 PARTIAL_HOVER = "partial: part of this interval was not seen"
 UNKNOWN_LABEL = "unknown (not covered)"
@@ -58,6 +60,27 @@ def to_floats(values: Iterable[object]) -> np.ndarray:
     """Decimals (None for SQL NULL: NaN) as a float array, for drawing only. Plotly sends a numpy array to
     the browser as one typed array instead of checking a list element by element (3x faster here)."""
     return np.array([np.nan if value is None else float(value) for value in values], dtype=float)  # type: ignore[arg-type]
+
+
+def anomaly_markers(candles: pd.DataFrame, anomalies: pd.DataFrame, tz: str) -> go.Scatter:
+    """A marker above the candle (of any bucket) holding each anomaly's 1m candle, the why on hover."""
+    opens = pd.to_datetime(candles["open_time"], utc=True).to_numpy()
+    at = pd.to_datetime(anomalies["at"], utc=True).to_numpy()
+    index = np.clip(np.searchsorted(opens, at, side="right") - 1, 0, len(candles) - 1)
+    highs = to_floats(candles["high"])[index]
+    text = [
+        f"{kind.replace('_', ' ')} ({detector}, score {score:.2f})"
+        for kind, detector, score in zip(anomalies["kind"], anomalies["detector"], anomalies["score"], strict=True)
+    ]
+    return go.Scatter(
+        x=local_times(candles["open_time"].iloc[index].reset_index(drop=True), tz),
+        y=highs * 1.002,
+        mode="markers",
+        marker={"symbol": "triangle-down", "size": 11, "color": ANOMALY},
+        name=ANOMALY_TRACE,
+        text=text,
+        hovertemplate="%{text}<extra>anomaly</extra>",
+    )
 
 
 def local_times(times: pd.Series, tz: str) -> pd.Series:
@@ -103,6 +126,7 @@ def candlestick_figure(
     overlays: Sequence[str] = (),
     bands: Sequence[Band] = (),
     alerts: Sequence[AlertStatus] = (),
+    anomalies: pd.DataFrame | None = None,
     title: str = "",
     revision: str = "",
 ) -> go.Figure:
@@ -192,6 +216,8 @@ def candlestick_figure(
                 row=row,
                 col=1,
             )
+    if anomalies is not None and len(anomalies) and len(candles):
+        figure.add_trace(anomaly_markers(candles, anomalies, tz), row=1, col=1)
     for status in alerts:
         colour = DOWN if status.state == "crossed" else QUIET
         figure.add_hline(
@@ -204,7 +230,7 @@ def candlestick_figure(
         )
     figure.update_layout(
         # The legend is what explains hollow candles and grey bands: shown whenever there are any.
-        showlegend=bool(overlays) or bool(partial.any()) or in_legend,
+        showlegend=bool(overlays) or bool(partial.any()) or in_legend or (anomalies is not None and len(anomalies) > 0),
         legend={"orientation": "h", "y": 1.02, "x": 0, "yanchor": "bottom"},
         xaxis_rangeslider_visible=False,
         margin={"l": 10, "r": 10, "t": 40 if title or overlays else 10, "b": 10},

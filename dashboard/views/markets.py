@@ -1,6 +1,6 @@
 """Markets page: candlesticks, volume and the window's figures for one market, live from PostgreSQL.
 
-The selectors (market, lookback or a custom range, bucket, overlays, alerts) live outside the fragment,
+The selectors (market, lookback or a custom range, bucket, overlays, price alert rules) live outside the fragment,
 so changing one reruns the page; the chart, its tiles and the alerts live in an `st.fragment` that
 reruns on its own every few seconds while "Live" is on, so a refresh redraws only them and the user's
 zoom and pan survive it (Plotly's `uirevision`). The selection is kept in the URL (`bind`), so a link
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import cast
 from zoneinfo import ZoneInfo
@@ -21,7 +21,7 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from candlelake.serve import market_stats, rollups
-from dashboard import charts, data, url_params
+from dashboard import alerts_data, charts, data, url_params
 from dashboard.formats import in_zone, price, price_places
 from dashboard.views import markets_chart
 from dashboard.views.markets_chart import CUSTOM, View
@@ -45,7 +45,6 @@ DEFAULT_BUCKET = "1m"
 # making every open browser tab query PostgreSQL continuously.
 REFRESH_SECONDS = 5
 KEEP_ZOOM_JS = f"<script>{(Path(__file__).parents[1] / 'static' / 'keep_zoom.js').read_text()}</script>"
-ALERTS_KEY = "price_alerts"  # session state: {"exchange:symbol": [(level text, direction), ...]}
 
 
 @dataclass(frozen=True)
@@ -94,13 +93,40 @@ def _window(view: View, base: int) -> tuple[datetime, datetime, tuple[datetime, 
 
 
 def _alerts(view: View) -> list[market_stats.Alert]:
-    saved = st.session_state.get(ALERTS_KEY, {}).get(f"{view.exchange}:{view.symbol}", [])
-    return [market_stats.Alert(Decimal(level), direction) for level, direction in saved]
+    """The market's price alert rules, as the platform's scorer evaluates them."""
+    try:
+        saved = alerts_data.rules(view.exchange, view.symbol)
+    except data.DataError:
+        return []  # the chart still draws; the editor above says why the rules cannot be read
+    return [
+        market_stats.Alert(Decimal(level), direction)
+        for level, direction in zip(saved["level"], saved["direction"], strict=True)
+    ]
+
+
+def _flash_raised(view: View, places: int) -> None:
+    """A toast for every alert the platform raised for this market since this browser session opened it."""
+    opened: dict[str, datetime] = st.session_state.setdefault("alerts_opened_at", {})
+    since = opened.setdefault(f"{view.exchange}:{view.symbol}", datetime.now(UTC) - timedelta(minutes=1))
+    try:
+        raised = alerts_data.recent(since.replace(second=0, microsecond=0), view.exchange, view.symbol)
+    except data.DataError:
+        return
+    announced: set[int] = st.session_state.setdefault("alerts_announced_ids", set())
+    for row in raised.itertuples(index=False):
+        if row.id in announced or row.raised_at < since:
+            continue
+        announced.add(row.id)
+        if row.type == "price":
+            text = f"{view.symbol} crossed {row.kind} {price(Decimal(row.level), places)}: {price(row.price, places)}"
+        else:
+            text = f"{view.symbol}: {row.kind.replace('_', ' ')} at {in_zone(row.at, view.tz)} ({row.detector})"
+        st.toast(text, icon=":material/notifications_active:")
 
 
 def _show_alerts(view: View, rows: list[market_stats.Candle], places: int) -> list[market_stats.AlertStatus]:
+    _flash_raised(view, places)
     statuses = [market_stats.alert_status(rows, a) for a in _alerts(view)]
-    announced: set[tuple[str, str, str]] = st.session_state.setdefault("alerts_announced", set())
     for s in statuses:
         level = price(s.alert.level, places)
         when = in_zone(s.at, view.tz) if s.at else ""
@@ -110,10 +136,6 @@ def _show_alerts(view: View, rows: list[market_stats.Candle], places: int) -> li
                 f"last price {price(s.last_price, places)}",
                 icon=":material/notifications_active:",
             )
-            marker = (f"{view.exchange}:{view.symbol}", str(s.alert.level), s.alert.direction)
-            if marker not in announced:
-                announced.add(marker)
-                st.toast(f"{view.symbol} crossed {s.alert.direction} {level}", icon=":material/notifications_active:")
         elif s.state == "touched":
             side = "below" if s.alert.direction == "above" else "above"
             st.warning(
@@ -209,12 +231,17 @@ def _draw(view: View, shown: Shown, drawn: markets_chart.Drawn) -> None:
     _show_price_tiles(figures, view.label, places, partial_newest=bool(drawn.partial[-1]))
     _show_activity_tiles(figures, view.label, places)
     statuses = _show_alerts(view, rows, places)
+    try:
+        found = alerts_data.anomalies(view.exchange, view.symbol, shown.start, shown.end)
+    except data.DataError:
+        found = None
     figure = charts.candlestick_figure(
         drawn.candles,
         tz=view.tz,
         overlays=view.overlays,
         bands=[*drawn.unknown, *drawn.ledger],
         alerts=statuses,
+        anomalies=found,
         revision=markets_chart.revision(view, drawn.bucket),
     )
     st.plotly_chart(figure, width="stretch", key="candles", config={"displaylogo": False})
@@ -272,10 +299,15 @@ def _range_inputs(tz: str, newest: datetime) -> tuple[datetime, datetime] | None
 
 
 def _alert_editor(exchange: str, symbol: str) -> None:
-    """Add and remove price alerts for this market (kept for the browser session)."""
+    """Add and remove this market's price alert rules: saved in PostgreSQL, evaluated by the platform
+    (its scorer raises them to the alerts topic, the alerts table and the webhook), browser open or not."""
     market = f"{exchange}:{symbol}"
-    saved: dict[str, list[tuple[str, str]]] = st.session_state.setdefault(ALERTS_KEY, {})
-    with st.expander(f"Price alerts for {symbol} ({len(saved.get(market, []))})", icon=":material/notifications:"):
+    try:
+        saved = alerts_data.rules(exchange, symbol)
+    except data.DataError as exc:
+        st.error(str(exc))
+        return
+    with st.expander(f"Price alerts for {symbol} ({len(saved)})", icon=":material/notifications:"):
         with st.form("add_alert", clear_on_submit=True, border=False):
             left, middle, right = st.columns([3, 2, 1], vertical_alignment="bottom")
             level_text = left.text_input("Price level", key="alert_level", placeholder="e.g. 65000.5")
@@ -285,21 +317,24 @@ def _alert_editor(exchange: str, symbol: str) -> None:
             added = right.form_submit_button("Add alert")
         if added:
             try:
-                level = Decimal(level_text.strip().replace(",", ""))
-                if not level.is_finite() or level <= 0:
-                    raise InvalidOperation
-            except (InvalidOperation, ValueError):
-                st.error(f"{level_text!r} is not a price: give a positive number such as 65000.5.")
+                rule = alerts_data.add_rule(market, cast(str, direction or "above"), level_text.replace(",", ""))
+            except ValueError as exc:  # store.RuleError: the level, or a rule that exists
+                st.error(f"{exc}. Give a positive number such as 65000.5.")
+            except data.DataError as exc:
+                st.error(str(exc))
             else:
-                entry = (str(level), cast(str, direction or "above"))
-                if entry not in saved.setdefault(market, []):
-                    saved[market].append(entry)
-        for i, (level, direction) in enumerate(saved.get(market, [])):
+                st.success(f"Saved: alert {rule.id} when {symbol} crosses {rule.direction} {rule.level}.")
+                saved = alerts_data.rules(exchange, symbol)
+        for rule in saved.itertuples(index=False):
             text, button = st.columns([5, 1], vertical_alignment="center")
-            text.write(f"{direction} {level}")
-            if button.button("Remove", key=f"remove_alert_{i}"):
-                saved[market].pop(i)
+            text.write(f"{rule.direction} {rule.level}" + (f" ({rule.note})" if rule.note else ""))
+            if button.button("Remove", key=f"remove_alert_{rule.id}"):
+                try:
+                    alerts_data.remove_rule(int(rule.id))
+                except (ValueError, data.DataError) as exc:
+                    st.error(str(exc))
                 st.rerun()
+        st.caption("Rules are kept by the platform; every alert raised is on the Alerts page.")
 
 
 @dataclass(frozen=True)

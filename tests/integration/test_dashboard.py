@@ -267,7 +267,7 @@ def test_display_time_zone_moves_the_axis_not_the_data(seeded: Seed) -> None:
     assert any("Newest base candle opened 2019-10-13 20:19 JST" in c.value for c in at.caption)
 
 
-def test_overlays_and_price_alerts(seeded: Seed) -> None:
+def test_overlays_and_price_alerts(services: Settings, seeded: Seed) -> None:
     at = choose(open_app(), seeded.exchange, lookback="6h", bucket="1m")
     at.multiselect(key="overlays").set_value(["MA 20", "Bollinger 20, 2σ"]).run()
     assert_clean(at)
@@ -277,7 +277,8 @@ def test_overlays_and_price_alerts(seeded: Seed) -> None:
     top = max(k.high for k in window if k.trades)
     last = window[-1].close
     # Above the window's high: not reached. Below the last price: crossed, with the time the run began.
-    for level, direction in ((top + Decimal("0.00000001"), "above"), (last - Decimal("0.00000010"), "above")):
+    levels = ((top + Decimal("0.00000001"), "above"), (last - Decimal("0.00000010"), "above"))
+    for level, direction in levels:
         at.text_input(key="alert_level").set_value(str(level))
         at.segmented_control(key="alert_direction").set_value(direction)
         at.button(key="FormSubmitter:add_alert-Add alert").click().run()
@@ -288,10 +289,61 @@ def test_overlays_and_price_alerts(seeded: Seed) -> None:
     assert f"crossed above {last - Decimal('0.00000010')}" in crossed and f"last price {last}" in crossed
     lines = [s for s in figure(at)["layout"].get("shapes", []) if s.get("type") == "line"]
     assert len(lines) == 2
+    # The rules are the platform's now: in alert_rules, written by the dashboard's alert editor role.
+    saved = _rules(services, seeded.exchange)
+    assert [(r[1], r[2]) for r in saved] == [(d, lv) for lv, d in levels]
+    assert {r[3] for r in saved} == {"dashboard"}
     # A level that is not a price is refused with a message, and nothing is added.
     at.text_input(key="alert_level").set_value("1; DROP TABLE candles")
     at.button(key="FormSubmitter:add_alert-Add alert").click().run()
-    assert any("is not a price" in e.value for e in at.error)
+    assert any("is not a number" in e.value for e in at.error)
+    assert len(_rules(services, seeded.exchange)) == 2
+    # Removing one from the page deletes the rule.
+    at.button(key=f"remove_alert_{saved[0][0]}").click().run()
+    assert [r[0] for r in _rules(services, seeded.exchange)] == [saved[1][0]]
+
+
+def _rules(settings: Settings, exchange: str) -> list[tuple[Any, ...]]:
+    with psycopg2.connect(settings.pg_dsn(), connect_timeout=5) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT id, direction, level, created_by FROM alert_rules WHERE exchange = %s ORDER BY id", (exchange,)
+        )
+        found = cur.fetchall()
+    conn.close()
+    return found
+
+
+def test_the_chart_marks_the_platforms_anomalies_and_the_alerts_page_lists_them(seeded: Seed) -> None:
+    from tests.support.dashboard_seed import ANOMALY_AT
+
+    at = choose(open_app(), seeded.exchange, lookback="6h", bucket="5m")
+    assert_clean(at)
+    [markers] = [t for t in figure(at)["data"] if t.get("name") == charts.ANOMALY_TRACE]
+    # The 5m bucket holding the anomaly's 1m candle, above its high.
+    assert [pd.Timestamp(x).tz_localize(None) for x in _trace_values(markers["x"])] == [
+        pd.Timestamp(ANOMALY_AT.replace(minute=45)).tz_localize(None)
+    ]
+    assert "pump (rules, score 1.75)" in markers["text"][0]
+
+    page = open_app()
+    page.switch_page("views/alerts.py").run()
+    assert_clean(page)
+    frames = [d.value for d in page.dataframe]
+    [listed] = [f for f in frames if "detector" in f.columns]
+    ours = listed[listed["market"] == f"{seeded.exchange}:XRPETH"]
+    assert set(ours["id"]) == {seeded.extra["anomaly_id"], seeded.extra["price_alert_id"]}
+    pump = ours[ours["kind"] == "pump"].iloc[0]
+    assert (pump["detector"], pump["value"], pump["delay_s"], pump["webhook_status"]) == (
+        "rules",
+        "score 1.75",
+        2.0,
+        "delivered",
+    )
+    price_row = ours[ours["type"] == "price"].iloc[0]
+    assert price_row["value"] == "0.00155 (level 0.0015)"
+    page.segmented_control(key="alerts_type").set_value("anomalies").run()
+    [listed] = [d.value for d in page.dataframe if "detector" in d.value.columns]
+    assert set(listed["type"]) == {"anomaly"}
 
 
 # ---- bad input and injection ----------------------------------------------------------------------------

@@ -186,6 +186,10 @@ def covering(exchange: str, tag: str, *markets: list[dict[str, Any]]) -> list[co
     return out
 
 
+# The seeded anomaly's candle: half an hour before the fixture's newest XRPETH kline.
+ANOMALY_AT = datetime(2019, 10, 13, 10, 49, tzinfo=UTC)
+
+
 @dataclass
 class Seed:
     """What one test module put into PostgreSQL; `delete` removes all of it."""
@@ -205,7 +209,15 @@ class Seed:
     def delete(self) -> None:
         with psycopg2.connect(self.dsn, connect_timeout=5) as conn, conn.cursor() as cur:
             cur.execute("DELETE FROM candles WHERE exchange = %s", (self.exchange,))
-            for table in ("coverage", "trade_gaps", "quality_runs", "curated_loads", "kline_reconciliations"):
+            for table in (
+                "coverage",
+                "trade_gaps",
+                "quality_runs",
+                "curated_loads",
+                "kline_reconciliations",
+                "alerts",
+                "alert_rules",
+            ):
                 cur.execute(f"DELETE FROM {table} WHERE exchange = %s", (self.exchange,))
             cur.execute("DELETE FROM dead_letter_counts WHERE source = %s", (self.tag,))
             cur.execute("DELETE FROM health_checks WHERE run_id = %s", (self.tag,))
@@ -327,3 +339,18 @@ def _seed_operations(cur: Any, s: Seed, docs_root: Path, ahead: datetime) -> Non
             ahead,
         ),
     )
+    # Two alerts the scorer would have raised: a pump of the XRPETH candle half an hour before the
+    # newest kline (the chart's 6h window holds it), and a crossed price rule.
+    cur.execute(
+        "INSERT INTO alerts (type, exchange, symbol, at, kind, detector, score, features, candle_closed_at, raised_at,"
+        " webhook_status) VALUES ('anomaly', %s, %s, %s, 'pump', 'rules', 1.75, '{}', %s, %s, 'delivered') "
+        "RETURNING id",
+        (s.exchange, SYMBOL, ANOMALY_AT, ahead - timedelta(seconds=2), ahead),
+    )
+    s.extra["anomaly_id"] = cur.fetchone()[0]
+    cur.execute(
+        "INSERT INTO alerts (type, exchange, symbol, at, kind, detector, price, features, raised_at) "
+        "VALUES ('price', %s, %s, %s, 'above', 'rule:0', 0.00155, %s, %s) RETURNING id",
+        (s.exchange, SYMBOL, ANOMALY_AT, json.dumps({"level": "0.0015", "note": s.tag}), ahead),
+    )
+    s.extra["price_alert_id"] = cur.fetchone()[0]
