@@ -321,16 +321,16 @@ def test_the_training_dag_registers_models_from_the_curated_history_and_refuses_
     before = versions(registry.DETECTOR_MODEL)
     first = trigger(platform, "train_models", conf, timeout=1200)
     assert first.state == "success", failed_task_logs(platform, first)
-    champion = client.get_model_version_by_alias(registry.DETECTOR_MODEL, "champion").version
+    champion = str(client.get_model_version_by_alias(registry.DETECTOR_MODEL, "champion").version)
     if not before:  # a new store: the first detector beats the rules and becomes champion
         assert champion == "1"
     second = trigger(platform, "train_models", conf, timeout=1200)
     assert second.state == "success", failed_task_logs(platform, second)
     after = versions(registry.DETECTOR_MODEL)
     assert after[-2:] == [after[-1] - 1, after[-1]] and len(after) == len(before) + 2
-    assert client.get_model_version_by_alias(registry.DETECTOR_MODEL, "champion").version == champion
+    assert str(client.get_model_version_by_alias(registry.DETECTOR_MODEL, "champion").version) == champion
     refused = client.get_model_version(registry.DETECTOR_MODEL, str(after[-1]))
     assert refused.tags["candlelake.verdict"] == "does not beat the champion"
-    assert client.get_model_version_by_alias(registry.DETECTOR_MODEL, "challenger").version == str(after[-1])
+    assert str(client.get_model_version_by_alias(registry.DETECTOR_MODEL, "challenger").version) == str(after[-1])
     trend = client.get_model_version_by_alias(registry.TREND_MODEL, "challenger")
     assert trend.tags["candlelake.verdict"]  # registered, with the rule's verdict, whichever it was

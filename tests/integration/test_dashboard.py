@@ -298,9 +298,11 @@ def test_overlays_and_price_alerts(services: Settings, seeded: Seed) -> None:
     at.button(key="FormSubmitter:add_alert-Add alert").click().run()
     assert any("is not a number" in e.value for e in at.error)
     assert len(_rules(services, seeded.exchange)) == 2
-    # Removing one from the page deletes the rule.
+    # Removing one from the page deletes the rule; then the other, so that later tests see none.
     at.button(key=f"remove_alert_{saved[0][0]}").click().run()
     assert [r[0] for r in _rules(services, seeded.exchange)] == [saved[1][0]]
+    at.button(key=f"remove_alert_{saved[1][0]}").click().run()
+    assert _rules(services, seeded.exchange) == []
 
 
 def _rules(settings: Settings, exchange: str) -> list[tuple[Any, ...]]:

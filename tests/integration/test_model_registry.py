@@ -69,8 +69,8 @@ def test_training_registers_the_detector_promotes_it_and_refuses_one_no_better(s
     # The same data and seed again: a challenger equal to its champion is registered but not promoted.
     second = train(store, "detector", days=3, end=END, exchanges=[curated])
     assert (second.version, second.promoted, second.reason) == ("2", False, "does not beat the champion")
-    assert client.get_model_version_by_alias(registry.DETECTOR_MODEL, "champion").version == "1"
-    assert client.get_model_version_by_alias(registry.DETECTOR_MODEL, "challenger").version == "2"
+    assert str(client.get_model_version_by_alias(registry.DETECTOR_MODEL, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(registry.DETECTOR_MODEL, "challenger").version) == "2"
     assert client.get_model_version(registry.DETECTOR_MODEL, "2").tags["candlelake.verdict"] == second.reason
 
     # The scorer's load: models:/<name>@champion, a fitted forest read back with skops.
@@ -91,7 +91,7 @@ def test_the_trend_classifier_is_registered_whatever_its_verdict(store, curated)
         for b in ("majority", "last_move", "logistic")
     )
     assert logged.promoted == beats_all, logged.summary()
-    assert client.get_model_version_by_alias(registry.TREND_MODEL, "challenger").version == logged.version
+    assert str(client.get_model_version_by_alias(registry.TREND_MODEL, "challenger").version) == logged.version
 
 
 def test_no_curated_history_is_a_clear_skip_not_a_crash(store, curated) -> None:
