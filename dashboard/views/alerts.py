@@ -14,6 +14,7 @@ from dashboard import alerts_data, data
 from dashboard.formats import in_zone
 
 REFRESH_SECONDS = 5
+NEWEST_LINES = 5
 WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 TYPES = {"all": None, "anomalies": "anomaly", "price rules": "price"}
 
@@ -50,6 +51,9 @@ def _recent(window: str, kind: str, tz: str) -> None:
         ],
     )
     st.metric(f"Alerts in the last {window}", f"{len(raised):,}")
+    # The newest few as lines a person reads at a glance (and a screen reader reads at all).
+    for row in table.head(NEWEST_LINES).itertuples(index=False):
+        st.markdown(f"- **{row.market}** {row.kind.replace('_', ' ')} at {row.candle}: {row.value} ({row.detector})")
     st.dataframe(
         table[["id", "raised", "type", "market", "candle", "kind", "detector", "value", "delay_s", "webhook_status"]],
         hide_index=True,

@@ -431,6 +431,15 @@ def test_pipeline_page_shows_the_seeded_producer(page: Page, dashboard: Dashboar
         ), text
 
 
+def test_alerts_page_shows_the_seeded_alerts(page: Page, dashboard: DashboardComponent, seeded: Seed) -> None:
+    with step(page, dashboard, "10-alerts"):
+        page.open("/alerts")
+        text = page.wait_for_text(f"{seeded.exchange}:XRPETH")
+        lines = [line for line in text.splitlines() if f"{seeded.exchange}:XRPETH" in line]
+        assert any("pump" in line and "score 1.75" in line for line in lines), lines
+        assert any("above" in line and "0.00155 (level 0.0015)" in line for line in lines), lines
+
+
 RANGE_JS = """
 const plot = document.querySelector('.js-plotly-plot');
 return plot && plot._fullLayout ? plot._fullLayout.xaxis.range.map(String) : null;
