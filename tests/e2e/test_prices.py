@@ -68,6 +68,9 @@ def test_polled_prices_land_once_with_their_sliding_window_kpis(platform: Settin
         mover = threading.Thread(target=move_prices, daemon=True)
         env = {"CANDLELAKE_COINGECKO_URL": fake.url, "CANDLELAKE_COINGECKO_INTERVAL_S": "0.5"}
         with producer(platform, "coingecko", list(coins), env, "prices") as proc:
+            # The prices start moving once the producer polls: a start slowed by a busy machine must not
+            # miss the first updates (seen: 21 of 25 seen when the first poll came 4 s late).
+            wait_until(lambda: fake.requests, timeout=120, interval=0.1, what="the producer's first poll")
             mover.start()
             mover.join(timeout=UPDATES + 10)
             time.sleep(1.5)  # deliberately: the last prices polled more than once

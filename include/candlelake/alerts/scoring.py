@@ -10,7 +10,7 @@ than one already scored for its market is ignored: a restart re-reads some, Post
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -71,6 +71,32 @@ class LiveScorer:
                 found.append(self.detector.check(candle.exchange, candle.symbol, features))
             scored.anomalies = [a for a in found if a is not None]
         return scored
+
+    def push_many(self, candles: Sequence[ClosedCandle], score_from_us: int) -> list[Scored]:
+        """`push` each candle (time order within a market), scoring those that opened at or after
+        `score_from_us`; the detector scores them all in one call. Measured at 100 markets: a 200-tree
+        forest costs some 20 ms a call whatever the rows, so one call per candle took 2 s a poll; one per
+        poll takes ~25 ms (docs/analytics.md)."""
+        out: list[Scored] = []
+        to_detect: list[Scored] = []
+        for candle in candles:
+            scored = self.push(candle, score=False)
+            if scored is None:
+                continue
+            out.append(scored)
+            if candle.open_time_us >= score_from_us:
+                found = self.rules.check(candle.exchange, candle.symbol, scored.features)
+                scored.anomalies = [found] if found is not None else []
+                to_detect.append(scored)
+        if self.detector is not None and to_detect:
+            for scored, anomaly in zip(
+                to_detect,
+                self.detector.check_many([(s.candle.exchange, s.candle.symbol, s.features) for s in to_detect]),
+                strict=True,
+            ):
+                if anomaly is not None:
+                    scored.anomalies.append(anomaly)
+        return out
 
     def _fill_quiet(self, book: FeatureBook, market: str, last: tuple[int, Decimal], next_open_us: int) -> None:
         last_open, last_close = last

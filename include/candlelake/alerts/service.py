@@ -84,8 +84,9 @@ class ScorerService:
         )
         self._load_champion = load_champion or self._champion_from_mlflow
         self.model_version: str | None = None
-        self._model_checked = 0.0
-        self._rules_checked = 0.0
+        # Never checked: the first poll loads the champion and the rules, whatever the clock says.
+        self._model_checked: float | None = None
+        self._rules_checked: float | None = None
         now = datetime.now(UTC)
         self._candles_since = now - WARM_UP
         self._prices_since = now - OVERLAP
@@ -128,10 +129,10 @@ class ScorerService:
     def poll(self) -> PollReport:
         report = PollReport()
         now = time.monotonic()
-        if now - self._model_checked >= self.settings.scorer_model_refresh_s:
+        if self._model_checked is None or now - self._model_checked >= self.settings.scorer_model_refresh_s:
             self.refresh_model()
         with self._conn.cursor() as cur:
-            if now - self._rules_checked >= RULES_REFRESH_S:
+            if self._rules_checked is None or now - self._rules_checked >= RULES_REFRESH_S:
                 self.watch.replace_rules(store.list_rules(cur))
                 self._rules_checked = now
             candles = store.closed_since(cur, self._candles_since)
@@ -139,12 +140,10 @@ class ScorerService:
         # Only the last minutes are scored: older candles (the warm-up, a day the nightly batch curated
         # again) fill the books but raise nothing, so yesterday's curated day is not alerted on today.
         score_from_us = time.time_ns() // 1000 - int(CATCH_UP.total_seconds() * 1_000_000)
-        for candle in candles:
-            scored = self.scorer.push(candle, score=candle.open_time_us >= score_from_us)
-            if scored is None:
-                continue
+        for scored in self.scorer.push_many(candles, score_from_us):
             report.candles += 1
-            alerts += [from_anomaly(a, self._version_of(a.detector), candle.closed_at_us) for a in scored.anomalies]
+            closed_at = scored.candle.closed_at_us
+            alerts += [from_anomaly(a, self._version_of(a.detector), closed_at) for a in scored.anomalies]
         if candles:
             self._candles_since = from_us(max(c.closed_at_us for c in candles)) - OVERLAP
         with self._conn.cursor() as cur:
