@@ -13,7 +13,7 @@ run: setup
 
 test: setup browser
 	$(VENV)/bin/candlelake install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 setup: $(VENV)/.installed
 

@@ -30,6 +30,7 @@ from candlelake.config import ConfigError, Settings, load_settings
 from candlelake.lake import catalog
 from candlelake.nightly import recompute as batch
 from candlelake.nightly import staging
+from candlelake.nightly.quality.context import import_in_background
 from candlelake.nightly.quality.outcomes import summary_json
 from candlelake.nightly.quality.validate import validate_day
 from candlelake.spark import job_args, transforms
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"validate_day: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    import_in_background()  # overlaps Great Expectations' 15 s import with the JVM's start and the reads
     spark = build_session(settings, "candlelake-validate")
     spark.sparkContext.setLogLevel("WARN")
     code = EXIT_OK
