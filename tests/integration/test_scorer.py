@@ -19,10 +19,12 @@ import psycopg2
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaTimeoutError
 from psycopg2.extras import execute_values
 
 from candlelake.alerts import store
 from candlelake.alerts.delivery import AlertPublisher, Webhook
+from candlelake.alerts.record import AlertRecord
 from candlelake.alerts.service import ScorerService
 from candlelake.analytics import detector
 from candlelake.analytics.features import MINUTE_US, Bar, features
@@ -201,3 +203,65 @@ def test_a_price_rule_fires_on_the_crossing_and_a_removed_one_does_not(services,
     assert [b["headline"] for b in hook.received if b["type"] == "price" and b["exchange"] == closed] == [
         raised[0].headline()
     ]
+
+
+class RefusingOnce(AlertPublisher):
+    """The real publisher, but Kafka "does not answer" the first time."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(bootstrap, topic)
+        self.refused = 0
+
+    def publish(self, alerts) -> None:
+        if not self.refused:
+            self.refused += 1
+            raise KafkaTimeoutError("the broker did not answer (test)")
+        super().publish(alerts)
+
+
+def test_an_alert_kafka_refused_or_a_killed_scorer_never_sent_goes_out_on_a_later_poll(
+    services, closed, topic, forest
+) -> None:
+    now_us = time.time_ns() // 1000
+    # A scorer killed between the insert and the send left this row behind.
+    orphan = AlertRecord(
+        type="price",
+        exchange=closed,
+        symbol="OUTBOXUSDT",
+        at_us=now_us - now_us % MINUTE_US,
+        kind="below",
+        detector="rule:outbox-test",
+        price=Decimal("1.5"),
+        features={"level": "2"},
+    )
+    with psycopg2.connect(services.pg_dsn()) as conn, conn.cursor() as cur:
+        orphan_id = store.insert_alert(cur, orphan)
+    conn.close()
+
+    def published_at() -> object:
+        return query(services, "SELECT published_at FROM alerts WHERE id = %s", (orphan_id,))[0][0]
+
+    ours = dataclasses.replace(services, alerts_topic=topic, scorer_model_refresh_s=3600)
+    publisher = RefusingOnce(ours.kafka_bootstrap, topic)
+    with FakeWebhook() as hook:
+        scorer = ScorerService(ours, publisher=publisher, webhook=Webhook(hook.url), load_champion=lambda: None)
+        try:
+            scorer.poll()  # the start looks for what is pending; Kafka refuses it
+            assert publisher.refused == 1 and published_at() is None
+            assert [r for r in topic_records(services, topic) if r["id"] == orphan_id] == []
+            scorer.poll()  # the next poll sends it again, and this time Kafka takes it
+        finally:
+            scorer.close()
+        assert all(b["id"] != orphan_id for b in hook.received)  # the webhook gets only new alerts
+    [sent] = [r for r in topic_records(services, topic) if r["id"] == orphan_id]
+    assert (sent["symbol"], sent["kind"], sent["price"]) == ("OUTBOXUSDT", "below", "1.5")
+    assert sent["features"] == {"level": "2"}
+    assert published_at() is not None
+
+
+def query(settings: Settings, sql: str, args: tuple) -> list[tuple]:
+    with psycopg2.connect(settings.pg_dsn()) as conn, conn.cursor() as cur:
+        cur.execute(sql, args)
+        rows = cur.fetchall()
+    conn.close()
+    return rows

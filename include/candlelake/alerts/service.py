@@ -8,8 +8,9 @@ Each poll:
    z-score rules and the champion detector score each one;
 2. reads each watched market's newest price (a live candle's close, a price point) and checks the price
    rules (candlelake.alerts.price_rules);
-3. inserts every alert into `alerts` (once: a unique key per market, time, type and detector) and, for
-   those that are new, publishes them to the `alerts` topic and POSTs them to the webhook.
+3. inserts every alert into `alerts` (once: a unique key per market, time, type and detector), publishes
+   to the `alerts` topic every row it has not acknowledged yet (the table is the outbox: see `deliver`)
+   and POSTs the new ones to the webhook.
 
 The detector is MLflow's `models:/candlelake-anomaly-detector@champion`, looked up again every
 CANDLELAKE_SCORER_MODEL_REFRESH_S; without a champion (or without MLflow) the rules score alone. On start
@@ -87,6 +88,8 @@ class ScorerService:
         # Never checked: the first poll loads the champion and the rules, whatever the clock says.
         self._model_checked: float | None = None
         self._rules_checked: float | None = None
+        # Whether the outbox may hold alerts: at start, those a killed scorer inserted and never sent.
+        self._unpublished = True
         now = datetime.now(UTC)
         self._candles_since = now - WARM_UP
         self._prices_since = now - OVERLAP
@@ -158,14 +161,20 @@ class ScorerService:
         return self.model_version if detector == DETECTOR else None
 
     def deliver(self, alerts: list[AlertRecord]) -> list[tuple[int, AlertRecord]]:
-        """Insert each alert; publish and POST only the new ones (a repeat was delivered when it was new)."""
-        if not alerts:
-            return []
+        """Insert each alert, publish what the topic has not acknowledged yet, POST only the new ones.
+
+        PostgreSQL is the outbox: an alert is a row first, and `published_at` is set once Kafka
+        acknowledged it, so one that Kafka refused, or that a killed scorer never sent, goes out on a
+        later poll (the topic's readers may see an alert twice, never miss one). A repeat of an alert
+        (a restarted scorer scoring a candle again) inserts nothing and is not posted again.
+        """
         with self._conn.cursor() as cur:
             new = [(alert_id, a) for a in alerts if (alert_id := store.insert_alert(cur, a)) is not None]
+            pending = store.unpublished(cur) if new or self._unpublished else []
+        if pending:
+            self._publish(pending)
         if not new:
             return []
-        self.publisher.publish(new)
         if self.webhook is not None:
             for alert_id, alert in new:
                 status = self.webhook.send(alert_id, alert)
@@ -176,6 +185,17 @@ class ScorerService:
         for alert_id, alert in new:
             log.info("alert %s: %s", alert_id, alert.headline())
         return new
+
+    def _publish(self, pending: list[tuple[int, AlertRecord]]) -> None:
+        try:
+            self.publisher.publish(pending)
+        except Exception as exc:  # kafka-python's errors, a timeout: the rows stay pending for the next poll
+            self._unpublished = True
+            log.warning("alerts topic did not take %d alert(s), retrying next poll: %s", len(pending), exc)
+            return
+        with self._conn.cursor() as cur:
+            store.mark_published(cur, [alert_id for alert_id, _ in pending])
+        self._unpublished = False
 
     def beat(self) -> None:
         """The heartbeat the platform's health check reads: this process, alive and polling."""

@@ -99,6 +99,48 @@ def set_webhook_status(cur: Any, alert_id: int, status: str) -> None:
     cur.execute("UPDATE alerts SET webhook_status = %s WHERE id = %s", (status[:500], alert_id))
 
 
+# The outbox: alerts PostgreSQL holds that the `alerts` topic has not acknowledged yet, oldest first.
+# Bounded to a day: after a longer Kafka outage the topic's readers are better served by the table.
+UNPUBLISHED_SQL = """
+SELECT id, type, exchange, symbol, at, kind, detector, score, price, rule_id, model_version, features,
+       candle_closed_at
+FROM alerts
+WHERE published_at IS NULL AND raised_at > now() - interval '1 day'
+ORDER BY id
+LIMIT %s
+"""
+
+
+def unpublished(cur: Any, limit: int = 1000) -> list[tuple[int, AlertRecord]]:
+    """Alerts not yet on the topic (a Kafka outage, a scorer killed between the insert and the send)."""
+    cur.execute(UNPUBLISHED_SQL, (limit,))
+    return [
+        (
+            int(alert_id),
+            AlertRecord(
+                type=kind_of,
+                exchange=exchange,
+                symbol=symbol,
+                at_us=to_us(at),
+                kind=kind,
+                detector=detector,
+                score=score,
+                price=price,
+                rule_id=rule_id,
+                model_version=version,
+                features=dict(features or {}),
+                candle_closed_at_us=None if closed_at is None else to_us(closed_at),
+            ),
+        )
+        for alert_id, kind_of, exchange, symbol, at, kind, detector, score, price, rule_id, version, features, closed_at in cur.fetchall()
+    ]
+
+
+def mark_published(cur: Any, alert_ids: Sequence[int]) -> None:
+    if alert_ids:
+        cur.execute("UPDATE alerts SET published_at = now() WHERE id = ANY(%s)", (list(alert_ids),))
+
+
 @dataclass(frozen=True, slots=True)
 class ClosedCandle:
     exchange: str

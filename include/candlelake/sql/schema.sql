@@ -558,7 +558,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     candle_closed_at timestamptz,          -- when the candle became closed: the start of the alert's delay
     raised_at       timestamptz NOT NULL DEFAULT now(),
     webhook_status  text,                  -- 'delivered', 'failed: <why>', NULL: no webhook configured
+    published_at    timestamptz,           -- when the `alerts` topic acknowledged it; NULL: still to send
     UNIQUE (type, exchange, symbol, at, detector)
 );
+ALTER TABLE alerts ADD COLUMN IF NOT EXISTS published_at timestamptz;
 CREATE INDEX IF NOT EXISTS alerts_recent ON alerts (raised_at DESC);
 CREATE INDEX IF NOT EXISTS alerts_market ON alerts (exchange, symbol, at DESC);
