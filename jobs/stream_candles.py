@@ -52,7 +52,6 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from candlelake.config import Settings, load_settings
-from candlelake.price import PRICE_KEY
 from candlelake.spark import prices, transforms
 from candlelake.spark.session import build_session
 from candlelake.stream import guard as stream_guard
@@ -229,12 +228,7 @@ def read_prices(spark: SparkSession, settings: Settings) -> DataFrame:
 
 def start_prices_query(points: DataFrame, settings: Settings) -> StreamingQuery:
     """Land price points in the lake and PostgreSQL, recompute the KPI windows they touch, publish those."""
-    deduped = (
-        points.withColumn("_seen_at", F.current_timestamp())
-        .withWatermark("_seen_at", PRICES_DEDUPE_WINDOW)
-        .dropDuplicatesWithinWatermark(list(PRICE_KEY))
-        .drop("_seen_at")
-    )
+    deduped = prices.dedupe_points(points, PRICES_DEDUPE_WINDOW)
     table = settings.lake_dir / "prices"
     dsn = settings.pg_dsn()
     publisher = price_kpis.KpiPublisher(settings.kafka_bootstrap, settings.price_kpis_topic)

@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 
 from candlelake.price import PRICE_WIRE_FIELDS, PricePoint
 from candlelake.spark import prices as P
@@ -59,10 +60,25 @@ def test_points_spark_cannot_keep_exactly_are_dropped(spark) -> None:
     assert P.parse_prices(kafka_rows(spark, values)).count() == 1
 
 
-def test_a_point_polled_twice_counts_once_and_its_date_is_the_utc_day(spark) -> None:
+def test_a_point_polled_twice_counts_once_and_its_date_is_the_utc_day(spark, tmp_path) -> None:
     point = POINTS[0]
     row = (point.exchange, point.symbol, point.price, from_us(point.time_us), point.source)
-    df = P.dedupe_points(spark.createDataFrame([row, row], P.POINT_SCHEMA))
-    assert df.count() == 1
+    other = (point.exchange, point.symbol, point.price, from_us(point.time_us + 1), point.source)
+    spark.createDataFrame([row, row, other], P.POINT_SCHEMA).write.parquet(str(tmp_path / "points"))
+    # The job's dedupe, on a stream (a processing-time watermark has no meaning on a static frame).
+    points = spark.readStream.schema(P.POINT_SCHEMA).parquet(str(tmp_path / "points"))
+    query = (
+        P.dedupe_points(points, "10 minutes")
+        .writeStream.format("memory")
+        .queryName("deduped_points")
+        .option("checkpointLocation", str(tmp_path / "checkpoint"))
+        .trigger(availableNow=True)
+        .start()
+    )
+    query.awaitTermination(120)
+    df = spark.table("deduped_points")
+    times = sorted(r["time"] for r in df.collect())  # naive, in the session's UTC
+    assert times == [from_us(point.time_us).replace(tzinfo=None), from_us(point.time_us + 1).replace(tzinfo=None)]
+    df = df.where(F.col("time") == from_us(point.time_us))
     (dated,) = P.with_price_date(df).collect()
     assert str(dated["price_date"]) == "2024-03-25"

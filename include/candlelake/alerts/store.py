@@ -114,26 +114,26 @@ LIMIT %s
 def unpublished(cur: Any, limit: int = 1000) -> list[tuple[int, AlertRecord]]:
     """Alerts not yet on the topic (a Kafka outage, a scorer killed between the insert and the send)."""
     cur.execute(UNPUBLISHED_SQL, (limit,))
-    return [
-        (
-            int(alert_id),
-            AlertRecord(
-                type=kind_of,
-                exchange=exchange,
-                symbol=symbol,
-                at_us=to_us(at),
-                kind=kind,
-                detector=detector,
-                score=score,
-                price=price,
-                rule_id=rule_id,
-                model_version=version,
-                features=dict(features or {}),
-                candle_closed_at_us=None if closed_at is None else to_us(closed_at),
-            ),
-        )
-        for alert_id, kind_of, exchange, symbol, at, kind, detector, score, price, rule_id, version, features, closed_at in cur.fetchall()
-    ]
+    return [(int(row[0]), _alert_of(row[1:])) for row in cur.fetchall()]
+
+
+def _alert_of(row: Sequence[Any]) -> AlertRecord:
+    """An `alerts` row's columns, from `type` to `candle_closed_at`, as the record every sink carries."""
+    kind_of, exchange, symbol, at, kind, detector, score, price, rule_id, version, features, closed_at = row
+    return AlertRecord(
+        type=kind_of,
+        exchange=exchange,
+        symbol=symbol,
+        at_us=to_us(at),
+        kind=kind,
+        detector=detector,
+        score=score,
+        price=price,
+        rule_id=rule_id,
+        model_version=version,
+        features=dict(features or {}),
+        candle_closed_at_us=None if closed_at is None else to_us(closed_at),
+    )
 
 
 def mark_published(cur: Any, alert_ids: Sequence[int]) -> None:

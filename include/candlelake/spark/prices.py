@@ -52,6 +52,16 @@ def with_price_date(points: DataFrame) -> DataFrame:
     return points.withColumn("price_date", utc_date("time"))
 
 
-def dedupe_points(points: DataFrame) -> DataFrame:
-    """One row per PRICE_KEY: a poller asking again before its source updated sends the same point."""
-    return points.dropDuplicates(list(PRICE_KEY))
+def dedupe_points(points: DataFrame, window: str) -> DataFrame:
+    """One row per PRICE_KEY: a poller asking again before its source updated sends the same point.
+
+    In a stream, a key is remembered for `window` of processing time (the batch's clock only moves
+    forward, so no point is ever late; a copy arriving later than that lands again and is dropped by the
+    lake's and PostgreSQL's keys). On a static frame the watermark does nothing and every copy goes.
+    """
+    return (
+        points.withColumn("_seen_at", F.current_timestamp())
+        .withWatermark("_seen_at", window)
+        .dropDuplicatesWithinWatermark(list(PRICE_KEY))
+        .drop("_seen_at")
+    )
