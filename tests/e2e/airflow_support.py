@@ -18,8 +18,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg2
-
 from candlelake.config import Settings
 from candlelake.platform.airflow import airflow_bin, airflow_env
 from candlelake.platform.airflow_client import AirflowClient, DagRunInfo
@@ -146,11 +144,3 @@ def failed_task_logs(settings: Settings, run: DagRunInfo) -> str:
                 except Exception as exc:  # a log is a help, not the test
                     parts.append(f"--- {ti.task_id}: log unavailable ({exc})")
         return "\n".join(parts)[-6000:]
-
-
-def rows(settings: Settings, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with psycopg2.connect(settings.pg_dsn()) as conn, conn.cursor() as cur:
-        cur.execute(sql, params)
-        result = list(cur.fetchall())
-    conn.close()
-    return result

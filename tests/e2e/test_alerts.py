@@ -24,11 +24,11 @@ from psycopg2.extras import execute_values
 from candlelake.config import Settings
 from candlelake.sources.simulator import Simulator
 from candlelake.util import from_us
-from tests.e2e.airflow_support import rows
 from tests.e2e.conftest import FAKE_WEBHOOK_PORT
 from tests.e2e.ingest_support import end_offsets, read_topic
 from tests.e2e.test_pipeline import produce
 from tests.fakes.webhook import FakeWebhook
+from tests.support.postgres import rows
 from tests.support.reference_candles import reference_candles
 from tests.support.waiting import wait_until
 

@@ -19,8 +19,9 @@ import pytest
 from candlelake import coverage
 from candlelake.config import Settings
 from candlelake.sources.simulator import Simulator
-from tests.e2e.airflow_support import failed_task_logs, next_run, rows, trigger
+from tests.e2e.airflow_support import failed_task_logs, next_run, trigger
 from tests.e2e.test_pipeline import differences, lake_rows, pg_candles, produce
+from tests.support.postgres import rows
 from tests.support.reference_candles import reference_candles
 from tests.support.waiting import wait_until
 

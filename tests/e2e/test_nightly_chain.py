@@ -32,8 +32,9 @@ import pytest
 
 from candlelake.config import Settings
 from candlelake.nightly.staging import stage_dir, staged_files
-from tests.e2e.airflow_support import client, dags_test, failed_task_logs, rows
+from tests.e2e.airflow_support import client, dags_test, failed_task_logs
 from tests.e2e.conftest import FAKE_BINANCE_REST_PORT, run_cli
+from tests.support.postgres import rows
 
 pytestmark = [
     pytest.mark.e2e,

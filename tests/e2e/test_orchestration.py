@@ -34,10 +34,11 @@ from candlelake.platform.runtime import pid_alive
 from candlelake.platform.stream import StreamComponent
 from candlelake.sources.simulator import Simulator
 from candlelake.trade import Trade
-from tests.e2e.airflow_support import ARTIFACTS, client, dags_test, rows
+from tests.e2e.airflow_support import ARTIFACTS, client, dags_test
 from tests.e2e.conftest import run_cli
 from tests.e2e.test_pipeline import lake_rows, produce
 from tests.fakes.recording import BINANCE_USDM, LiveReplay, Recording
+from tests.support.postgres import rows
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]

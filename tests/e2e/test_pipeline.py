@@ -26,6 +26,7 @@ from candlelake.candle import KLINE_VALUES
 from candlelake.config import Settings
 from candlelake.ingest.counters import Counters
 from candlelake.ingest.kafka_sinks import KafkaTradeSink
+from candlelake.platform.orchestrator import components
 from candlelake.sources.simulator import Simulator
 from candlelake.trade import Trade
 from tests.e2e.conftest import run_cli
@@ -110,20 +111,8 @@ def test_up_reports_every_part_healthy(platform: Settings) -> None:
     result = run_cli("status", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     parts = {p["name"]: p for p in json.loads(result.stdout)}
-    for name in (
-        "postgres",
-        "kafka",
-        "airflow-api-server",
-        "airflow-scheduler",
-        "airflow-dag-processor",
-        "airflow-triggerer",
-        "stream",
-        "producer",
-        "reports",
-        "mlflow",
-        "scorer",
-        "dashboard",
-    ):
+    # Every part `up` starts (tests/integration/test_faults.py lists them by name).
+    for name in (part.name for part in components(platform)):
         assert parts[name]["healthy"], f"{name} is not healthy: {parts[name]}"
         assert parts[name]["pid"] and parts[name]["rss_kib"] > 0
     # `up` printed where MLflow's UI is, as it prints Airflow's and the dashboard's.

@@ -33,6 +33,7 @@ from candlelake.config import Settings
 from candlelake.sources.klines import read_kline_file
 from candlelake.util import from_us, to_us
 from tests.fakes.webhook import FakeWebhook
+from tests.support.postgres import rows
 
 pytestmark = pytest.mark.integration
 
@@ -239,7 +240,7 @@ def test_an_alert_kafka_refused_or_a_killed_scorer_never_sent_goes_out_on_a_late
     conn.close()
 
     def published_at() -> object:
-        return query(services, "SELECT published_at FROM alerts WHERE id = %s", (orphan_id,))[0][0]
+        return rows(services, "SELECT published_at FROM alerts WHERE id = %s", (orphan_id,))[0][0]
 
     ours = dataclasses.replace(services, alerts_topic=topic, scorer_model_refresh_s=3600)
     publisher = RefusingOnce(ours.kafka_bootstrap, topic)
@@ -257,11 +258,3 @@ def test_an_alert_kafka_refused_or_a_killed_scorer_never_sent_goes_out_on_a_late
     assert (sent["symbol"], sent["kind"], sent["price"]) == ("OUTBOXUSDT", "below", "1.5")
     assert sent["features"] == {"level": "2"}
     assert published_at() is not None
-
-
-def query(settings: Settings, sql: str, args: tuple) -> list[tuple]:
-    with psycopg2.connect(settings.pg_dsn()) as conn, conn.cursor() as cur:
-        cur.execute(sql, args)
-        rows = cur.fetchall()
-    conn.close()
-    return rows
