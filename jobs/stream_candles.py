@@ -226,12 +226,12 @@ def read_prices(spark: SparkSession, settings: Settings) -> DataFrame:
     return prices.parse_prices(kafka)
 
 
-def start_prices_query(points: DataFrame, settings: Settings) -> StreamingQuery:
-    """Land price points in the lake and PostgreSQL, recompute the KPI windows they touch, publish those."""
+def start_prices_query(points: DataFrame, settings: Settings, publisher: price_kpis.KpiPublisher) -> StreamingQuery:
+    """Land price points in the lake and PostgreSQL, recompute the KPI windows they touch, publish those
+    (with `publisher`, which the caller closes once the query stopped)."""
     deduped = prices.dedupe_points(points, PRICES_DEDUPE_WINDOW)
     table = settings.lake_dir / "prices"
     dsn = settings.pg_dsn()
-    publisher = price_kpis.KpiPublisher(settings.kafka_bootstrap, settings.price_kpis_topic)
 
     def land(batch: DataFrame, batch_id: int) -> None:
         # The lake first, then PostgreSQL, then the topic: each idempotent, so a batch cut short anywhere
@@ -279,6 +279,7 @@ def main() -> int:
     recorder = ProgressRecorder(settings.pg_dsn())
     poller = ProgressPoller(recorder)
 
+    kpi_publisher = price_kpis.KpiPublisher(settings.kafka_bootstrap, settings.price_kpis_topic)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -291,7 +292,7 @@ def main() -> int:
     queries = [
         start_lake_query(read_trades(spark, settings, LAKE_MAX_OFFSETS_PER_TRIGGER), settings),
         start_candles_query(read_trades(candles_spark, settings, CANDLES_MAX_OFFSETS_PER_TRIGGER), settings),
-        start_prices_query(read_prices(spark, settings), settings),
+        start_prices_query(read_prices(spark, settings), settings, kpi_publisher),
     ]
     log.info(
         "streaming from %s topic %s; lake %s; UI port %d",
@@ -323,6 +324,8 @@ def main() -> int:
             with contextlib.suppress(Exception):
                 query.stop()
         recorder.close()
+        with contextlib.suppress(Exception):  # flushes nothing new: each batch flushed its own KPIs
+            kpi_publisher.close()
         with contextlib.suppress(Exception):
             spark.stop()
     return 1 if failed else 0

@@ -1,4 +1,5 @@
-"""A webhook receiver on loopback: records every JSON body POSTed to it; fails the next n on demand."""
+"""A webhook receiver on loopback: records every JSON body POSTed to it; fails the next n on demand, or
+holds every request until released (a receiver that is slow to answer)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ class FakeWebhook:
         self._bodies: list[dict[str, Any]] = []
         self._fail: list[int] = []
         self.attempts = 0
+        self.released = threading.Event()
+        self.released.set()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
         self._thread = threading.Thread(target=serve, name="FakeWebhook", daemon=True)
@@ -34,7 +37,12 @@ class FakeWebhook:
         with self._lock:
             self._fail.extend([status] * n)
 
+    def hold(self) -> None:
+        """Answer no request until `released.set()`."""
+        self.released.clear()
+
     def _take(self, body: dict[str, Any]) -> int:
+        self.released.wait(timeout=30)
         with self._lock:
             self.attempts += 1
             if self._fail:
@@ -47,6 +55,7 @@ class FakeWebhook:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self.released.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from candlelake.alerts.delivery import Webhook, WebhookSender
 from candlelake.alerts.price_rules import PriceRule, PriceWatch, crossed, parse_level, parse_market
 from candlelake.alerts.record import from_anomaly, from_crossing
 from candlelake.alerts.scoring import LiveScorer
@@ -16,6 +17,8 @@ from candlelake.analytics.features import MINUTE_US, Bar, features
 from candlelake.analytics.rules import Rules, Thresholds
 from candlelake.sources.klines import read_kline_file
 from candlelake.util import to_us
+from tests.fakes.webhook import FakeWebhook
+from tests.support.features import assert_same_features
 
 pytestmark = pytest.mark.unit
 
@@ -89,7 +92,7 @@ def test_the_live_books_compute_what_training_computes_when_quiet_minutes_are_wa
     # Training's bars: every minute, the quiet ones with the close carried, as the nightly batch writes them.
     batch = {f.open_time_us: f for f in features(Bar(c.open_time_us, c.close, c.volume, c.trades) for c in candles)}
     assert len(live) == len(traded) and len(traded) < len(candles)
-    assert all(f == batch[f.open_time_us] for f in live)
+    assert_same_features(live, [batch[f.open_time_us] for f in live])
     assert sum(1 for f in live if f.return_z is not None) > 500
 
 
@@ -131,3 +134,24 @@ def test_an_alert_record_carries_exact_prices_and_times_as_text(candles) -> None
     body = json.loads(from_crossing(crossing).to_json_bytes())
     assert (body["price"], body["kind"], body["detector"]) == ("100000.00000001", "above", "rule:1")
     assert body["features"]["level"] == "100000" and body["at"] == "1970-01-01T00:01:00Z"
+
+
+def test_the_webhook_sender_posts_off_the_scoring_thread_and_drains_on_close() -> None:
+    """A receiver that does not answer holds up nobody: `submit` returns with nothing posted yet; once
+    it answers, every alert is posted in order, a failed one retried, and each outcome recorded."""
+    watch = PriceWatch([ABOVE])
+    watch.observe("binance", "BTCUSDT", Decimal("99999"), 1)
+    [crossing] = watch.observe("binance", "BTCUSDT", Decimal("100001"), 2)
+    alert = from_crossing(crossing)
+    outcomes: list[tuple[int, str]] = []
+    with FakeWebhook() as hook:
+        hook.hold()
+        hook.fail_next(1)
+        sender = WebhookSender(Webhook(hook.url, backoff_s=0.01), lambda i, s: outcomes.append((i, s)))
+        sender.submit([(1, alert), (2, alert), (3, alert)])
+        assert hook.received == [] and outcomes == []  # submit did not wait for the receiver
+        hook.released.set()
+        sender.close()
+    assert outcomes == [(1, "delivered"), (2, "delivered"), (3, "delivered")]
+    assert [b["id"] for b in hook.received] == [1, 2, 3]
+    assert hook.attempts == 4  # the first POST failed once and was retried

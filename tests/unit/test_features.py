@@ -28,6 +28,7 @@ from candlelake.analytics.features import (
 )
 from candlelake.sources.klines import read_kline_file
 from candlelake.util import to_us
+from tests.support.features import assert_same_features
 
 pytestmark = pytest.mark.unit
 
@@ -126,6 +127,32 @@ def test_moving_averages_are_the_exact_mean_of_the_closes(bars: list[Bar]) -> No
         assert Fraction(row.ma_5m) == five, i  # a fifth terminates in decimal: exact to the last digit
 
 
+def book_features(bars: list[Bar]) -> list[Features]:
+    book = FeatureBook()
+    return [book.push(b) for b in bars]
+
+
+@pytest.mark.parametrize("holes", [set(), {0, 100, 101, 102, 700, 1500, 1501, 2879}], ids=["whole", "with holes"])
+def test_a_whole_history_at_once_is_the_live_book_bar_by_bar(bars: list[Bar], holes: set[int]) -> None:
+    """Training's path (`features`) against the scorer's (`FeatureBook.push`), on real klines with an
+    hour of flat closes and no trades put in (z-scores of a flat hour are None on both paths), and on
+    the same bars as price points (no volume): averages and returns to the last digit, the rest to 1e-12."""
+    kept = [b for i, b in enumerate(bars) if i not in holes]
+    flat = kept[900].close
+    kept[900:960] = [Bar(b.open_time_us, flat, Decimal(0), 0) for b in kept[900:960]]
+    for series in (kept, [Bar(b.open_time_us, b.close) for b in kept]):
+        assert_same_features(list(features(series)), book_features(series))
+    live = book_features(kept)
+    assert live[960].volume_z is None and live[960].trades_z is None  # its baseline is the flat hour
+    assert live[961].volume_z is not None  # one real bar in the hour: a spread again
+
+
+def test_the_book_matches_pandas_too(bars: list[Bar]) -> None:
+    holes = {100, 101, 102, 700, 1500}
+    kept = [b for i, b in enumerate(bars) if i not in holes]
+    assert_equal_to_pandas(book_features(kept), kept)
+
+
 def test_the_book_holds_an_hour_and_refuses_bars_out_of_order(bars: list[Bar]) -> None:
     book = FeatureBook()
     for bar in bars[:500]:
@@ -135,6 +162,10 @@ def test_the_book_holds_an_hour_and_refuses_bars_out_of_order(bars: list[Bar]) -
         book.push(bars[10])
     with pytest.raises(ValueError, match="whole minute"):
         book.push(Bar(bars[600].open_time_us + 1, Decimal("1")))
+    with pytest.raises(ValueError, match="time order"):
+        list(features([bars[1], bars[0]]))
+    with pytest.raises(ValueError, match="whole minute"):
+        list(features([bars[0], Bar(bars[1].open_time_us + 1, Decimal("1"))]))
 
 
 def test_price_points_become_minute_bars_of_their_last_price() -> None:

@@ -3,13 +3,17 @@
 The webhook gets the alert's JSON (candlelake.alerts.record) with a `text` line for chat tools that read
 one (Slack's and Mattermost's incoming webhooks do). A webhook that fails is retried three times with
 backoff, then given up on: the alert stays in PostgreSQL and on the topic, and its row says why the
-webhook did not take it (`webhook_status`). A slow webhook never holds up scoring for long (5 s timeout).
+webhook did not take it (`webhook_status`). The POSTs run on a thread of their own (`WebhookSender`): a
+slow or failing receiver (three attempts of up to 5 s each) never holds up the next poll's scoring.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -19,6 +23,9 @@ from candlelake.alerts.record import AlertRecord
 
 WEBHOOK_TIMEOUT_S = 5.0
 WEBHOOK_ATTEMPTS = 3
+DRAIN_S = 30.0
+
+log = logging.getLogger("candlelake.alerts.webhook")
 
 
 class AlertPublisher:
@@ -77,3 +84,44 @@ class Webhook:
 
     def close(self) -> None:
         self._http.close()
+
+
+Outcome = Callable[[int, str], None]
+"""Told each alert's webhook status ('delivered' or 'failed: ...'), on the sender's thread."""
+
+
+class WebhookSender:
+    """POSTs alerts to a Webhook from a thread of its own, oldest first; `submit` returns at once.
+
+    `close` sends what is still queued, for at most `DRAIN_S`: what is left then (a receiver that hangs)
+    keeps no status and is logged as not sent."""
+
+    def __init__(self, webhook: Webhook, outcome: Outcome) -> None:
+        self.webhook = webhook
+        self._outcome = outcome
+        self._queue: queue.Queue[tuple[int, AlertRecord] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="candlelake-webhook", daemon=True)
+        self._thread.start()
+
+    def submit(self, alerts: Sequence[tuple[int, AlertRecord]]) -> None:
+        for item in alerts:
+            self._queue.put(item)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            alert_id, alert = item
+            status = self.webhook.send(alert_id, alert)
+            if status != "delivered":
+                log.warning("webhook did not take alert %s: %s", alert_id, status)
+            try:
+                self._outcome(alert_id, status)
+            except Exception as exc:  # PostgreSQL away: the POST happened, only its record is lost
+                log.warning("could not record the webhook status of alert %s: %s", alert_id, exc)
+
+    def close(self, drain_s: float = DRAIN_S) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=drain_s)
+        if self._thread.is_alive():  # its client stays open: the daemon thread dies with the process
+            log.warning("webhook still busy after %.0f s; %d alert(s) not sent", drain_s, self._queue.qsize())
+            return
+        self.webhook.close()

@@ -10,7 +10,7 @@ Each poll:
    rules (candlelake.alerts.price_rules);
 3. inserts every alert into `alerts` (once: a unique key per market, time, type and detector), publishes
    to the `alerts` topic every row it has not acknowledged yet (the table is the outbox: see `deliver`)
-   and POSTs the new ones to the webhook.
+   and hands the new ones to the webhook's sender thread (a slow receiver never delays a poll).
 
 The detector is MLflow's `models:/candlelake-anomaly-detector@champion`, looked up again every
 CANDLELAKE_SCORER_MODEL_REFRESH_S; without a champion (or without MLflow) the rules score alone. On start
@@ -35,7 +35,7 @@ from typing import Any
 import psycopg2
 
 from candlelake.alerts import store
-from candlelake.alerts.delivery import AlertPublisher, Webhook
+from candlelake.alerts.delivery import AlertPublisher, Webhook, WebhookSender
 from candlelake.alerts.price_rules import PriceWatch
 from candlelake.alerts.record import AlertRecord, from_anomaly, from_crossing
 from candlelake.alerts.scoring import LiveScorer
@@ -78,11 +78,14 @@ class ScorerService:
         self.scorer = LiveScorer(parse_rules(settings.anomaly_thresholds), covered=self._covered)
         self.watch = PriceWatch()
         self.publisher = publisher or AlertPublisher(settings.kafka_bootstrap, settings.alerts_topic)
-        self.webhook = (
+        hook = (
             webhook
             if webhook is not None
             else (Webhook(settings.alert_webhook_url) if settings.alert_webhook_url else None)
         )
+        # The sender's thread records each POST's outcome on a connection of its own.
+        self._status_conn: Any = None
+        self.webhook = None if hook is None else WebhookSender(hook, self._record_webhook_status)
         self._load_champion = load_champion or self._champion_from_mlflow
         self.model_version: str | None = None
         # Never checked: the first poll loads the champion and the rules, whatever the clock says.
@@ -176,15 +179,25 @@ class ScorerService:
         if not new:
             return []
         if self.webhook is not None:
-            for alert_id, alert in new:
-                status = self.webhook.send(alert_id, alert)
-                if status != "delivered":
-                    log.warning("webhook did not take alert %s: %s", alert_id, status)
-                with self._conn.cursor() as cur:
-                    store.set_webhook_status(cur, alert_id, status)
+            self.webhook.submit(new)
         for alert_id, alert in new:
             log.info("alert %s: %s", alert_id, alert.headline())
         return new
+
+    def _record_webhook_status(self, alert_id: int, status: str) -> None:
+        """On the sender's thread: one reconnect when PostgreSQL restarted since the last POST."""
+        for attempt in (1, 2):
+            try:
+                if self._status_conn is None or self._status_conn.closed:
+                    self._status_conn = psycopg2.connect(self.settings.pg_dsn(), application_name="candlelake-webhook")
+                    self._status_conn.autocommit = True
+                with self._status_conn.cursor() as cur:
+                    store.set_webhook_status(cur, alert_id, status)
+                return
+            except psycopg2.OperationalError:
+                self._status_conn = None
+                if attempt == 2:
+                    raise
 
     def _publish(self, pending: list[tuple[int, AlertRecord]]) -> None:
         try:
@@ -238,4 +251,6 @@ class ScorerService:
         self.publisher.close()
         if self.webhook is not None:
             self.webhook.close()
+        if self._status_conn is not None:
+            self._status_conn.close()
         self._conn.close()

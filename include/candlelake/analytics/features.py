@@ -17,12 +17,16 @@ z-scores are floats: logarithms and square roots are not exact in any decimal ty
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from candlelake.util import interval_micros
 
@@ -34,7 +38,10 @@ BASELINE_MINUTES = 60
 """A z-score compares a bar with the mean and spread of this many minutes before it (itself excluded)."""
 DECIMAL_DIGITS = 34
 _CONTEXT = Context(prec=DECIMAL_DIGITS)
-_HISTORY = BASELINE_MINUTES + 1  # the most bars any feature looks at: the baseline of a return's z-score
+# Sums of closes: wide enough to stay exact over a year of any real price's digits.
+_SUMS = Context(prec=200)
+HISTORY_MINUTES = BASELINE_MINUTES + 1
+"""The most minutes any feature looks at: the baseline hour of a return's z-score, and the minute before it."""
 
 ValueOf = Callable[["Bar"], float | None]
 """A bar's value for a z-score (its volume, trade count, log return), or None where it has none."""
@@ -76,8 +83,8 @@ class FeatureBook:
     """One market's recent bars; `push` a closed bar, in time order, and get its features.
 
     The book keeps the last hour and a minute of bars, all any feature looks at, so the live scorer holds
-    about 61 bars per market; `features()` folds a whole history through one book, so training computes
-    exactly what the scorer does.
+    about 61 bars per market; `features()` computes the same for a whole history at once (for training
+    and the dashboard), tested equal to this book bar by bar.
     """
 
     def __init__(self) -> None:
@@ -98,7 +105,7 @@ class FeatureBook:
             raise ValueError(f"a bar opens on a whole minute, not at {bar.open_time_us} (epoch microseconds)")
         previous = self._bars[-1] if self._bars else None
         self._bars.append(bar)
-        while self._bars[0].open_time_us <= bar.open_time_us - _HISTORY * MINUTE_US:
+        while self._bars[0].open_time_us <= bar.open_time_us - HISTORY_MINUTES * MINUTE_US:
             dropped = self._bars.popleft()
             self._log_returns.pop(dropped.open_time_us, None)
 
@@ -138,7 +145,7 @@ class FeatureBook:
         window = self._window(last, minutes)
         if window is None:
             return None
-        total = sum((b.close for b in window), Decimal(0))  # exact: a sum of decimals
+        total = functools.reduce(_SUMS.add, (b.close for b in window), Decimal(0))  # exact
         return _CONTEXT.divide(total, Decimal(minutes))
 
     def _volatility(self, last: Bar) -> float | None:
@@ -183,10 +190,117 @@ def _returns(previous: Bar | None, bar: Bar) -> tuple[float | None, float | None
 
 
 def features(bars: Iterable[Bar]) -> Iterator[Features]:
-    """The features of every bar of one market's history, in time order: the live book's, bar by bar."""
-    book = FeatureBook()
-    for bar in bars:
-        yield book.push(bar)
+    """The features of every bar of one market's history, in time order: what the live book gives bar by
+    bar, computed a whole history at a time (training folds a year of 10 markets through it).
+
+    Moving averages and returns are the book's to the last digit (the same Decimal operations); the
+    volatility and z-scores are numpy's two-pass means and deviations over the same windows, within 1e-12
+    (relative) of the book's exact sums (tests/unit/test_features.py holds the two equal on real klines).
+    About 8 times faster than pushing every bar through a book: 9.6 against 75 us a bar (docs/analytics.md)."""
+    history = list(bars)
+    if not history:
+        return
+    times = np.fromiter((b.open_time_us for b in history), dtype=np.int64, count=len(history))
+    _check_order(times)
+    minute = times // MINUTE_US
+    whole = {k: _whole(minute, k) for k in {*MA_MINUTES, VOLATILITY_MINUTES}}
+    baseline_whole = np.zeros(len(history), dtype=bool)
+    baseline_whole[1:] = _whole(minute, BASELINE_MINUTES)[:-1] & (np.diff(minute) == 1)
+
+    returns = [_returns(history[i - 1] if i else None, bar) for i, bar in enumerate(history)]
+    log_returns = np.array([np.nan if lr is None else lr for _, lr in returns])
+    volatility = _rolling_stdev(log_returns, VOLATILITY_MINUTES, whole[VOLATILITY_MINUTES])
+    z_scores = [
+        _rolling_z(values, baseline_whole)
+        for values in (
+            log_returns,
+            np.array([np.nan if b.volume is None else float(b.volume) for b in history]),
+            np.array([np.nan if b.trades is None else float(b.trades) for b in history]),
+        )
+    ]
+    running = _running_sums(history)
+    means = {k: _rolling_means(running, k, whole[k]) for k in MA_MINUTES}
+    volatility_of, return_z, volume_z, trades_z = (_optional(a) for a in (volatility, *z_scores))
+    for i, bar in enumerate(history):
+        simple, logarithmic = returns[i]
+        yield Features(
+            open_time_us=bar.open_time_us,
+            close=bar.close,
+            ma_1m=means[1][i],
+            ma_5m=means[5][i],
+            ma_15m=means[15][i],
+            return_1m=simple,
+            log_return_1m=logarithmic,
+            volatility_15m=volatility_of[i],
+            return_z=return_z[i],
+            volume_z=volume_z[i],
+            trades_z=trades_z[i],
+        )
+
+
+def _check_order(times: np.ndarray) -> None:
+    """The book's refusals, for a whole history: bars on whole minutes, in strictly increasing time."""
+    off = np.flatnonzero(times % MINUTE_US)
+    if off.size:
+        raise ValueError(f"a bar opens on a whole minute, not at {int(times[off[0]])} (epoch microseconds)")
+    back = np.flatnonzero(np.diff(times) <= 0)
+    if back.size:
+        i = int(back[0])
+        raise ValueError(
+            f"bars must arrive in time order: a bar of {int(times[i + 1])} after one of {int(times[i])} "
+            "(epoch microseconds)"
+        )
+
+
+def _whole(minute: np.ndarray, k: int) -> np.ndarray:
+    """Per bar: whether the `k` minutes ending with it all have a bar. Minutes strictly increase, so the
+    window is whole exactly when the bar `k - 1` places back is `k - 1` minutes back."""
+    out = np.zeros(len(minute), dtype=bool)
+    if len(minute) >= k:
+        out[k - 1 :] = minute[k - 1 :] - minute[: len(minute) - k + 1] == k - 1
+    return out
+
+
+def _running_sums(history: Sequence[Bar]) -> list[Decimal]:
+    """Exact sums of the closes before each bar (and of all of them, last)."""
+    return list(itertools.accumulate((b.close for b in history), _SUMS.add, initial=Decimal(0)))
+
+
+def _rolling_means(running: Sequence[Decimal], k: int, whole: np.ndarray) -> list[Decimal | None]:
+    """The exact mean close of each whole `k`-minute window: differences of exact running sums."""
+    return [
+        _CONTEXT.divide(_SUMS.subtract(running[i + 1], running[i + 1 - k]), Decimal(k)) if ok else None
+        for i, ok in enumerate(whole.tolist())
+    ]
+
+
+def _rolling_stdev(values: np.ndarray, k: int, whole: np.ndarray) -> np.ndarray:
+    """The sample standard deviation of the `k` values ending at each bar; NaN where one is unknown."""
+    out = np.full(len(values), np.nan)
+    if len(values) >= k:
+        out[k - 1 :] = sliding_window_view(values, k).std(axis=1, ddof=1)
+    out[~whole] = np.nan
+    return out
+
+
+def _rolling_z(values: np.ndarray, baseline_whole: np.ndarray) -> np.ndarray:
+    """Each value against the mean and spread of the hour before it; NaN where that hour is not wholly
+    known, or flat (the book's exact sums give a flat hour a spread of exactly 0; numpy's might not)."""
+    k = BASELINE_MINUTES
+    out = np.full(len(values), np.nan)
+    if len(values) > k:
+        windows = sliding_window_view(values[:-1], k)
+        mean = windows.mean(axis=1)
+        spread = windows.std(axis=1, ddof=1)
+        flat = np.ptp(windows, axis=1) == 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[k:] = np.where(flat, np.nan, (values[k:] - mean) / spread)
+    out[~baseline_whole] = np.nan
+    return out
+
+
+def _optional(values: np.ndarray) -> list[float | None]:
+    return [None if math.isnan(v) else v for v in values.tolist()]
 
 
 def bars_from_prices(points: Sequence[tuple[int, Decimal]]) -> list[Bar]:

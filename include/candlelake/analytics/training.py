@@ -18,6 +18,7 @@ A challenger is promoted only when it beats every baseline and the champion (`de
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,7 +28,7 @@ from sklearn.ensemble import IsolationForest
 
 from candlelake.analytics import detector, trend
 from candlelake.analytics.evaluation import Result, evaluate
-from candlelake.analytics.features import BASELINE_MINUTES, MINUTE_US, Bar, Features, features
+from candlelake.analytics.features import BASELINE_MINUTES, HISTORY_MINUTES, MINUTE_US, Bar, Features, features
 from candlelake.analytics.injection import Event, inject, spaced_events
 from candlelake.analytics.rules import Rules
 
@@ -103,12 +104,16 @@ def injected_held_out(history: History, cut: int, seed: int = EVENT_SEED) -> lis
     """Per market with room for one: the held-out features with pumps and dumps injected, and the events."""
     out = []
     for n, bars in enumerate(history[k] for k in sorted(history)):
-        held = [b for b in bars if b.open_time_us >= cut]
+        start = bisect.bisect_left(bars, cut, key=lambda b: b.open_time_us)
+        held = bars[start:]
         slots = (len(held) - BASELINE_MINUTES) // EVENT_SPACING_MINUTES
         if slots < 1:
             continue
         events = spaced_events(held, slots, EVENT_SIZES, seed=seed + n, spacing_minutes=EVENT_SPACING_MINUTES)
-        _, injected = _split_features(inject(bars, events), cut)
+        # A held-out bar's features look back an hour and a minute at most, and an injected event at the
+        # hour before it: the bars from then on are all the features of the held-out span need.
+        tail = bars[bisect.bisect_left(bars, cut - HISTORY_MINUTES * MINUTE_US, key=lambda b: b.open_time_us) :]
+        _, injected = _split_features(inject(tail, events), cut)
         out.append((injected, events))
     return out
 
@@ -181,9 +186,8 @@ def train_trend(history: History, champion: Any | None = None, *, seed: int = 0)
             f"{len(train)} training and {len(test)} held-out samples: too few (or of one class) to train a "
             "trend classifier"
         )
-    model = trend.random_forest(seed)
-    model.fit(train.x, train.y)
-    logistic = trend.logistic(seed).fit(train.x, train.y)
+    model = trend.fitted("random_forest", train, seed)
+    logistic = trend.fitted("logistic", train, seed)
     baselines = {
         "majority": trend.score(test.y, trend.predict_baseline("majority", train, test)),
         "last_move": trend.score(test.y, trend.predict_baseline("last_move", train, test)),
@@ -202,7 +206,7 @@ def train_trend(history: History, champion: Any | None = None, *, seed: int = 0)
         **{
             f"rf_{k}": v
             for k, v in model.get_params().items()
-            if k in ("n_estimators", "max_depth", "min_samples_leaf")
+            if k in ("n_estimators", "max_depth", "min_samples_leaf", "max_samples")
         },
     }
     return TrendReport(model, challenger, baselines, reigning, decide(challenger, reigning, baselines), params)

@@ -2,7 +2,7 @@
 
 It reads PostgreSQL and writes to PostgreSQL and Kafka, so it starts with the stream and the producer.
 Healthy means alive and polling: its heartbeat file, written after every poll, is this process's and
-younger than a few polls (at least 30 s, for a poll that waits on a slow webhook).
+younger than a few polls (at least 30 s: a poll that waits on PostgreSQL or Kafka restarting).
 """
 
 from __future__ import annotations
