@@ -30,6 +30,7 @@ pages = [
     st.Page("views/markets.py", title="Markets", icon=":material/candlestick_chart:", default=True),
     st.Page("views/quality.py", title="Quality", icon=":material/fact_check:"),
     st.Page("views/alerts.py", title="Alerts", icon=":material/notifications:"),
+    st.Page("views/trades.py", title="Trades", icon=":material/receipt_long:"),
     st.Page("views/pipeline.py", title="Pipeline", icon=":material/monitor_heart:"),
 ]
 page = st.navigation(pages)

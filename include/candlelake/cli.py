@@ -1,5 +1,5 @@
 """`candlelake`: the command-line front door (up, down, status, install, produce, replay, backfill, gaps, candles,
-alerts, score).
+sql, alerts, score).
 
 Every failure a person can fix is reported in one or two lines naming the part and what to do; a
 traceback is shown only with --debug.
@@ -163,6 +163,51 @@ def cmd_candles(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
+    import csv
+    from datetime import date, timedelta
+
+    from candlelake.serve import lake_trades
+
+    def day(text: str | None, flag: str) -> date | None:
+        try:
+            return None if text is None else date.fromisoformat(text)
+        except ValueError:
+            raise ConfigError(f"{flag} {text!r}: give a day as YYYY-MM-DD") from None
+
+    since, until = day(args.since, "--since"), day(args.until, "--until")
+    days = None
+    if since is not None or until is not None:
+        first, last = since or date(1970, 1, 1), until or date.today() + timedelta(days=1)
+        if last < first:
+            raise ConfigError(f"--until {last} is before --since {first}")
+        days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    table = lake_trades.run_sql(settings, args.query, exchange=args.exchange, days=days)
+    if args.format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(table.columns)
+        writer.writerows(table.rows)
+    elif args.format == "json":
+        for record in table.records():
+            print(json.dumps(record, default=str))
+    else:
+        _print_table(table.columns, table.rows[: args.max_rows])
+        if len(table.rows) > args.max_rows:
+            _say(f"({len(table.rows):,} rows, the first {args.max_rows:,} shown; --format csv prints all)")
+        else:
+            _say(f"({len(table.rows):,} row{'s' if len(table.rows) != 1 else ''})")
+    return 0
+
+
+def _print_table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [[str(c) for c in columns], *[["NULL" if v is None else str(v) for v in row] for row in rows]]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    for n, line in enumerate(cells):
+        _say("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+        if n == 0:
+            _say("  ".join("-" * w for w in widths))
+
+
 def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
     import psycopg2
 
@@ -295,6 +340,19 @@ def build_parser() -> argparse.ArgumentParser:
     candles.add_argument("--end", required=True, help="ISO 8601, exclusive")
     candles.add_argument("--format", default="csv", choices=["csv", "json"])
     candles.set_defaults(func=cmd_candles)
+
+    sql = sub.add_parser(
+        "sql",
+        help="read-only SQL (DuckDB) over the lake's committed trades: relations `trades` (each trade once) "
+        "and `raw_trades` (as landed, copies included)",
+    )
+    sql.add_argument("query", help="one SELECT, e.g. \"SELECT symbol, count(*) FROM trades GROUP BY ALL\"")
+    sql.add_argument("--exchange", help="only this exchange's partitions")
+    sql.add_argument("--since", help="only partitions of this UTC day (YYYY-MM-DD) or later")
+    sql.add_argument("--until", help="only partitions up to this UTC day, inclusive")
+    sql.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    sql.add_argument("--max-rows", type=int, default=100, help="rows a table shows (csv and json print all)")
+    sql.set_defaults(func=cmd_sql)
 
     alerts = sub.add_parser("alerts", help="price alert rules the platform evaluates, and the alerts it raised")
     actions = alerts.add_subparsers(dest="action", required=True, metavar="ACTION")

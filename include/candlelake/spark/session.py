@@ -7,6 +7,7 @@ takes only the correctness settings and adds its own (state store, checkpoints, 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 
 from pyspark.sql import SparkSession
@@ -39,6 +40,11 @@ def build_session(
 
     `batch` adds BATCH_CONF (a streaming job sizes itself); `conf` adds or overrides settings.
     """
+    # Executors run Python too (e.g. the rows of createDataFrame), with the interpreter the driver names in
+    # PYSPARK_PYTHON or else whatever `python3` their PATH finds: on a cluster's workers, not this one.
+    # spark-submit sets it from spark.pyspark.python; otherwise this interpreter (on a cluster: the same
+    # venv path on every host) is named.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
     for key, value in {**EXACT_CONF, **(BATCH_CONF if batch else {})}.items():
         builder = builder.config(key, value)

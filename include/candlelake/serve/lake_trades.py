@@ -1,0 +1,243 @@
+"""Raw trades from the lake, through DuckDB: a market's latest trades, the trades of any past minute (the
+trades behind a candle), and ad-hoc read-only SQL (`candlelake sql "..."`).
+
+What is read is what the nightly batch would read (candlelake.lake.catalog.day_files): per partition
+(`exchange=E/trade_date=D`) the curated files its manifest names, plus the stream's bronze batches that
+Spark has committed above the manifest. Files a crashed micro-batch or compaction left behind are never
+read, and a folder is never listed for Parquet files: a trade is visible here once its batch committed,
+seconds after it reached Kafka.
+
+Bronze holds trades as they landed, copies included (a replayed batch, a producer restarted from its
+last offset); the `trades` relation keeps one per (exchange, symbol, trade_id), the copy ingested first,
+as candlelake.spark.transforms.dedupe_trades does, so the trades of a minute are exactly the ones its
+curated candle counts. `raw_trades` is the lake as landed.
+
+Read-only means: one SELECT (or EXPLAIN) per call, checked before it runs; the connection may open the
+committed files and nothing else (DuckDB's `allowed_paths` with external access off, and the
+configuration locked, so a query cannot widen it, write a file or attach a database).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from candlelake.config import Settings
+from candlelake.lake import catalog
+from candlelake.trade import CANDLE_INPUTS
+from candlelake.util import utc
+
+COLUMN_TYPES: dict[str, str] = {
+    "exchange": "VARCHAR",
+    "trade_date": "DATE",
+    "symbol": "VARCHAR",
+    "trade_id": "BIGINT",
+    "price": "DECIMAL(28,10)",
+    "qty": "DECIMAL(28,10)",
+    "trade_time": "TIMESTAMPTZ",
+    "is_buyer_maker": "BOOLEAN",
+    "ingest_time": "TIMESTAMPTZ",
+    "source": "VARCHAR",
+}
+"""`trades` and `raw_trades`: the trade, and the partition it is in (a filter on either skips files).
+The types are the lake's (candlelake.spark.transforms.TRADE_SCHEMA)."""
+_ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+# The copy kept of a trade: the one ingested first, ties broken by every other column (dedupe_trades).
+_FIRST_COPY = "ORDER BY ingest_time ASC NULLS LAST, source ASC NULLS LAST, price, qty, trade_time, is_buyer_maker"
+_VALID = " AND ".join(f"{name} IS NOT NULL" for name in CANDLE_INPUTS)
+RECENT_LOOKBACK = timedelta(hours=24)
+MINUTE = timedelta(minutes=1)
+
+
+class LakeQueryError(ValueError):
+    """A query that cannot run here; the message says why in a line."""
+
+
+@dataclass(frozen=True)
+class Partition:
+    exchange: str
+    day: date
+    files: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+    def records(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+
+def partitions(settings: Settings, exchange: str | None = None, days: Iterable[date] | None = None) -> list[Partition]:
+    """The committed files of every partition (of `exchange`, on `days`; all when None), bronze or curated."""
+    wanted = None if days is None else set(days)
+    found: set[tuple[str, date]] = set()
+    for root in (settings.lake_dir, settings.curated_dir):
+        for name, day, _ in catalog.bronze_partitions(root):
+            if (exchange is None or name == exchange) and (wanted is None or day in wanted):
+                found.add((name, day))
+    checkpoint = catalog.lake_checkpoint(settings)
+    out = []
+    for name, day in sorted(found):
+        files = catalog.day_files(settings.lake_dir, name, day, curated=settings.curated_dir, checkpoint=checkpoint)
+        if files.files:
+            out.append(Partition(name, day, tuple(files.files)))
+    return out
+
+
+class LakeTrades:
+    """A read-only DuckDB connection over `partitions`' files, with the relations `trades` and `raw_trades`.
+
+    Open one per request (it costs the file list, not the data: Parquet footers are read by the queries
+    that need them); `close` it, or use it as a context manager."""
+
+    def __init__(self, parts: Sequence[Partition], *, threads: int = 2, memory_limit: str = "1GB") -> None:
+        files = [str(path) for part in parts for path in part.files]
+        self._con = duckdb.connect(":memory:", config={"threads": threads, "memory_limit": memory_limit})
+        self._con.execute("SET TimeZone = 'UTC'")
+        if files:
+            # The exchange comes from the path (`exchange=E/`): the files do not carry it.
+            source = f"read_parquet({_list(files)}, hive_partitioning = true, union_by_name = true)"
+            select = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in COLUMN_TYPES.items())
+            self._con.execute(f"CREATE VIEW raw_trades AS SELECT {select} FROM {source}")
+        else:
+            empty = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in COLUMN_TYPES.items())
+            self._con.execute(f"CREATE VIEW raw_trades AS SELECT {empty} WHERE false")
+        self._con.execute(
+            "CREATE VIEW trades AS SELECT * FROM raw_trades WHERE "
+            f"{_VALID} QUALIFY row_number() OVER (PARTITION BY exchange, symbol, trade_id {_FIRST_COPY}) = 1"
+        )
+        # From here on the connection reads these files and nothing else, and cannot be reconfigured.
+        self._con.execute(f"SET allowed_paths = {_list(files)}")
+        self._con.execute("SET enable_external_access = false")
+        self._con.execute("SET lock_configuration = true")
+
+    def __enter__(self) -> LakeTrades:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._con.close()
+
+    def sql(self, query: str, params: Sequence[Any] | None = None) -> Table:
+        """One read-only statement's result; LakeQueryError for anything else or a query DuckDB refuses."""
+        try:
+            statements = self._con.extract_statements(query)
+        except duckdb.Error as exc:
+            raise LakeQueryError(_first_line(exc)) from None
+        if len(statements) != 1:
+            raise LakeQueryError(f"give one SQL statement, not {len(statements)}")
+        if statements[0].type not in _ALLOWED_STATEMENTS:
+            kind = statements[0].type.name
+            raise LakeQueryError(f"the lake is read-only here: SELECT or EXPLAIN only, not {kind}")
+        try:
+            cursor = self._con.execute(query, params or [])
+            rows = cursor.fetchall()
+        except duckdb.Error as exc:
+            raise LakeQueryError(_first_line(exc)) from None
+        return Table(tuple(d[0] for d in cursor.description or ()), rows)
+
+    def between(self, exchange: str, symbol: str, start: datetime, end: datetime, limit: int | None = None) -> Table:
+        """The trades of one market with start <= trade_time < end, oldest first (the newest `limit`)."""
+        order = "DESC" if limit is not None else "ASC"
+        query = f"""
+            WITH hits AS (
+                SELECT * FROM raw_trades
+                 WHERE exchange = $exchange AND symbol = $symbol AND trade_time >= $start AND trade_time < $end
+                   AND {_VALID}
+            ), kept AS (
+                SELECT * FROM hits QUALIFY row_number() OVER (PARTITION BY trade_id {_FIRST_COPY}) = 1
+            )
+            SELECT trade_time, trade_id, price, qty, is_buyer_maker, source, ingest_time FROM kept
+             ORDER BY trade_time {order}, trade_id {order} {"LIMIT $limit" if limit is not None else ""}
+        """
+        params: dict[str, Any] = {"exchange": exchange, "symbol": symbol, "start": utc(start), "end": utc(end)}
+        if limit is not None:
+            params["limit"] = limit
+        cursor = self._con.execute(query, params)
+        rows = cursor.fetchall()
+        if limit is not None:
+            rows.reverse()
+        return Table(tuple(d[0] for d in cursor.description or ()), rows)
+
+
+@dataclass(frozen=True)
+class TradesCandle:
+    """What a minute's trades make, by the candle rules: open and close the first and last trade in
+    (time, id) order, high and low the extremes, volume the exact sum of quantities."""
+
+    trades: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    taker_buy_volume: Decimal
+
+
+def candle_of(table: Table) -> TradesCandle | None:
+    """The candle `between`'s rows (oldest first) make; None for no trades."""
+    rows = table.records()
+    if not rows:
+        return None
+    prices = [r["price"] for r in rows]
+    return TradesCandle(
+        trades=len(rows),
+        open=prices[0],
+        high=max(prices),
+        low=min(prices),
+        close=prices[-1],
+        volume=sum((r["qty"] for r in rows), Decimal(0)),
+        taker_buy_volume=sum((r["qty"] for r in rows if not r["is_buyer_maker"]), Decimal(0)),
+    )
+
+
+def _list(items: Sequence[str]) -> str:
+    return "[" + ", ".join("'" + item.replace("'", "''") + "'" for item in items) + "]"
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _days(start: datetime, end: datetime) -> list[date]:
+    first, last = utc(start).date(), (utc(end) - timedelta(microseconds=1)).date()
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def minute_trades(settings: Settings, exchange: str, symbol: str, minute: datetime, minutes: int = 1) -> Table:
+    """The trades of `minutes` minutes from `minute` (a candle's open time; seconds are dropped)."""
+    start = utc(minute).replace(second=0, microsecond=0)
+    end = start + minutes * MINUTE
+    with LakeTrades(partitions(settings, exchange, _days(start, end))) as lake:
+        return lake.between(exchange, symbol, start, end)
+
+
+def recent_trades(
+    settings: Settings,
+    exchange: str,
+    symbol: str,
+    limit: int = 100,
+    lookback: timedelta = RECENT_LOOKBACK,
+    now: datetime | None = None,
+) -> Table:
+    """The market's newest `limit` trades of the `lookback` before `now`, oldest first."""
+    end = (now or datetime.now(UTC)) + timedelta(minutes=5)  # a producer's clock a little ahead of ours
+    start = end - lookback - timedelta(minutes=5)
+    with LakeTrades(partitions(settings, exchange, _days(start, end))) as lake:
+        return lake.between(exchange, symbol, start, end, limit=limit)
+
+
+def run_sql(settings: Settings, query: str, exchange: str | None = None, days: Iterable[date] | None = None) -> Table:
+    """`query` over the committed trades (of `exchange`, on `days`): relations `trades` and `raw_trades`."""
+    with LakeTrades(partitions(settings, exchange, days)) as lake:
+        return lake.sql(query)
