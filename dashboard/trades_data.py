@@ -20,7 +20,7 @@ from dashboard.data import MAX_ENTRIES, DataError
 
 
 def _frame(table: Table) -> pd.DataFrame:
-    return pd.DataFrame.from_records(table.rows, columns=list(table.columns))
+    return table.frame()
 
 
 def _read(work: str, read: Callable[[], Table]) -> Table:
@@ -53,4 +53,4 @@ def tape(exchange: str, symbol: str, until: datetime, limit: int) -> pd.DataFram
 
 
 def candle_of(frame: pd.DataFrame) -> lake_trades.TradesCandle | None:
-    return lake_trades.candle_of(Table(tuple(frame.columns), list(frame.itertuples(index=False, name=None))))
+    return lake_trades.candle_of(frame.to_dict("records"))

@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="read-only SQL (DuckDB) over the lake's committed trades: relations `trades` (each trade once) "
         "and `raw_trades` (as landed, copies included)",
     )
-    sql.add_argument("query", help="one SELECT, e.g. \"SELECT symbol, count(*) FROM trades GROUP BY ALL\"")
+    sql.add_argument("query", help='one SELECT, e.g. "SELECT symbol, count(*) FROM trades GROUP BY ALL"')
     sql.add_argument("--exchange", help="only this exchange's partitions")
     sql.add_argument("--since", help="only partitions of this UTC day (YYYY-MM-DD) or later")
     sql.add_argument("--until", help="only partitions up to this UTC day, inclusive")

@@ -54,6 +54,7 @@ from candlelake.trade import Trade
 from candlelake.util import from_us, now_us, to_us
 from tests.support.ports import free_port
 from tests.support.reference_candles import reference_candles
+from tests.support.spark import FAST_JVM
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -85,6 +86,11 @@ def cluster(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
     settings = dataclasses.replace(services, runtime_dir=home / "runtime")
     with standalone_cluster(settings, spec, worker_env={"PATH": f"{stub}{os.pathsep}{os.environ['PATH']}"}) as c:
         yield c
+
+
+def app_names(cluster: StandaloneCluster, which: str) -> list[str]:
+    """The names of the master's `activeapps` or `completedapps`: the applications that ran on the cluster."""
+    return [app["name"] for app in (cluster.master_state() or {}).get(which, [])]
 
 
 def trade_rows(trades: list[Trade]) -> list[tuple[Any, ...]]:
@@ -153,6 +159,8 @@ def test_the_batch_recompute_on_the_cluster_equals_local_mode_and_the_reference(
         "CANDLELAKE_CURATED_DIR": str(lake / "curated"),
         "CANDLELAKE_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
         "SPARK_LOCAL_IP": cluster.spec.host,
+        "PYSPARK_SUBMIT_ARGS": f'--conf "spark.driver.extraJavaOptions={FAST_JVM}" '
+        f'--conf "spark.executor.extraJavaOptions={FAST_JVM}" pyspark-shell',
     }
     # As Airflow or a person would run it without spark-submit: nothing names the executors' Python.
     env.pop("PYSPARK_PYTHON", None)
@@ -163,7 +171,7 @@ def test_the_batch_recompute_on_the_cluster_equals_local_mode_and_the_reference(
     assert job.returncode == 0, job.stderr[-4000:]
     summary = json.loads(job.stdout.strip().splitlines()[-1])
     assert (summary["trades_read"], summary["duplicates_dropped"]) == (len(trades) + len(late), len(late))
-    assert any(cluster.work_dir.glob("app-*/*/stderr")), "the job ran no executor on the cluster's worker"
+    assert "candlelake-batch" in app_names(cluster, "completedapps")
 
     local = batch.recompute(
         spark,
@@ -261,7 +269,7 @@ def lake_trade_ids(settings: Settings, exchange: str) -> list[tuple[str, int]]:
 
 
 def test_a_streaming_run_on_the_cluster_equals_local_mode_and_the_reference(
-    stream_settings: Settings, exchange: str, spark: Any
+    stream_settings: Settings, cluster: StandaloneCluster, exchange: str, spark: Any
 ) -> None:
     settings = stream_settings
     trades = Simulator(SYMBOLS, rate=20.0, seed=1818, start_time_us=now_us() - 150_000_000, exchange=exchange).take(
@@ -303,4 +311,5 @@ def test_a_streaming_run_on_the_cluster_equals_local_mode_and_the_reference(
         2.0,
         lambda: seen("the lake to hold every trade once", len(lake_trade_ids(settings, exchange))),
     )
+    assert "candlelake-stream" in app_names(cluster, "activeapps")
     assert stream.stop()

@@ -37,6 +37,7 @@ SERVICES = {
     "mlflow",
     "scorer",
     "dashboard",
+    "grafana",
 }
 LONG_RUNNING = SERVICES - {"airflow-init"}
 # Service -> the Settings field of the port it publishes.
