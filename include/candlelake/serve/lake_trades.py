@@ -68,6 +68,9 @@ class Partition:
     exchange: str
     day: date
     files: tuple[Path, ...]
+    deduplicated: bool = False
+    """Only curated files: compaction kept each trade once, so reads skip the dedupe (its cost is most
+    of a day's query: bench/lake_query.py). A trade's copies share its partition (the day is the trade's)."""
 
 
 class Table:
@@ -109,7 +112,7 @@ def partitions(settings: Settings, exchange: str | None = None, days: Iterable[d
     for name, day in sorted(found):
         files = catalog.day_files(settings.lake_dir, name, day, curated=settings.curated_dir, checkpoint=checkpoint)
         if files.files:
-            out.append(Partition(name, day, tuple(files.files)))
+            out.append(Partition(name, day, tuple(files.files), deduplicated=not files.bronze_files))
     return out
 
 
@@ -123,18 +126,11 @@ class LakeTrades:
         files = [str(path) for part in parts for path in part.files]
         self._con = duckdb.connect(":memory:", config={"threads": threads, "memory_limit": memory_limit})
         self._con.execute("SET TimeZone = 'UTC'")
-        if files:
-            # The exchange comes from the path (`exchange=E/`): the files do not carry it.
-            source = f"read_parquet({_list(files)}, hive_partitioning = true, union_by_name = true)"
-            select = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in COLUMN_TYPES.items())
-            self._con.execute(f"CREATE VIEW raw_trades AS SELECT {select} FROM {source}")
-        else:
-            empty = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in COLUMN_TYPES.items())
-            self._con.execute(f"CREATE VIEW raw_trades AS SELECT {empty} WHERE false")
-        self._con.execute(
-            "CREATE VIEW trades AS SELECT * FROM raw_trades WHERE "
-            f"{_VALID} QUALIFY row_number() OVER (PARTITION BY exchange, symbol, trade_id {_FIRST_COPY}) = 1"
-        )
+        for view, deduplicated in (("clean_trades", True), ("landed_trades", False)):
+            chosen = [str(path) for part in parts if part.deduplicated == deduplicated for path in part.files]
+            self._con.execute(f"CREATE VIEW {view} AS {_select(chosen)}")
+        self._con.execute("CREATE VIEW raw_trades AS SELECT * FROM clean_trades UNION ALL SELECT * FROM landed_trades")
+        self._con.execute(f"CREATE VIEW trades AS {_kept('true', ('exchange', 'symbol', 'trade_id'))}")
         # From here on the connection reads these files and nothing else, and cannot be reconfigured.
         self._con.execute(f"SET allowed_paths = {_list(files)}")
         self._con.execute("SET enable_external_access = false")
@@ -185,13 +181,7 @@ class LakeTrades:
         """The trades of one market with start <= trade_time < end, oldest first (the newest `limit`)."""
         order = "DESC" if limit is not None else "ASC"
         query = f"""
-            WITH hits AS (
-                SELECT * FROM raw_trades
-                 WHERE exchange = $exchange AND symbol = $symbol AND trade_time >= $start AND trade_time < $end
-                   AND {_VALID}
-            ), kept AS (
-                SELECT * FROM hits QUALIFY row_number() OVER (PARTITION BY trade_id {_FIRST_COPY}) = 1
-            )
+            WITH kept AS ({_kept(_MARKET_SPAN)})
             SELECT trade_time, trade_id, price, qty, is_buyer_maker, source, ingest_time FROM kept
              ORDER BY trade_time {order}, trade_id {order} {"LIMIT $limit" if limit is not None else ""}
         """
@@ -232,13 +222,29 @@ def candle_of(rows: Sequence[Mapping[str, Any]]) -> TradesCandle | None:
     )
 
 
-MINUTE_CANDLES_SQL = f"""
-    WITH hits AS (
-        SELECT * FROM raw_trades
-         WHERE exchange = $exchange AND symbol = $symbol AND trade_time >= $start AND trade_time < $end AND {_VALID}
-    ), kept AS (
-        SELECT * FROM hits QUALIFY row_number() OVER (PARTITION BY trade_id {_FIRST_COPY}) = 1
+def _select(files: Sequence[str]) -> str:
+    """The trades of `files` with the lake's column types; no rows (but the columns) for no files."""
+    if not files:
+        return "SELECT " + ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in COLUMN_TYPES.items()) + " WHERE false"
+    # The exchange and the day come from the path (`exchange=E/trade_date=D/`): the files do not carry them.
+    source = f"read_parquet({_list(files)}, hive_partitioning = true, union_by_name = true)"
+    return "SELECT " + ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in COLUMN_TYPES.items()) + f" FROM {source}"
+
+
+def _kept(where: str, key: Sequence[str] = ("trade_id",)) -> str:
+    """The valid trades matching `where`, each once: curated ones as they are, landed ones deduplicated
+    by `key` (within one market, the trade id is enough)."""
+    return (
+        f"SELECT * FROM clean_trades WHERE {where} AND {_VALID} UNION ALL "
+        f"(SELECT * FROM landed_trades WHERE {where} AND {_VALID} "
+        f"QUALIFY row_number() OVER (PARTITION BY {', '.join(key)} {_FIRST_COPY}) = 1)"
     )
+
+
+_MARKET_SPAN = "exchange = $exchange AND symbol = $symbol AND trade_time >= $start AND trade_time < $end"
+
+MINUTE_CANDLES_SQL = f"""
+    WITH kept AS ({_kept(_MARKET_SPAN)})
     SELECT time_bucket(INTERVAL 1 minute, trade_time) AS open_time,
            arg_min(price, (trade_time, trade_id)) AS open, max(price) AS high, min(price) AS low,
            arg_max(price, (trade_time, trade_id)) AS close, sum(qty) AS volume, sum(price * qty) AS quote_volume,
