@@ -159,10 +159,11 @@ def test_the_batch_recompute_on_the_cluster_equals_local_mode_and_the_reference(
         "CANDLELAKE_CURATED_DIR": str(lake / "curated"),
         "CANDLELAKE_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
         "SPARK_LOCAL_IP": cluster.spec.host,
+        # The tests' JVM flags for seconds-long JVMs, on the driver and the executor: 21 s for the job, not 40.
         "PYSPARK_SUBMIT_ARGS": f'--conf "spark.driver.extraJavaOptions={FAST_JVM}" '
         f'--conf "spark.executor.extraJavaOptions={FAST_JVM}" pyspark-shell',
     }
-    # As Airflow or a person would run it without spark-submit: nothing names the executors' Python.
+    # As a person runs it (`python jobs/batch_candles.py`): nothing names the executors' Python.
     env.pop("PYSPARK_PYTHON", None)
     env.pop("PYSPARK_DRIVER_PYTHON", None)
     argv = [sys.executable, str(ROOT / "jobs" / "batch_candles.py"), "--exchange", exchange]

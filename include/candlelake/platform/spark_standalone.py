@@ -178,7 +178,9 @@ class StandaloneCluster:
         for name in (MASTER, WORKER):
             pid = runtime.running_pid(self.settings, name)
             if pid:
-                raise runtime.ComponentError(name, f"already running (pid {pid}); stop it first", self.master_log)
+                raise runtime.ComponentError(
+                    name, f"already running (pid {pid}); stop it first", runtime.log_path(self.settings, name)
+                )
         self._check_free(MASTER, s.port, "port")
         self._check_free(MASTER, s.webui_port, "webui_port")
         self._check_free(WORKER, s.worker_webui_port, "worker_webui_port")
