@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg2
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from psycopg2 import sql
 
 from candlelake.config import Settings, load_settings
@@ -47,13 +47,16 @@ from candlelake.platform.stream_control import (
     wait_healthy,
 )
 from candlelake.platform.supervisor import Check, observe_stream, supervise
+from candlelake.sources.simulator import Simulator
 from candlelake.stream.progress import STREAM_QUERIES
+from candlelake.util import now_us
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 FIRST, SECOND = "AAAUSDT", "BBBUSDT"
+BACKLOG = "ZZZUSDT"
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +238,9 @@ def test_a_killed_streaming_job_is_restarted_through_the_hook_built_spark_submit
         set_desired(conn, "producer", STOPPED, {"source": "simulator", "symbols": [FIRST]}, "test")
     producer.stop()
     kill_group(first)
+    # And trades sent after the kill, which the killed job cannot have read: without them a job that
+    # had already committed the whole topic leaves a query with no batch of input, hence no rate.
+    send_backlog(settings, 200)
 
     run = run_id()
     checks = by_component(supervise(settings, run, stream_timeout_s=240))
@@ -267,6 +273,19 @@ def test_a_killed_streaming_job_is_restarted_through_the_hook_built_spark_submit
     # start_stream starts only what is not running: the producer, not the job.
     result = start_stream(settings, "simulator", [FIRST], changed_by="test")
     assert result.actions["producer"].startswith("started") and stream.pid() == second, result.actions
+
+
+def send_backlog(settings: Settings, n: int) -> None:
+    """`n` simulated trades of a market of their own (BACKLOG) onto the trades topic, acknowledged."""
+    trades = Simulator([BACKLOG], rate=100.0, seed=11, start_time_us=now_us()).take(n)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    try:
+        sent = [producer.send(settings.trades_topic, key=t.key.encode(), value=t.to_json_bytes()) for t in trades]
+        producer.flush(timeout=30)
+        for future in sent:
+            future.get(timeout=0)
+    finally:
+        producer.close(timeout=10)
 
 
 def caught_up_query(query: dict[str, Any]) -> bool:
