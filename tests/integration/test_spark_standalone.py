@@ -31,7 +31,6 @@ import psycopg2
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
-from psycopg2 import sql
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
@@ -43,8 +42,6 @@ from candlelake.ingest.kafka_sinks import KafkaTradeSink
 from candlelake.lake import catalog
 from candlelake.nightly import recompute as batch
 from candlelake.platform import runtime
-from candlelake.platform.kafka import KafkaComponent, admin_client
-from candlelake.platform.postgres import PostgresComponent, schema_sql
 from candlelake.platform.spark_standalone import StandaloneCluster, StandaloneSpec, standalone_cluster
 from candlelake.platform.stream import StreamComponent
 from candlelake.sources.simulator import Simulator
@@ -52,6 +49,7 @@ from candlelake.spark import transforms
 from candlelake.stream import parquet_lake
 from candlelake.trade import Trade
 from candlelake.util import from_us, now_us, to_us
+from tests.support.own_platform import own_database_and_topics, topic_env
 from tests.support.ports import free_port
 from tests.support.reference_candles import reference_candles
 from tests.support.spark import FAST_JVM
@@ -210,11 +208,7 @@ def stream_settings(services: Settings, cluster: StandaloneCluster, tmp_path: Pa
         "CANDLELAKE_LAKE_DIR": str(tmp_path / "lake"),
         "CANDLELAKE_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
         "CANDLELAKE_PG_DATABASE": database,
-        "CANDLELAKE_TRADES_TOPIC": f"satest-{tag}-trades",
-        "CANDLELAKE_DEAD_LETTER_TOPIC": f"satest-{tag}-dead-letter",
-        "CANDLELAKE_PRICES_TOPIC": f"satest-{tag}-prices",
-        "CANDLELAKE_PRICE_KPIS_TOPIC": f"satest-{tag}-prices.kpis",
-        "CANDLELAKE_ALERTS_TOPIC": f"satest-{tag}-alerts",
+        **topic_env(f"satest-{tag}"),
         "CANDLELAKE_SPARK_UI_PORT": str(free_port()),
         "SPARK_LOCAL_IP": cluster.spec.host,
     }
@@ -222,29 +216,11 @@ def stream_settings(services: Settings, cluster: StandaloneCluster, tmp_path: Pa
         for key, value in env.items():
             patch.setenv(key, value)
         settings = load_settings()
-        admin = PostgresComponent(services)._superuser_conn()  # its socket is in the platform's runtime
-        admin.autocommit = True
-        try:
-            with admin.cursor() as cur:
-                owner = sql.Identifier(settings.pg_user)
-                cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), owner))
-            with psycopg2.connect(settings.pg_dsn()) as conn, conn.cursor() as cur:
-                cur.execute(schema_sql())
-            conn.close()
-            topics = KafkaComponent(settings).topic_specs()
-            with admin_client(settings.kafka_bootstrap, 15_000, "standalone-test") as kafka:
-                kafka.create_topics(topics, timeout_ms=15_000)
-                kafka.wait_for_topics(list(topics), timeout_ms=15_000)
-            yield settings
-        finally:
-            StreamComponent(settings).stop()
+        with own_database_and_topics(services, settings, "standalone-test"):
             try:
-                with admin_client(settings.kafka_bootstrap, 15_000, "standalone-test") as kafka:
-                    kafka.delete_topics(list(KafkaComponent(settings).topic_specs()), timeout_ms=15_000)
+                yield settings
             finally:
-                with admin.cursor() as cur:
-                    cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
-                admin.close()
+                StreamComponent(settings).stop()
 
 
 def pg_candles(settings: Settings, exchange: str) -> dict[tuple[str, str, int], dict[str, Any]]:

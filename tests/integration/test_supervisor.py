@@ -24,13 +24,12 @@ from typing import Any
 import psycopg2
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from psycopg2 import sql
 
 from candlelake.config import Settings, load_settings
 from candlelake.platform import runtime
 from candlelake.platform.airflow import spark_connection
-from candlelake.platform.kafka import KafkaComponent, admin_client, topic_end_offsets
-from candlelake.platform.postgres import PostgresComponent, schema_sql
+from candlelake.platform.kafka import admin_client, topic_end_offsets
+from candlelake.platform.postgres import PostgresComponent
 from candlelake.platform.producer import ProducerComponent
 from candlelake.platform.stream import StreamComponent
 from candlelake.platform.stream_control import (
@@ -50,6 +49,7 @@ from candlelake.platform.supervisor import Check, observe_stream, supervise
 from candlelake.sources.simulator import Simulator
 from candlelake.stream.progress import STREAM_QUERIES
 from candlelake.util import now_us
+from tests.support.own_platform import own_database_and_topics, topic_env
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
@@ -80,11 +80,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         "CANDLELAKE_CHECKPOINT_DIR": str(home / "runtime" / "checkpoints"),
         "CANDLELAKE_CURATED_DIR": str(home / "runtime" / "curated"),
         "CANDLELAKE_PG_DATABASE": database,
-        "CANDLELAKE_TRADES_TOPIC": f"svtest-{tag}-trades",
-        "CANDLELAKE_DEAD_LETTER_TOPIC": f"svtest-{tag}-dead-letter",
-        "CANDLELAKE_PRICES_TOPIC": f"svtest-{tag}-prices",
-        "CANDLELAKE_PRICE_KPIS_TOPIC": f"svtest-{tag}-prices.kpis",
-        "CANDLELAKE_ALERTS_TOPIC": f"svtest-{tag}-alerts",
+        **topic_env(f"svtest-{tag}"),
         "CANDLELAKE_SPARK_UI_PORT": str(free_port()),
         "CANDLELAKE_PRODUCER_SOURCE": "simulator",
         "CANDLELAKE_SIMULATOR_RATE": "20",
@@ -99,33 +95,13 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         settings = load_settings()
         for key, value in spark_connection(settings).items():  # what Airflow's task processes get
             patch.setenv(key, value)
-        admin_pg = postgres._superuser_conn()
-        try:
-            with admin_pg.cursor() as cur:
-                cur.execute(
-                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                        sql.Identifier(database), sql.Identifier(settings.pg_user)
-                    )
-                )
-            with psycopg2.connect(settings.pg_dsn()) as conn, conn.cursor() as cur:
-                cur.execute(schema_sql())
-            conn.close()
-            topics = KafkaComponent(settings).topic_specs()
-            with admin_client(settings.kafka_bootstrap, 15_000, "supervisor-test") as admin:
-                admin.create_topics(topics, timeout_ms=15_000)
-                admin.wait_for_topics(list(topics), timeout_ms=15_000)
-            yield settings
-        finally:
-            for component in (ProducerComponent(settings), StreamComponent(settings)):
-                reap_leftovers(settings, component.name)
-                component.stop()
+        with own_database_and_topics(base, settings, "supervisor-test"):
             try:
-                with admin_client(settings.kafka_bootstrap, 15_000, "supervisor-test") as admin:
-                    admin.delete_topics(list(KafkaComponent(settings).topic_specs()), timeout_ms=15_000)
+                yield settings
             finally:
-                with admin_pg.cursor() as cur:
-                    cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
-                admin_pg.close()
+                for component in (ProducerComponent(settings), StreamComponent(settings)):
+                    reap_leftovers(settings, component.name)
+                    component.stop()
 
 
 def run_id() -> str:

@@ -100,19 +100,23 @@ def _split_features(bars: Sequence[Bar], cut: int) -> tuple[list[Features], list
     return [f for f in every if f.open_time_us < cut], [f for f in every if f.open_time_us >= cut]
 
 
+def _first_at(bars: Sequence[Bar], time_us: int) -> int:
+    """The index of the first of `bars` (time order) opening at or after `time_us`."""
+    return bisect.bisect_left(bars, time_us, key=lambda b: b.open_time_us)
+
+
 def injected_held_out(history: History, cut: int, seed: int = EVENT_SEED) -> list[tuple[list[Features], list[Event]]]:
     """Per market with room for one: the held-out features with pumps and dumps injected, and the events."""
     out = []
     for n, bars in enumerate(history[k] for k in sorted(history)):
-        start = bisect.bisect_left(bars, cut, key=lambda b: b.open_time_us)
-        held = bars[start:]
+        held = bars[_first_at(bars, cut) :]
         slots = (len(held) - BASELINE_MINUTES) // EVENT_SPACING_MINUTES
         if slots < 1:
             continue
         events = spaced_events(held, slots, EVENT_SIZES, seed=seed + n, spacing_minutes=EVENT_SPACING_MINUTES)
         # A held-out bar's features look back an hour and a minute at most, and an injected event at the
         # hour before it: the bars from then on are all the features of the held-out span need.
-        tail = bars[bisect.bisect_left(bars, cut - HISTORY_MINUTES * MINUTE_US, key=lambda b: b.open_time_us) :]
+        tail = bars[_first_at(bars, cut - HISTORY_MINUTES * MINUTE_US) :]
         _, injected = _split_features(inject(tail, events), cut)
         out.append((injected, events))
     return out

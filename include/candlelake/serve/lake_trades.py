@@ -34,7 +34,7 @@ import pyarrow as pa
 from candlelake.config import Settings
 from candlelake.lake import catalog
 from candlelake.trade import CANDLE_INPUTS
-from candlelake.util import utc
+from candlelake.util import first_line, utc
 
 COLUMN_TYPES: dict[str, str] = {
     "exchange": "VARCHAR",
@@ -150,7 +150,7 @@ class LakeTrades:
         try:
             statements = self._con.extract_statements(query)
         except duckdb.Error as exc:
-            raise LakeQueryError(_first_line(exc)) from None
+            raise LakeQueryError(first_line(exc)) from None
         if len(statements) != 1:
             raise LakeQueryError(f"give one SQL statement, not {len(statements)}")
         if statements[0].type not in _ALLOWED_STATEMENTS:
@@ -159,7 +159,7 @@ class LakeTrades:
         try:
             return Table(self._con.execute(query, params or []).to_arrow_table())
         except duckdb.Error as exc:
-            raise LakeQueryError(_first_line(exc)) from None
+            raise LakeQueryError(first_line(exc)) from None
 
     def minute_candles(self, exchange: str, symbol: str, start: datetime, end: datetime) -> Table:
         """The 1m candles the trades of [start, end) make (MINUTE_CANDLES_SQL), oldest first."""
@@ -257,10 +257,6 @@ minute's carried close is PostgreSQL's business)."""
 
 def _list(items: Sequence[str]) -> str:
     return "[" + ", ".join("'" + item.replace("'", "''") + "'" for item in items) + "]"
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _days(start: datetime, end: datetime) -> list[date]:
